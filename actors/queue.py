@@ -1,0 +1,145 @@
+"""The query queue: hands out leases on the most useful unlabeled items, never twice.
+
+A scoring round replaces the queue's candidates (ranked by the sampler) and its random sample
+of the pool. ``lease(n)`` fills n slots, exploiting with probability ``p`` and exploring with
+``1 - p``, skipping anything labeled or currently leased. A lease that is not answered within
+``lease_seconds`` expires and the item can be handed out again.
+
+Plain class, clock injected: tests move time by hand.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.selection import select_queries
+
+
+@dataclass(frozen=True)
+class Query:
+    """One leased item."""
+
+    id: str
+    score: float
+    model_version: int
+    explored: bool
+
+
+class QueryQueue:
+    """Leases over the candidates of the last finished scoring round.
+
+    Args:
+        explore_p: Probability that a slot exploits (takes the next ranked candidate).
+        lease_seconds: How long a leased item stays reserved for its annotator.
+        seed: Seeds the exploration draws.
+        clock: Seconds, monotonic; injected for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        explore_p: float = 0.9,
+        lease_seconds: float = 300.0,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.explore_p = explore_p
+        self.lease_seconds = lease_seconds
+        self._rng = np.random.default_rng(seed)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._ranked: list[str] = []
+        self._random: list[str] = []
+        self._score: dict[str, tuple[float, int]] = {}
+        self._labeled: set[str] = set()
+        self._leases: dict[str, float] = {}
+        self.round_version = -1
+        self.rounds = 0
+        self.leased_total = 0
+        self.explored_total = 0
+
+    def update_round(
+        self,
+        ranked_ids: Sequence[str],
+        scores: Sequence[float],
+        versions: Sequence[int],
+        random_ids: Sequence[str],
+        round_version: int,
+    ) -> None:
+        """Replace the candidates with a finished round's (ranked best first)."""
+        with self._lock:
+            self._ranked = [str(i) for i in ranked_ids]
+            self._random = [str(i) for i in random_ids]
+            self._score = {
+                str(i): (float(s), int(v))
+                for i, s, v in zip(ranked_ids, scores, versions, strict=True)
+            }
+            self.round_version = int(round_version)
+            self.rounds += 1
+
+    def _expire(self, now: float) -> None:
+        for item in [i for i, until in self._leases.items() if until <= now]:
+            del self._leases[item]
+
+    def lease(self, n: int) -> list[Query]:
+        """Lease up to ``n`` items that are neither labeled nor leased."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            picks = select_queries(
+                self._ranked,
+                self._random,
+                k=n,
+                p=self.explore_p,
+                rng=self._rng,
+                exclude=self._labeled | self._leases.keys(),
+            )
+            out = []
+            for pick in picks:
+                self._leases[pick.id] = now + self.lease_seconds
+                score, version = self._score.get(pick.id, (0.0, self.round_version))
+                out.append(Query(pick.id, score, version, pick.explored))
+            self.leased_total += len(out)
+            self.explored_total += sum(q.explored for q in out)
+            return out
+
+    def mark_labeled(self, ids: Iterable[str]) -> None:
+        """Never hand these ids out again."""
+        with self._lock:
+            for item in ids:
+                self._labeled.add(item)
+                self._leases.pop(item, None)
+
+    def release(self, ids: Iterable[str]) -> None:
+        """Give leases back early (an annotator skipped the items)."""
+        with self._lock:
+            for item in ids:
+                self._leases.pop(item, None)
+
+    def depth(self) -> int:
+        """Ranked candidates that could still be leased now."""
+        with self._lock:
+            self._expire(self._clock())
+            blocked = self._labeled | self._leases.keys()
+            return sum(1 for i in self._ranked if i not in blocked)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics and tests."""
+        depth = self.depth()
+        with self._lock:
+            return {
+                "depth": depth,
+                "leased": len(self._leases),
+                "labeled": len(self._labeled),
+                "round_version": self.round_version,
+                "rounds": self.rounds,
+                "leased_total": self.leased_total,
+                "explored_total": self.explored_total,
+            }

@@ -1,0 +1,86 @@
+"""Weight broadcast: one ``ray.put`` per version, a cheap version number for every scorer.
+
+The trainer puts each new state dict into the object store once and publishes a small
+:class:`WeightsVersion` on a :class:`WeightsBoard`. Scorers ask the board for the latest version
+number before each batch (a few bytes) and fetch the weights only when the number changed, so
+the cost of a new version is one put plus one zero-copy read per node, whatever the pool size.
+
+Example:
+    >>> board = WeightsBoard()
+    >>> board.latest_version()
+    -1
+    >>> board.publish(WeightsVersion(version=3, labels_seen=48, refs=[]))
+    True
+    >>> board.publish(WeightsVersion(version=2, labels_seen=32, refs=[]))
+    False
+    >>> board.latest_version()
+    3
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class WeightsVersion:
+    """A published model version.
+
+    Attributes:
+        version: Monotonic version number; 0 is the initial random model.
+        labels_seen: Labels the trainer had trained on when it produced this version.
+        refs: ``[ObjectRef]`` of the state dict as numpy arrays. Wrapped in a list because Ray
+            resolves top-level ObjectRef arguments: inside a list the reference travels as a
+            reference, and only the scorers that need it dereference it.
+        published_at: ``time.time()`` at publication, for label-to-scorer latency.
+    """
+
+    version: int
+    labels_seen: int
+    refs: list[Any] = field(default_factory=list)
+    published_at: float = 0.0
+
+
+class WeightsBoard:
+    """Holds the newest :class:`WeightsVersion`; thread-safe so it can serve many scorers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: WeightsVersion | None = None
+
+    def publish(self, weights: WeightsVersion) -> bool:
+        """Make ``weights`` the latest unless a newer version is already there."""
+        with self._lock:
+            if self._latest is not None and weights.version <= self._latest.version:
+                return False
+            self._latest = weights
+            return True
+
+    def latest_version(self) -> int:
+        """The newest version number, or -1 before the first publication."""
+        with self._lock:
+            return -1 if self._latest is None else self._latest.version
+
+    def latest(self) -> WeightsVersion | None:
+        """The newest version with its reference, or None before the first publication."""
+        with self._lock:
+            return self._latest
+
+
+def state_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Copy a module's state dict to CPU numpy arrays, which Ray stores and reads zero-copy."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def load_numpy_state(module: torch.nn.Module, state: dict[str, np.ndarray]) -> None:
+    """Load numpy arrays (possibly read-only views into the object store) into ``module``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only buffers: load_state_dict copies
+        tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
+    module.load_state_dict(tensors)

@@ -1,0 +1,167 @@
+"""The ``activestream`` command line.
+
+Every user error (bad flag, bad config key, unreadable data) is one line on stderr and exit
+code 2; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pipelines.config import Config, load_config
+from pipelines.errors import ActivestreamError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as a single line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (defaults run without one)")
+    parser.add_argument("--seed", type=int, help="seed for every random choice")
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, object]) -> Config:
+    return load_config(args.config).with_overrides({"seed": args.seed, **overrides})
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """One scoring pass over a pool, then query selection; all scores go to Parquet."""
+    import numpy as np
+
+    from pipelines.runtime import init_ray
+    from pipelines.scoring import score_pass
+    from pipelines.selection import select_queries
+    from pipelines.sources import resolve_dataset
+
+    cfg = _load(
+        args,
+        {
+            "data.dataset": args.data,
+            "model.arch": args.arch,
+            "sampling.sampler": args.sampler,
+            "sampling.k": args.k,
+            "sampling.explore_p": args.explore_p,
+        },
+    )
+    pool, _ = resolve_dataset(cfg)
+    weights = _load_weights(args.weights) if args.weights else None
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    init_ray(cfg.ray)
+    try:
+        result = score_pass(cfg, pool, weights=weights, out=args.out, progress=True)
+    finally:
+        import ray
+
+        ray.shutdown()
+    picks = select_queries(
+        result.top.ids.tolist(),
+        result.explore.ids.tolist(),
+        k=cfg.sampling.k,
+        p=cfg.sampling.explore_p,
+        rng=np.random.default_rng(cfg.seed),
+    )
+    scores = dict(zip(result.top.ids.tolist(), result.top.scores.tolist(), strict=True))
+    print(
+        f"scored {result.rows} rows in {result.seconds:.1f} s "
+        f"({result.rows_per_second:.0f} rows/s) with {cfg.model.arch}, "
+        f"sampler {cfg.sampling.sampler}; all scores in {args.out}"
+    )
+    print(f"{'query':<20} {'score':>7}  chosen by")
+    for pick in picks:
+        score = f"{scores[pick.id]:.4f}" if pick.id in scores else "-"
+        how = "exploration (random)" if pick.explored else cfg.sampling.sampler
+        print(f"{pick.id:<20} {score:>7}  {how}")
+    return 0
+
+
+def _load_weights(path: str) -> object:
+    """A state dict file (as served by GET /model/weights) as version-1 weights."""
+    import ray
+    import torch
+
+    from actors.weights import WeightsVersion
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise ActivestreamError(f"cannot read weights {path}: {err}".splitlines()[0]) from None
+    arrays = {k: v.numpy() for k, v in state.items()}
+    return WeightsVersion(version=1, labels_seen=0, refs=[ray.put(arrays)])
+
+
+def cmd_make_shards(args: argparse.Namespace) -> int:
+    """Generate synthetic labeled image shards for scale tests and benchmarks."""
+    from pipelines.synthetic import make_synthetic_shards
+
+    if args.rows < 1:
+        raise ActivestreamError(f"--rows must be at least 1, got {args.rows}")
+    cfg = _load(args, {})
+    shards = make_synthetic_shards(
+        args.out,
+        args.rows,
+        rows_per_shard=args.rows_per_shard,
+        num_classes=args.classes,
+        seed=cfg.seed,
+        test_rows=args.test_rows,
+        storage=cfg.storage,
+    )
+    print(
+        f"wrote {shards.num_rows} rows in {len(shards.paths)} shards to {args.out}/pool "
+        f"(shape {tuple(shards.shape)}, {len(shards.classes)} classes)"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full CLI; subcommands follow the design's CLI contract."""
+    parser = _Parser(prog="activestream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    score = sub.add_parser("score", help="one scoring pass over a pool, Parquet out")
+    _common(score)
+    score.add_argument("--data", help="'digits', a shard folder, an image folder or s3://...")
+    score.add_argument("--out", default="results/scores.parquet", help="Parquet of all scores")
+    score.add_argument("--arch", help="model architecture")
+    score.add_argument("--sampler", help="uncertainty sampler")
+    score.add_argument("--k", type=int, help="queries to select")
+    score.add_argument("--explore-p", type=float, help="probability a slot exploits")
+    score.add_argument("--weights", help="state dict file (as from GET /model/weights)")
+    score.set_defaults(func=cmd_score)
+
+    shards = sub.add_parser("make-shards", help="synthetic labeled image shards")
+    _common(shards)
+    shards.add_argument("--rows", type=int, default=100_000)
+    shards.add_argument("--out", default="data/shards")
+    shards.add_argument("--rows-per-shard", type=int, default=10_000)
+    shards.add_argument("--classes", type=int, default=10)
+    shards.add_argument("--test-rows", type=int, default=0)
+    shards.set_defaults(func=cmd_make_shards)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``activestream`` console script."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (ActivestreamError, ValueError) as err:
+        print(f"activestream: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("activestream: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

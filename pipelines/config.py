@@ -1,0 +1,187 @@
+"""One typed configuration object that flows from the CLI to every part.
+
+Every section forbids unknown keys, so a typo in a YAML file fails loudly with the key's dotted
+path instead of silently running with a default. Defaults run on a laptop: bundled digits, the
+compact CNN, ``buffer_size`` 16, entropy sampling with exploration ``p`` 0.9.
+
+Example:
+    >>> cfg = Config()
+    >>> cfg.training.buffer_size, cfg.sampling.sampler, cfg.sampling.explore_p
+    (16, 'entropy', 0.9)
+    >>> cfg.with_overrides({"sampling.k": 8}).sampling.k
+    8
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipelines.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class StorageConfig(_Section):
+    """How to reach ``s3://`` paths (through s3fs); empty means the AWS defaults."""
+
+    endpoint_url: str | None = None
+    anon: bool = False
+    key: str | None = None
+    secret: str | None = None
+
+
+class DataConfig(_Section):
+    """Where the unlabeled pool and the held-out test split live."""
+
+    dataset: str = Field(
+        "digits",
+        description="'digits' for the bundled set, or a path / s3:// prefix of Parquet shards "
+        "or an image folder.",
+    )
+    cache_dir: str = Field("data/cache", description="Where bundled data is written as shards.")
+    shards: int = Field(4, ge=1, description="Shards for the bundled digits pool.")
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+
+
+class ModelConfig(_Section):
+    """Which classifier to build (randomly initialised: no downloads)."""
+
+    arch: Literal["digits_cnn", "resnet18", "mobilenet_v3_small"] = "digits_cnn"
+    dropout: float = Field(0.25, ge=0.0, lt=1.0)
+
+
+class TrainingConfig(_Section):
+    """The online trainer's knobs (the seed's open questions, made explicit)."""
+
+    buffer_size: int = Field(16, ge=1, description="Labels to wait for before a training step.")
+    policy: Literal["new_only", "replay", "full"] = "replay"
+    steps_per_update: int = Field(30, ge=1, description="Optimizer steps per buffered batch.")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    replay_ratio: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of each replay minibatch drawn from older labels."
+    )
+    replay_capacity: int = Field(10_000, ge=1, description="Reservoir size of older labels.")
+    recency_half_life: float | None = Field(
+        None, gt=0.0, description="Labels; when set, newer labels weigh more in replay draws."
+    )
+    num_gpus: float | None = Field(
+        None, ge=0.0, description="GPUs for the trainer; None picks 1 when the cluster has one."
+    )
+
+
+class ScoringConfig(_Section):
+    """The Ray Data scorer pool."""
+
+    batch_size: int = Field(256, ge=1)
+    num_scorers: int = Field(2, ge=1, description="Actors in the scorer pool.")
+    threads_per_scorer: int = Field(1, ge=1, description="torch threads inside each scorer.")
+    cpus_per_scorer: float = Field(0.5, gt=0.0, description="Logical CPUs each scorer reserves.")
+    gpus_per_scorer: float | None = Field(
+        None, ge=0.0, description="GPU share per scorer; None picks a share when GPUs exist."
+    )
+    read_cpus: float = Field(0.25, gt=0.0, description="Logical CPUs each read task reserves.")
+    shards_per_round: int | None = Field(
+        None, ge=1, description="Rotate over this many shards per round; None scores all."
+    )
+    rescore_every: int = Field(1, ge=1, description="Start a scoring round every M versions.")
+
+
+class SamplingConfig(_Section):
+    """How scores become queries."""
+
+    sampler: str = "entropy"
+    explore_p: float = Field(0.9, ge=0.0, le=1.0, description="Probability a slot exploits.")
+    k: int = Field(16, ge=1, description="Queries handed out per request by default.")
+    candidates: int = Field(
+        256, ge=1, description="Best-scored rows a scoring round keeps (the global top-k)."
+    )
+    lease_seconds: float = Field(300.0, gt=0.0)
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, name: str) -> str:
+        import samplers
+
+        if name not in samplers.names():
+            raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(samplers.names())}")
+        return name
+
+
+class RayConfig(_Section):
+    """How to reach or start Ray; logical CPUs let Serve, trainer and scorers coexist."""
+
+    address: str | None = Field(None, description="Existing cluster; None starts a local one.")
+    num_cpus: int | None = Field(
+        None, ge=1, description="Logical CPUs for a local cluster; None = max(8, 4 x cores)."
+    )
+
+
+class Config(_Section):
+    """Everything a run needs; build it with :func:`load_config` or ``Config()``."""
+
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    storage: StorageConfig = StorageConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    ray: RayConfig = RayConfig()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """Return a copy with dotted keys replaced (``{"training.buffer_size": 8}``).
+
+        ``None`` values are skipped so CLI flags that were not given keep the file's value.
+        """
+        raw = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise ConfigError(f"config key {dotted!r}: unknown section {part!r}")
+                node = node[part]
+            node[leaf] = value
+        return config_from_dict(raw)
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"config key {key!r} is not a known setting"
+    return f"config key {key!r}: {first['msg']}"
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a plain dict; raise :class:`ConfigError` naming the first bad key."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load YAML (``None`` gives the defaults); raise :class:`ConfigError` on any problem."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections, got {type(raw).__name__}")
+    return config_from_dict(raw)

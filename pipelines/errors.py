@@ -1,0 +1,15 @@
+"""Errors a user can fix: the CLI prints them as one line and exits 2."""
+
+from __future__ import annotations
+
+
+class ActivestreamError(Exception):
+    """Base for every error caused by input the user controls (config, data, flags)."""
+
+
+class ConfigError(ActivestreamError, ValueError):
+    """A config key or value is wrong; the message names the key."""
+
+
+class DataError(ActivestreamError, ValueError):
+    """A data source is unreadable, empty or misses a column; the message names the file."""

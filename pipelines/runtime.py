@@ -1,0 +1,65 @@
+"""Starting Ray and sizing work to the cluster it finds.
+
+Ray's CPU counts are logical. A local cluster declares more logical CPUs than cores so that a
+Serve replica, the trainer, the query queue and a scorer pool can all be scheduled on a laptop;
+the real limit on CPU use is each scorer's torch thread count. GPUs are read from the cluster's
+resources, never from a flag, so the same config runs on a CPU laptop and a GPU cluster.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pipelines.config import RayConfig, ScoringConfig, TrainingConfig
+
+
+def local_logical_cpus(cfg: RayConfig) -> int:
+    """Logical CPUs for a local cluster: the configured number or max(8, 4 x cores)."""
+    return cfg.num_cpus or max(8, 4 * (os.cpu_count() or 1))
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Connect to ``cfg.address`` or start a local cluster; a no-op when Ray is already up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.address:
+        ray.init(address=cfg.address, log_to_driver=False)
+        return
+    ray.init(
+        num_cpus=local_logical_cpus(cfg),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+    )
+
+
+def cluster_gpus() -> float:
+    """GPUs the connected cluster has in total (0 on CPU-only clusters)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def scorer_gpus(cfg: ScoringConfig) -> float:
+    """GPU share per scorer: the configured share, else an even split of what the trainer leaves.
+
+    With one GPU the trainer takes half and the scorers share the other half; with more, the
+    trainer takes one and the scorers share the rest, at most one GPU each.
+    """
+    if cfg.gpus_per_scorer is not None:
+        return cfg.gpus_per_scorer
+    gpus = cluster_gpus()
+    if gpus < 1:
+        return 0.0
+    free = 0.5 if gpus < 2 else gpus - 1.0
+    return min(1.0, free / cfg.num_scorers)
+
+
+def trainer_gpus(cfg: TrainingConfig) -> float:
+    """GPUs for the trainer: the configured number, else one (half of a lone GPU), else none."""
+    if cfg.num_gpus is not None:
+        return cfg.num_gpus
+    gpus = cluster_gpus()
+    return 1.0 if gpus >= 2 else 0.5 if gpus >= 1 else 0.0

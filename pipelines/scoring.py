@@ -1,0 +1,148 @@
+"""One scoring pass: stream shards through the Ray Data scorer pool into a global top-k.
+
+The pool is never materialized: read tasks stream Parquet row groups into an actor pool of
+:class:`actors.scorer.Scorer`, and the driver folds each small output batch (id, score, pred,
+model_version) into a :class:`samplers.TopK` for exploitation and a second ``TopK`` over random
+keys, which is a uniform sample without replacement, for exploration. Optionally every score
+row is also streamed to a Parquet file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import samplers
+from actors.scorer import Scorer
+from actors.weights import WeightsVersion
+from pipelines.config import Config
+from pipelines.runtime import scorer_gpus
+from pipelines.sources import ShardSet, read_ray_dataset
+
+
+@dataclass
+class ScoreResult:
+    """What a pass leaves behind: the best candidates, a random sample, and counters."""
+
+    top: samplers.TopKResult
+    explore: samplers.TopKResult
+    rows: int
+    seconds: float
+    versions: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Throughput of the whole pass, fixed costs included."""
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def scorer_kwargs(
+    cfg: Config, shards: ShardSet, *, board: Any = None, weights: WeightsVersion | None = None
+) -> dict[str, Any]:
+    """Constructor arguments of every scorer actor, all derived from the one config."""
+    return {
+        "arch": cfg.model.arch,
+        "shape": shards.shape,
+        "num_classes": len(shards.classes),
+        "sampler": cfg.sampling.sampler,
+        "board": board,
+        "weights": weights,
+        "seed": cfg.seed,
+        "threads": cfg.scoring.threads_per_scorer,
+        "dropout": cfg.model.dropout,
+    }
+
+
+def scored_dataset(
+    cfg: Config,
+    shards: ShardSet,
+    *,
+    board: Any = None,
+    weights: WeightsVersion | None = None,
+) -> Any:
+    """The lazy Ray Dataset of score rows; nothing runs until it is iterated."""
+    import ray
+
+    ds = read_ray_dataset(shards, read_cpus=cfg.scoring.read_cpus)
+    return ds.map_batches(
+        Scorer,
+        fn_constructor_kwargs=scorer_kwargs(cfg, shards, board=board, weights=weights),
+        batch_size=cfg.scoring.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.scoring.num_scorers),
+        num_cpus=cfg.scoring.cpus_per_scorer,
+        num_gpus=scorer_gpus(cfg.scoring) or None,
+    )
+
+
+def score_pass(
+    cfg: Config,
+    shards: ShardSet,
+    *,
+    candidates: int | None = None,
+    board: Any = None,
+    weights: WeightsVersion | None = None,
+    out: str | None = None,
+    progress: bool = False,
+) -> ScoreResult:
+    """Score every row of ``shards`` once and keep the best ``candidates`` rows.
+
+    Args:
+        cfg: The run's config (model, sampler, pool size, resources).
+        shards: The unlabeled pool.
+        candidates: Size of the kept top-k; defaults to ``cfg.sampling.candidates``.
+        board: WeightsBoard handle: scorers follow new versions mid-pass.
+        weights: Fixed weights when no board is given; None scores the random initial model.
+        out: Optional local Parquet path receiving every score row.
+        progress: Show a progress bar over rows.
+    """
+    from tqdm.auto import tqdm
+
+    k = candidates or cfg.sampling.candidates
+    top, explore = samplers.TopK(k), samplers.TopK(k)
+    rng = np.random.default_rng(cfg.seed)
+    versions: Counter[int] = Counter()
+    writer: pq.ParquetWriter | None = None
+    start = time.perf_counter()
+    rows = 0
+    bar = tqdm(total=shards.num_rows, unit="rows", desc="scoring", disable=not progress)
+    try:
+        for batch in scored_dataset(cfg, shards, board=board, weights=weights).iter_batches(
+            batch_format="pyarrow", batch_size=None
+        ):
+            if batch.num_rows == 0:
+                continue
+            ids = batch.column("id").to_numpy(zero_copy_only=False)
+            version = batch.column("model_version").to_numpy()
+            top.push(ids, batch.column("score").to_numpy(), version)
+            explore.push(ids, rng.random(batch.num_rows), version)
+            versions.update(version.tolist())
+            if out is not None:
+                writer = writer or pq.ParquetWriter(out, batch.schema)
+                writer.write_table(batch)
+            rows += batch.num_rows
+            bar.update(batch.num_rows)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if out is not None and writer is None:
+        pq.write_table(_empty_scores(), out)
+    return ScoreResult(top.result(), explore.result(), rows, time.perf_counter() - start, versions)
+
+
+def _empty_scores() -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array([], pa.string()),
+            "score": pa.array([], pa.float64()),
+            "pred": pa.array([], pa.int64()),
+            "model_version": pa.array([], pa.int64()),
+        }
+    )

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import Config, load_config
+from pipelines.errors import ConfigError
+
+
+def test_defaults_run_without_a_file():
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.data.dataset == "digits"
+    assert cfg.training.buffer_size == 16
+    assert (cfg.sampling.sampler, cfg.sampling.explore_p) == ("entropy", 0.9)
+
+
+def test_yaml_overrides_only_the_keys_it_names(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  buffer_size: 4\nsampling:\n  sampler: margin\n")
+    cfg = load_config(path)
+    assert cfg.training.buffer_size == 4
+    assert cfg.sampling.sampler == "margin"
+    assert cfg.training.lr == Config().training.lr
+
+
+def test_unknown_key_is_an_error_naming_the_dotted_key(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  bufer_size: 4\n")
+    with pytest.raises(ConfigError, match=r"'training\.bufer_size' is not a known setting"):
+        load_config(path)
+
+
+def test_wrong_value_is_an_error_naming_the_key(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sampling:\n  explore_p: 1.5\n")
+    with pytest.raises(ConfigError, match=r"'sampling\.explore_p'"):
+        load_config(path)
+
+
+def test_unknown_sampler_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"'sampling\.sampler'.*entropy"):
+        Config().with_overrides({"sampling.sampler": "nope"})
+
+
+def test_errors_are_one_line(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  arch: vgg\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+
+
+def test_invalid_yaml_and_missing_file_are_config_errors(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_overrides_skip_none_so_absent_flags_keep_file_values():
+    cfg = Config().with_overrides({"training.buffer_size": None, "seed": 7})
+    assert cfg.training.buffer_size == 16
+    assert cfg.seed == 7

@@ -1,0 +1,76 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from actors.models import build_model
+from actors.scorer import Scorer
+from actors.weights import WeightsBoard, WeightsVersion, load_numpy_state, state_to_numpy
+
+
+def _batch(n: int, shape=(1, 8, 8), seed=0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    flat = rng.integers(0, 256, size=(n, int(np.prod(shape))), dtype=np.uint8)
+    offsets = pa.array(np.arange(0, flat.size + 1, flat.shape[1], dtype=np.int32))
+    pixels = pa.ListArray.from_arrays(offsets, pa.array(flat.ravel()))
+    return pa.table({"id": [f"i{j}" for j in range(n)], "pixels": pixels})
+
+
+def test_scorer_returns_one_row_per_input_with_score_and_version():
+    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="margin")
+    out = scorer(_batch(5))
+    assert out.column_names == ["id", "score", "pred", "model_version"]
+    assert out.column("id").to_pylist() == [f"i{j}" for j in range(5)]
+    scores = out.column("score").to_numpy()
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert out.column("model_version").to_pylist() == [0] * 5
+
+
+def test_scorer_accepts_an_empty_batch():
+    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10)
+    assert scorer(_batch(0)).num_rows == 0
+
+
+def test_scorer_scores_match_the_sampler_applied_to_the_models_probabilities():
+    import samplers
+
+    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="entropy")
+    batch = _batch(4)
+    from pipelines.sources import pixels_to_array
+
+    probs = scorer.predict_proba(pixels_to_array(batch.column("pixels"), (1, 8, 8)))
+    expected = samplers.get("entropy")(probs)
+    np.testing.assert_allclose(scorer(batch).column("score").to_numpy(), expected)
+
+
+def test_state_round_trips_through_numpy_arrays():
+    a = build_model("digits_cnn", shape=(1, 8, 8), num_classes=10, seed=1)
+    b = build_model("digits_cnn", shape=(1, 8, 8), num_classes=10, seed=2)
+    state = state_to_numpy(a)
+    for v in state.values():
+        v.setflags(write=False)  # as read zero-copy from the object store
+    load_numpy_state(b, state)
+    assert all(np.array_equal(state[k], v.numpy()) for k, v in b.state_dict().items())
+
+
+def test_board_keeps_only_the_newest_version():
+    board = WeightsBoard()
+    assert board.latest() is None
+    assert board.publish(WeightsVersion(version=2, labels_seen=16))
+    assert not board.publish(WeightsVersion(version=1, labels_seen=8))
+    assert board.latest_version() == 2
+
+
+@pytest.mark.slow
+def test_scorer_follows_the_board_and_tags_rows_with_the_new_version(ray_session):
+    import ray
+
+    board = ray.remote(WeightsBoard).options(max_concurrency=8).remote()
+    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, board=board)
+    assert scorer(_batch(3)).column("model_version").to_pylist() == [0] * 3
+    trained = build_model("digits_cnn", shape=(1, 8, 8), num_classes=10, seed=7)
+    ref = ray.put(state_to_numpy(trained))
+    ray.get(board.publish.remote(WeightsVersion(version=4, labels_seen=64, refs=[ref])))
+    out = scorer(_batch(3))
+    assert out.column("model_version").to_pylist() == [4] * 3
+    expected = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, seed=7)(_batch(3))
+    np.testing.assert_allclose(out.column("score").to_numpy(), expected.column("score").to_numpy())

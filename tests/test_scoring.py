@@ -1,0 +1,59 @@
+"""A scoring pass through the Ray Data scorer pool on the session's real Ray cluster."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import Config
+from pipelines.scoring import score_pass
+from pipelines.sources import open_shards, resolve_dataset, write_shards
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
+    pool, _ = resolve_dataset(cfg)
+    return cfg, pool
+
+
+def test_a_pass_scores_every_row_once_and_keeps_the_global_top_k(ray_session, digits, tmp_path):
+    cfg, pool = digits
+    out = tmp_path / "scores.parquet"
+    result = score_pass(cfg, pool, candidates=20, out=str(out))
+    table = pq.read_table(out)
+    assert result.rows == pool.num_rows == table.num_rows
+    assert len(set(table.column("id").to_pylist())) == pool.num_rows
+    order = np.lexsort((table.column("id").to_numpy(), -table.column("score").to_numpy()))
+    expected = table.column("id").to_numpy()[order][:20]
+    assert result.top.ids.tolist() == expected.tolist()
+    assert set(table.column("model_version").to_pylist()) == {0}
+
+
+def test_the_random_sample_is_drawn_from_the_whole_pool(ray_session, digits):
+    cfg, pool = digits
+    result = score_pass(cfg, pool, candidates=50)
+    assert len(set(result.explore.ids.tolist())) == 50
+    assert set(result.explore.ids.tolist()) != set(result.top.ids.tolist())
+
+
+def test_a_pass_reads_shards_from_s3(ray_session, s3_server, s3_bucket, digits):
+    cfg, pool = digits
+    ids = [f"s{i}" for i in range(300)]
+    pixels = np.random.default_rng(0).integers(0, 256, (300, 1, 8, 8), dtype=np.uint8)
+    uri = f"s3://{s3_bucket}/pool"
+    write_shards(uri, ids, pixels, None, pool.classes, rows_per_shard=100, storage=s3_server)
+    remote = open_shards(uri, s3_server)
+    result = score_pass(cfg.model_copy(update={"storage": s3_server}), remote, candidates=10)
+    assert result.rows == 300
+    assert set(result.top.ids.tolist()) <= set(ids)
+
+
+def test_writing_scores_of_a_pool_without_rows_is_an_error_before_ray(tmp_path: Path):
+    from pipelines.errors import DataError
+
+    with pytest.raises(DataError, match="empty"):
+        open_shards(str(tmp_path))
