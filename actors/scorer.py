@@ -85,6 +85,11 @@ class Scorer:
             load_numpy_state(self._model, state)
         self.version = weights.version
 
+    def set_weights(self, state: dict[str, np.ndarray], version: int) -> None:
+        """Load weights handed over directly (in-process use, without the object store)."""
+        load_numpy_state(self._model, state)
+        self.version = version
+
     def _refresh(self) -> None:
         if self._board is None:
             return
@@ -101,6 +106,10 @@ class Scorer:
         """(N, C, H, W) float32 -> (N, classes) float64 probabilities."""
         logits = self._model(torch.from_numpy(x).to(self._device, non_blocking=True))
         return torch.softmax(logits.float(), dim=1).double().cpu().numpy()
+
+    def score_arrays(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 -> (N,) sampler scores with the current weights."""
+        return self._score(self.predict_proba(x))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Score one batch of (id, pixels) rows -> (id, score, pred, model_version)."""

@@ -99,6 +99,47 @@ def _load_weights(path: str) -> object:
     return WeightsVersion(version=1, labels_seen=0, refs=[ray.put(arrays)])
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Oracle simulation of every strategy over several seeds; JSON, PNG and a table out."""
+    from pipelines.simulate import simulate, summary_table, write_results
+    from pipelines.sources import resolve_dataset
+
+    strategies = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    for name in strategies:
+        Config().with_overrides({"sampling.sampler": name})  # one-line error for unknown names
+    if args.budget < 1 or args.seeds < 1 or args.answer_delay < 0:
+        raise ActivestreamError("--budget and --seeds must be >= 1, --answer-delay >= 0")
+    cfg = _load(
+        args,
+        {
+            "data.dataset": args.dataset,
+            "training.buffer_size": args.buffer_size,
+            "training.policy": args.policy,
+            "sampling.explore_p": args.explore_p,
+        },
+    )
+    pool, test = resolve_dataset(cfg)
+    if test is None:
+        raise ActivestreamError(
+            f"{cfg.data.dataset}: the simulator needs a test/ split beside pool/"
+        )
+    results = simulate(
+        cfg,
+        pool,
+        test,
+        strategies=strategies,
+        seeds=args.seeds,
+        budget=args.budget,
+        answer_delay=args.answer_delay,
+        dataset=cfg.data.dataset,
+    )
+    out = Path(args.out)
+    write_results(results, out)
+    print(summary_table(results))
+    print(f"wrote {out / 'results.json'} and {out / 'learning_curves.png'}")
+    return 0
+
+
 def cmd_make_shards(args: argparse.Namespace) -> int:
     """Generate synthetic labeled image shards for scale tests and benchmarks."""
     from pipelines.synthetic import make_synthetic_shards
@@ -137,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--explore-p", type=float, help="probability a slot exploits")
     score.add_argument("--weights", help="state dict file (as from GET /model/weights)")
     score.set_defaults(func=cmd_score)
+
+    sim = sub.add_parser("simulate", help="oracle simulation of samplers vs random")
+    _common(sim)
+    sim.add_argument("--dataset", help="'digits' or shards with pool/ and test/ (default digits)")
+    sim.add_argument("--samplers", default="entropy,margin,random", help="comma-separated")
+    sim.add_argument("--budget", type=int, default=400, help="labels per run")
+    sim.add_argument("--buffer-size", type=int, help="labels per training step (default 16)")
+    sim.add_argument("--explore-p", type=float, help="probability a slot exploits (0.9)")
+    sim.add_argument("--policy", help="training policy: new_only, replay or full")
+    sim.add_argument("--seeds", type=int, default=5)
+    sim.add_argument("--answer-delay", type=int, default=0, help="rounds before labels arrive")
+    sim.add_argument("--out", default="results/sim")
+    sim.set_defaults(func=cmd_simulate)
 
     shards = sub.add_parser("make-shards", help="synthetic labeled image shards")
     _common(shards)

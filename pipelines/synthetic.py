@@ -49,7 +49,7 @@ def _class_params(num_classes: int, channels: int) -> tuple[np.ndarray, np.ndarr
     hue = 2 * np.pi * (k / num_classes)[:, None] + 2 * np.pi * np.arange(channels) / max(
         channels, 3
     )
-    gain = 0.65 + 0.35 * np.cos(hue) if channels > 1 else np.ones((num_classes, 1))
+    gain = 0.75 + 0.25 * np.cos(hue) if channels > 1 else np.ones((num_classes, 1))
     return theta, freq, gain
 
 
@@ -60,11 +60,11 @@ def _images(
     c, h, w = shape
     n = len(labels)
     theta0, freq0, gain0 = _class_params(num_classes, c)
-    jitter = np.pi / num_classes * 0.5
+    jitter = np.pi / num_classes * 0.8
     theta = (theta0[labels] + rng.uniform(-jitter, jitter, n)).astype(np.float32)
     freq = (freq0[labels] * rng.uniform(0.8, 1.2, n)).astype(np.float32)
     phase = rng.uniform(-0.6 * np.pi, 0.6 * np.pi, n).astype(np.float32)
-    contrast = rng.uniform(0.1, 0.4, n).astype(np.float32)
+    contrast = rng.uniform(0.1, 0.3, n).astype(np.float32)
     brightness = rng.uniform(0.35, 0.65, n).astype(np.float32)
     gain = (gain0[labels] * rng.uniform(0.7, 1.3, (n, c))).astype(np.float32)
 

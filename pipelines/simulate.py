@@ -1,0 +1,207 @@
+"""The oracle simulator: the whole active-learning loop with ground truth as the annotator.
+
+For each strategy and seed it runs the loop's real parts, :class:`~actors.trainer.Trainer`,
+:class:`~actors.scorer.Scorer` and :class:`~actors.queue.QueryQueue`, in one process, so that
+many seeds finish in minutes on a laptop; the same parts run as Ray actors in
+:mod:`pipelines.loop`. Each round: score the pool with the newest weights, lease
+``buffer_size`` queries (exploit with probability p, explore otherwise), answer them from the
+ground truth, possibly ``answer_delay`` rounds late, train, and measure held-out accuracy.
+
+Outputs follow the CLI contract: ``results.json`` and ``learning_curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import samplers
+from actors.items import ItemStore
+from actors.queue import QueryQueue
+from actors.scorer import Scorer
+from actors.trainer import Trainer
+from pipelines.config import Config
+from pipelines.sources import ShardSet, load_arrays
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Accuracy on the held-out split after each training step of one run."""
+
+    labels: list[int]
+    accuracy: list[float]
+    seconds: float
+
+
+def run_once(
+    cfg: Config,
+    pool: ShardSet,
+    test: ShardSet,
+    *,
+    strategy: str,
+    seed: int,
+    budget: int,
+    answer_delay: int = 0,
+) -> Curve:
+    """One simulated labeling session; ``answer_delay`` is in rounds (labels arrive late)."""
+    began = time.perf_counter()
+    ids, x_pool, y_pool = load_arrays(pool)
+    _, x_test, y_test = load_arrays(test)
+    if y_pool is None or y_test is None:
+        raise ValueError("the simulator needs labeled pool and test shards (ground truth)")
+    truth = dict(zip(ids.tolist(), y_pool.tolist(), strict=True))
+    trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=seed)
+    scorer = Scorer(
+        arch=cfg.model.arch,
+        shape=pool.shape,
+        num_classes=len(pool.classes),
+        sampler=strategy,
+        seed=seed,
+        dropout=cfg.model.dropout,
+    )
+    scorer.set_weights(trainer.state_arrays(), trainer.version)
+    p = 1.0 if strategy == "random" else cfg.sampling.explore_p
+    queue = QueryQueue(explore_p=p, lease_seconds=1e9, seed=seed)
+    rng = np.random.default_rng(seed)
+    k = min(cfg.sampling.candidates, len(ids))
+    pending: deque[list[str]] = deque()
+    labels, accuracy = [0], [trainer.evaluate(x_test, y_test)]
+    asked = 0
+    while asked < budget or pending:
+        if asked < budget:
+            scores = scorer.score_arrays(x_pool)
+            top = samplers.TopK(k)
+            top.push(ids, scores)
+            best = top.result()
+            sample = ids[rng.permutation(len(ids))[:k]]
+            queue.update_round(best.ids, best.scores, best.versions, sample, scorer.version)
+            batch = queue.lease(min(cfg.training.buffer_size, budget - asked))
+            if not batch:
+                break
+            asked += len(batch)
+            pending.append([q.id for q in batch])
+        if len(pending) > answer_delay or asked >= budget:
+            answered = pending.popleft()
+            trainer.add_labels([{"id": i, "label": truth[i]} for i in answered])
+            queue.mark_labeled(answered)
+            if trainer.step_if_ready() or asked >= budget:
+                trainer.partial_fit()  # a no-op when the buffer is empty
+                scorer.set_weights(trainer.state_arrays(), trainer.version)
+                labels.append(trainer.labels_seen)
+                accuracy.append(trainer.evaluate(x_test, y_test))
+    return Curve(labels, accuracy, time.perf_counter() - began)
+
+
+def labels_to_reach(labels: Sequence[int], accuracy: Sequence[float], target: float) -> int | None:
+    """First label count whose accuracy reaches ``target``, or None.
+
+    >>> labels_to_reach([0, 16, 32], [0.1, 0.8, 0.9], 0.8)
+    16
+    >>> labels_to_reach([0, 16], [0.1, 0.5], 0.9) is None
+    True
+    """
+    for n, acc in zip(labels, accuracy, strict=True):
+        if acc >= target - 1e-12:
+            return int(n)
+    return None
+
+
+def simulate(
+    cfg: Config,
+    pool: ShardSet,
+    test: ShardSet,
+    *,
+    strategies: Sequence[str],
+    seeds: int,
+    budget: int,
+    answer_delay: int = 0,
+    dataset: str = "digits",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every strategy (random always included) for ``seeds`` seeds; the results dict."""
+    from tqdm.auto import tqdm
+
+    names = list(dict.fromkeys([*strategies, "random"]))
+    runs = [(s, cfg.seed + i) for s in names for i in range(seeds)]
+    curves: dict[str, list[Curve]] = {s: [] for s in names}
+    for strategy, seed in tqdm(runs, desc="simulating", unit="run", disable=not progress):
+        curve = run_once(
+            cfg, pool, test, strategy=strategy, seed=seed, budget=budget, answer_delay=answer_delay
+        )
+        curves[strategy].append(curve)
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "config": {
+            **cfg.model_dump(),
+            "budget": budget,
+            "seeds": seeds,
+            "answer_delay_rounds": answer_delay,
+        },
+        "strategies": {},
+    }
+    for strategy, runs_ in curves.items():
+        grid = runs_[0].labels
+        acc = np.array([c.accuracy for c in runs_])
+        out["strategies"][strategy] = {
+            "labels": grid,
+            "accuracy_mean": acc.mean(axis=0).round(5).tolist(),
+            "accuracy_std": acc.std(axis=0).round(5).tolist(),
+            "seconds_mean": float(np.mean([c.seconds for c in runs_])),
+        }
+    target = out["strategies"]["random"]["accuracy_mean"][-1]
+    out["random_final_accuracy"] = target
+    out["labels_to_reach_random_final"] = {
+        s: labels_to_reach(r["labels"], r["accuracy_mean"], target)
+        for s, r in out["strategies"].items()
+    }
+    return out
+
+
+def plot_curves(results: dict[str, Any], path: Path) -> None:
+    """Accuracy vs labels, mean line and one-std band per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, r in results["strategies"].items():
+        x, m, s = np.array(r["labels"]), np.array(r["accuracy_mean"]), np.array(r["accuracy_std"])
+        ax.plot(x, m, label=name, linestyle="--" if name == "random" else "-")
+        ax.fill_between(x, m - s, m + s, alpha=0.2)
+    ax.axhline(results["random_final_accuracy"], color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("labels")
+    ax.set_ylabel("held-out accuracy")
+    seeds = results["config"]["seeds"]
+    ax.set_title(f"{results['dataset']}: online active learning ({seeds} seeds, mean ± std)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """A plain-text table: final accuracy and labels needed to reach random's final accuracy."""
+    budget = results["config"]["budget"]
+    rows = [f"{'strategy':<18} {'final acc':>10} {'labels to random final':>24} {'share':>7}"]
+    for name, r in results["strategies"].items():
+        need = results["labels_to_reach_random_final"][name]
+        share = f"{need / budget:.0%}" if need is not None else "-"
+        final = f"{r['accuracy_mean'][-1]:.3f}±{r['accuracy_std'][-1]:.3f}"
+        rows.append(f"{name:<18} {final:>10} {str(need):>24} {share:>7}")
+    return "\n".join(rows)
+
+
+def write_results(results: dict[str, Any], out: Path) -> None:
+    """``results.json`` and ``learning_curves.png`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot_curves(results, out / "learning_curves.png")
