@@ -35,6 +35,7 @@ class ScoreResult:
     rows: int
     seconds: float
     versions: Counter[int] = field(default_factory=Counter)
+    first_seen: dict[int, float] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
@@ -108,6 +109,7 @@ def score_pass(
     top, explore = samplers.TopK(k), samplers.TopK(k)
     rng = np.random.default_rng(cfg.seed)
     versions: Counter[int] = Counter()
+    first_seen: dict[int, float] = {}
     writer: pq.ParquetWriter | None = None
     start = time.perf_counter()
     rows = 0
@@ -123,6 +125,8 @@ def score_pass(
             top.push(ids, batch.column("score").to_numpy(), version)
             explore.push(ids, rng.random(batch.num_rows), version)
             versions.update(version.tolist())
+            for v in np.unique(version).tolist():
+                first_seen.setdefault(v, time.time())
             if out is not None:
                 writer = writer or pq.ParquetWriter(out, batch.schema)
                 writer.write_table(batch)
@@ -134,7 +138,8 @@ def score_pass(
             writer.close()
     if out is not None and writer is None:
         pq.write_table(_empty_scores(), out)
-    return ScoreResult(top.result(), explore.result(), rows, time.perf_counter() - start, versions)
+    seconds = time.perf_counter() - start
+    return ScoreResult(top.result(), explore.result(), rows, seconds, versions, first_seen)
 
 
 def _empty_scores() -> pa.Table:

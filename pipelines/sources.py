@@ -408,8 +408,9 @@ def pixels_to_array(pixels: pa.ListArray | pa.ChunkedArray, shape: Sequence[int]
 
     Example:
         >>> col = pa.array([[0, 255, 51, 102]], pa.list_(pa.uint8()))
-        >>> pixels_to_array(col, (1, 2, 2)).tolist()
-        [[[[0.0, 1.0], [0.2, 0.4000000059604645]]]]
+        >>> x = pixels_to_array(col, (1, 2, 2))
+        >>> x.shape, x.dtype, x[0, 0, 0].tolist()
+        ((1, 1, 2, 2), dtype('float32'), [0.0, 1.0])
     """
     c, h, w = (int(v) for v in shape)
     size = c * h * w

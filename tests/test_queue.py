@@ -1,0 +1,73 @@
+import numpy as np
+
+from actors.queue import QueryQueue
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_queue(p=1.0, lease=10.0, clock=None) -> QueryQueue:
+    queue = QueryQueue(explore_p=p, lease_seconds=lease, seed=0, clock=clock or Clock())
+    ranked = [f"r{i}" for i in range(20)]
+    queue.update_round(ranked, np.linspace(1, 0, 20), [3] * 20, [f"x{i}" for i in range(20)], 3)
+    return queue
+
+
+def test_leases_hand_out_the_best_candidates_with_their_version():
+    queries = make_queue().lease(3)
+    assert [q.id for q in queries] == ["r0", "r1", "r2"]
+    assert all(q.model_version == 3 for q in queries)
+
+
+def test_a_leased_item_is_not_handed_out_again():
+    queue = make_queue()
+    first, second = queue.lease(5), queue.lease(5)
+    assert not {q.id for q in first} & {q.id for q in second}
+
+
+def test_a_labeled_item_is_never_asked_again_even_after_a_new_round():
+    queue = make_queue()
+    queue.mark_labeled(["r0", "r1"])
+    queue.update_round(["r0", "r1", "r2"], [0.9, 0.8, 0.7], [4, 4, 4], [], 4)
+    assert [q.id for q in queue.lease(3)] == ["r2"]
+
+
+def test_expired_leases_come_back():
+    clock = Clock()
+    queue = make_queue(lease=10.0, clock=clock)
+    first = queue.lease(2)
+    clock.now = 9.0
+    assert {q.id for q in queue.lease(2)}.isdisjoint({q.id for q in first})
+    clock.now = 10.5
+    assert [q.id for q in queue.lease(2)] == [q.id for q in first]
+
+
+def test_released_items_can_be_leased_again_at_once():
+    queue = make_queue()
+    first = queue.lease(1)
+    queue.release([first[0].id])
+    assert queue.lease(1)[0].id == first[0].id
+
+
+def test_exploration_share_is_within_tolerance_of_one_minus_p():
+    queue = QueryQueue(explore_p=0.8, lease_seconds=10.0, seed=1, clock=Clock())
+    n = 3000
+    queue.update_round(
+        [f"r{i}" for i in range(n)], [0.5] * n, [0] * n, [f"x{i}" for i in range(n)], 0
+    )
+    queries = queue.lease(2000)
+    share = np.mean([q.explored for q in queries])
+    assert abs(share - 0.2) < 4 * np.sqrt(0.2 * 0.8 / 2000)
+    assert len({q.id for q in queries}) == 2000
+
+
+def test_depth_counts_candidates_still_available():
+    queue = make_queue()
+    queue.lease(5)
+    queue.mark_labeled(["r10"])
+    assert queue.depth() == 14

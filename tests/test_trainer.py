@@ -1,0 +1,132 @@
+import time
+
+import numpy as np
+import pytest
+
+from actors.items import ItemStore
+from actors.trainer import LabelConflict, LabelError, Trainer, TrainerService
+from pipelines.config import Config, ModelConfig, TrainingConfig
+from pipelines.sources import load_arrays, resolve_dataset
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
+    pool, test = resolve_dataset(cfg)
+    ids, _, y = load_arrays(pool)
+    return pool, test, dict(zip(ids.tolist(), y.tolist(), strict=True))
+
+
+def make_trainer(pool, **training) -> Trainer:
+    cfg = TrainingConfig(**{"buffer_size": 4, "steps_per_update": 3, **training})
+    return Trainer(training=cfg, model=ModelConfig(), items=ItemStore(pool), seed=0)
+
+
+def first_labels(truth, n, start=0):
+    return [{"id": i, "label": truth[i]} for i in list(truth)[start : start + n]]
+
+
+def test_a_full_buffer_trains_and_bumps_the_version(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    trainer.add_labels(first_labels(truth, 3))
+    assert not trainer.step_if_ready()
+    assert trainer.version == 0
+    trainer.add_labels(first_labels(truth, 1, start=3))
+    assert trainer.step_if_ready()
+    assert trainer.version == 1
+    assert trainer.train_steps == 3
+    assert trainer.buffered == 0
+
+
+def test_labels_seen_counts_trained_and_buffered_labels(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    trainer.add_labels(first_labels(truth, 6))
+    trainer.step_if_ready()
+    assert (trainer.labels_seen, trainer.buffered) == (6, 0)
+    trainer.add_labels(first_labels(truth, 2, start=6))
+    assert (trainer.labels_seen, trainer.buffered) == (8, 2)
+    assert trainer.model_info()["labels_seen"] == 8
+
+
+def test_repeating_a_label_is_idempotent(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    assert trainer.add_labels(first_labels(truth, 2)).accepted == 2
+    again = trainer.add_labels(first_labels(truth, 2))
+    assert (again.accepted, again.duplicates) == (0, 2)
+    assert trainer.labels_seen == 2
+
+
+def test_a_different_label_for_a_labeled_id_is_a_conflict_and_keeps_the_first(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    rec = first_labels(truth, 1)[0]
+    trainer.add_labels([rec])
+    with pytest.raises(LabelConflict, match="already labeled"):
+        trainer.add_labels([{"id": rec["id"], "label": (rec["label"] + 1) % 10}])
+    assert trainer.labels_seen == 1
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"id": "nope", "label": 1}, "unknown id 'nope'"),
+        ({"id": "digits-00000", "label": 10}, "outside the class range"),
+        ({"id": "digits-00000", "label": -1}, "outside the class range"),
+        ({"id": "digits-00000", "label": "3"}, "label must be an integer"),
+        ({"id": "digits-00000", "label": 2.5}, "label must be an integer"),
+        ({"id": 7, "label": 1}, "id must be a string"),
+        ({"label": 1}, "expected an object"),
+    ],
+)
+def test_bad_records_reject_the_whole_batch_and_leave_state_alone(digits, record, message):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    good = first_labels(truth, 2)
+    with pytest.raises(LabelError, match=message):
+        trainer.add_labels([*good, record])
+    assert trainer.labels_seen == 0
+    assert trainer.add_labels(good).accepted == 2
+
+
+@pytest.mark.parametrize("policy", ["new_only", "replay", "full"])
+def test_every_policy_learns_digits_above_chance(digits, policy):
+    pool, test, truth = digits
+    trainer = make_trainer(pool, policy=policy, buffer_size=32, steps_per_update=20)
+    for start in range(0, 160, 32):
+        trainer.add_labels(first_labels(truth, 32, start=start))
+        trainer.step_if_ready()
+    _, x, y = load_arrays(test)
+    assert trainer.evaluate(x, y) > 0.5
+
+
+def test_recency_weighted_replay_draws_newer_labels_more_often(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool, replay_ratio=1.0, recency_half_life=8.0)
+    trainer.add_labels(first_labels(truth, 64))
+    trainer.partial_fit()
+    draws = trainer._reservoir.sample(4000, 8.0, now=64)
+    assert np.mean(draws >= 32) > 0.9
+
+
+def test_service_publishes_each_version_once(digits):
+    pool, _, truth = digits
+    published, puts = [], []
+    service = TrainerService(
+        training=TrainingConfig(buffer_size=4, steps_per_update=2),
+        model=ModelConfig(),
+        items=ItemStore(pool),
+        publish=published.append,
+        put=lambda state: puts.append(state) or len(puts),
+    )
+    service.start()
+    service.add_labels(first_labels(truth, 4))
+    deadline = time.monotonic() + 30
+    while len(published) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    service.stop()
+    assert [w.version for w in published] == [0, 1]
+    assert len(puts) == 2
+    assert published[1].labels_seen == 4
