@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipelines.config import StorageConfig
 from pipelines.sources import DEFAULT_STORAGE, ShardSet, ShardWriter
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 _BLOCK = 1024  # rows synthesised at once: bounds the float32 temporaries to a few MB per row
 _POOL, _TEST = 0, 1  # split codes mixed into the seeds so pool and test never share draws
@@ -95,7 +99,7 @@ def _write_split(
     seed: int,
     split: int,
     storage: StorageConfig,
-    bar: object,
+    bar: tqdm,
 ) -> ShardSet:
     writer = ShardWriter(out, storage, shape, class_names(num_classes), labels=True)
     for shard, lo in enumerate(range(0, rows, rows_per_shard)):
@@ -105,7 +109,7 @@ def _write_split(
         pixels = np.empty((n, *shape), dtype=np.uint8)
         for b in range(0, n, _BLOCK):
             pixels[b : b + _BLOCK] = _images(rng, labels[b : b + _BLOCK], shape, num_classes)
-            bar.update(min(_BLOCK, n - b))  # type: ignore[attr-defined]
+            bar.update(min(_BLOCK, n - b))
         ids = [f"syn-{i:09d}" for i in range(first_id + lo, first_id + lo + n)]
         writer.write(ids, pixels, labels)
     return writer.finish()

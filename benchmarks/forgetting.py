@@ -1,0 +1,71 @@
+"""Forgetting under a class-incremental stream: new_only vs replay vs full.
+
+Labels arrive in class order (0 and 1 first, 8 and 9 last) in batches of ``buffer_size``; after
+the stream, each policy's model is scored on the held-out examples of the first classes (what
+it may have forgotten) and on all classes, with its total training time.
+
+    python -m benchmarks.forgetting --out results/forgetting
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from actors.items import ItemStore
+from actors.trainer import Trainer
+from pipelines.config import Config
+from pipelines.sources import load_arrays, resolve_dataset
+
+
+def run(cfg: Config, policy: str, seed: int) -> dict[str, float]:
+    pool, test = resolve_dataset(cfg)
+    ids, _, y = load_arrays(pool)
+    _, x_test, y_test = load_arrays(test)
+    order = np.argsort(y, kind="stable")  # class-incremental: 0s, then 1s, ...
+    training = cfg.training.model_copy(update={"policy": policy})
+    trainer = Trainer(training=training, model=cfg.model, items=ItemStore(pool), seed=seed)
+    began = time.perf_counter()
+    size = training.buffer_size
+    for start in range(0, len(order), size):
+        rows = order[start : start + size]
+        trainer.add_labels([{"id": ids[i], "label": int(y[i])} for i in rows])
+        trainer.partial_fit()
+    seconds = time.perf_counter() - began
+    first = y_test < 2
+    return {
+        "first_classes_accuracy": trainer.evaluate(x_test[first], y_test[first]),
+        "all_classes_accuracy": trainer.evaluate(x_test, y_test),
+        "train_seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", default="results/forgetting")
+    args = parser.parse_args()
+    cfg = Config()
+    table = {}
+    for policy in ("new_only", "replay", "full"):
+        runs = [run(cfg, policy, seed) for seed in range(args.seeds)]
+        table[policy] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+    print(f"{'policy':<10} {'acc classes 0-1':>16} {'acc all':>8} {'train s':>8}")
+    for policy, r in table.items():
+        print(
+            f"{policy:<10} {r['first_classes_accuracy']:>16.3f} "
+            f"{r['all_classes_accuracy']:>8.3f} {r['train_seconds']:>8.1f}"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "forgetting.json").write_text(
+        json.dumps({"seeds": args.seeds, "policies": table}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
