@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,10 @@ from pipelines.config import ModelConfig, TrainingConfig
 
 class LabelError(ValueError):
     """A label batch was rejected as a whole; nothing from it was accepted."""
+
+
+class UnknownId(LabelError):
+    """A label names an id that is not in the pool."""
 
 
 class LabelConflict(LabelError):
@@ -111,22 +116,29 @@ class Trainer:
         self._ids: dict[str, int] = {}  # id -> row in _x/_y
         self._trained = 0  # rows [0, _trained) have been trained on; the rest is the buffer
         self._reservoir = _Reservoir(training.replay_capacity, self._rng)
+        self.recent_hits: deque[bool] = deque(maxlen=100)
         self.version = 0
         self.train_steps = 0
         self.train_seconds = 0.0
         self._lock = threading.RLock()
 
     # -- labels ---------------------------------------------------------------------------
-    def add_labels(self, records: Iterable[Mapping[str, Any]]) -> AddResult:
+    def add_labels(
+        self, records: Iterable[Mapping[str, Any]], *, relabel: bool = False
+    ) -> AddResult:
         """Validate a batch of ``{"id", "label"}`` records, then buffer the new ones.
 
         The batch is checked as a whole before anything is kept, so a bad record rejects the
         batch and leaves the trainer exactly as it was. A repeated (id, label) is a duplicate
-        (idempotent); the same id with another label raises :class:`LabelConflict`.
+        (idempotent). The same id with another label raises :class:`LabelConflict` (the first
+        answer stands) unless ``relabel`` is set, which replaces the stored label: an
+        annotator's undo. Before new labels are kept, the current model predicts them, which
+        gives a running (prequential) accuracy on exactly the items people label.
         """
         records = list(records)
         num_classes = len(self.items.classes)
         fresh: dict[str, int] = {}
+        changed: dict[str, int] = {}
         duplicates = 0
         with self._lock:
             for i, rec in enumerate(records):
@@ -142,6 +154,9 @@ class Trainer:
                         f"record {i}: label {label} outside the class range 0..{num_classes - 1}"
                     )
                 known = self._label_of(item_id, fresh)
+                if known is not None and known != int(label) and relabel and item_id not in fresh:
+                    changed[item_id] = int(label)
+                    continue
                 if known is not None:
                     if known != int(label):
                         raise LabelConflict(
@@ -152,13 +167,19 @@ class Trainer:
                 fresh[item_id] = int(label)
             unknown = self.items.missing(list(fresh))
             if unknown:
-                raise LabelError(f"unknown id {unknown[0]!r}: not in the pool")
+                raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
             pixels = self.items.get(list(fresh))
+            if len(fresh):
+                pred = self.predict_proba(pixels).argmax(axis=1)
+                hits = (pred == np.fromiter(fresh.values(), dtype=np.int64)).tolist()
+                self.recent_hits.extend(hits)
             for (item_id, label), x in zip(fresh.items(), pixels, strict=True):
                 self._ids[item_id] = len(self._y)
                 self._x.append(x)
                 self._y.append(label)
-        return AddResult(accepted=len(fresh), duplicates=duplicates)
+            for item_id, label in changed.items():
+                self._y[self._ids[item_id]] = label
+        return AddResult(accepted=len(fresh) + len(changed), duplicates=duplicates)
 
     def _label_of(self, item_id: str, fresh: Mapping[str, int]) -> int | None:
         if item_id in fresh:
@@ -260,6 +281,7 @@ class Trainer:
             "arch": self.model_cfg.arch,
             "classes": list(self.items.classes),
             "train_steps": self.train_steps,
+            "recent_accuracy": float(np.mean(self.recent_hits)) if self.recent_hits else None,
         }
 
 
@@ -319,8 +341,10 @@ class TrainerService(Trainer):
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def add_labels(self, records: Iterable[Mapping[str, Any]]) -> AddResult:  # noqa: D102
-        result = super().add_labels(records)
+    def add_labels(  # noqa: D102
+        self, records: Iterable[Mapping[str, Any]], *, relabel: bool = False
+    ) -> AddResult:
+        result = super().add_labels(records, relabel=relabel)
         if self.ready():
             self._wake.set()
         return result

@@ -32,7 +32,8 @@ def main() -> None:
     pool, _ = resolve_dataset(cfg)
     ids, _, y = load_arrays(pool)
     truth = dict(zip(ids.tolist(), y.tolist(), strict=True))
-    loop = ActiveLoop(cfg, pool).start()
+    loop = ActiveLoop(cfg, pool)
+    loop.start()
     to_version, to_scorer = [], []
     try:
         loop.wait_for(lambda: loop.rounds, 300, "first round")

@@ -140,6 +140,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start Ray, the loop's actors and the Serve app; block until Ctrl-C, then shut down."""
+    import signal
+    import threading
+
+    from deploy import serve_app
+    from pipelines.runtime import init_ray
+
+    cfg = _load(args, {"data.dataset": args.data})
+    if args.data_dir:
+        cfg = cfg.with_overrides({"data.cache_dir": args.data_dir})
+    if not 0 < args.port < 65536:
+        raise ActivestreamError(f"--port must be in 1..65535, got {args.port}")
+    init_ray(cfg.ray)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        serve_app.start(cfg, host=args.host, port=args.port)
+        print(f"activestream serving on http://{args.host}:{args.port}/  (Ctrl-C to stop)")
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        import ray
+        from ray import serve
+
+        print("shutting down", file=sys.stderr)
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
 def cmd_make_shards(args: argparse.Namespace) -> int:
     """Generate synthetic labeled image shards for scale tests and benchmarks."""
     from pipelines.synthetic import make_synthetic_shards
@@ -191,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--answer-delay", type=int, default=0, help="rounds before labels arrive")
     sim.add_argument("--out", default="results/sim")
     sim.set_defaults(func=cmd_simulate)
+
+    srv = sub.add_parser("serve", help="Ray Serve API and labeling page")
+    _common(srv)
+    srv.add_argument("--data", help="pool to label (default: bundled digits)")
+    srv.add_argument("--data-dir", help="where data, caches and checkpoints live")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.set_defaults(func=cmd_serve)
 
     shards = sub.add_parser("make-shards", help="synthetic labeled image shards")
     _common(shards)

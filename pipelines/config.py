@@ -124,6 +124,12 @@ class RayConfig(_Section):
     )
 
 
+class ServeConfig(_Section):
+    """HTTP limits of the Serve app."""
+
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger bodies get HTTP 413.")
+
+
 class Config(_Section):
     """Everything a run needs; build it with :func:`load_config` or ``Config()``."""
 
@@ -135,6 +141,7 @@ class Config(_Section):
     scoring: ScoringConfig = ScoringConfig()
     sampling: SamplingConfig = SamplingConfig()
     ray: RayConfig = RayConfig()
+    serve: ServeConfig = ServeConfig()
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """Return a copy with dotted keys replaced (``{"training.buffer_size": 8}``).

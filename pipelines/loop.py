@@ -49,6 +49,24 @@ class RoundStats:
     first_seen: dict[int, float] = field(default_factory=dict)
 
 
+LOOP_ACTOR = "activestream-loop"
+
+
+def start_loop_actor(cfg: Config, pool: ShardSet, *, detached: bool = False) -> Any:
+    """Run an :class:`ActiveLoop` inside a named actor (reused if it exists), started."""
+    options: dict[str, Any] = {
+        "name": LOOP_ACTOR,
+        "get_if_exists": True,
+        "num_cpus": 0,
+        "max_concurrency": 16,
+    }
+    if detached:
+        options["lifetime"] = "detached"
+    host = ray.remote(ActiveLoop).options(**options).remote(cfg, pool)
+    ray.get(host.start.remote())
+    return host
+
+
 class ActiveLoop:
     """Owns the actors of one active-learning deployment and the background scoring rounds.
 
@@ -68,8 +86,11 @@ class ActiveLoop:
         self.trainer: Any = None
         self.queue: Any = None
 
-    def start(self) -> ActiveLoop:
+    def start(self) -> None:
         """Create the actors, publish version 0 and start scoring rounds in the background."""
+        if self._thread is not None:
+            return
+        ray.data.DataContext.get_current().enable_progress_bars = False  # rounds run for ever
         cfg = self.cfg
         self.board = ray.remote(WeightsBoard).options(num_cpus=0, max_concurrency=64).remote()
         self.queue = (
@@ -96,7 +117,6 @@ class ActiveLoop:
         ray.get(self.trainer.start.remote())
         self._thread = threading.Thread(target=self._run, name="scoring-rounds", daemon=True)
         self._thread.start()
-        return self
 
     def stop(self) -> None:
         """Stop the rounds and the trainer thread; actors die with their handles."""
@@ -107,9 +127,22 @@ class ActiveLoop:
             ray.get(self.trainer.stop.remote())
 
     # -- annotator side -------------------------------------------------------------------
-    def add_labels(self, records: list[dict[str, Any]]) -> AddResult:
+    def handles(self) -> dict[str, Any]:
+        """Actor handles for the Serve app, which talks to the actors directly."""
+        return {"trainer": self.trainer, "queue": self.queue, "board": self.board}
+
+    def stats(self) -> dict[str, Any]:
+        """Round counters for metrics: rounds done, version of the last round, errors."""
+        last = self.rounds[-1] if self.rounds else None
+        return {
+            "rounds": len(self.rounds),
+            "last_round_version": min(last.versions) if last and last.versions else -1,
+            "errors": self.errors[-5:],
+        }
+
+    def add_labels(self, records: list[dict[str, Any]], relabel: bool = False) -> AddResult:
         """Hand labels to the trainer (validated as a batch) and retire their ids."""
-        result = ray.get(self.trainer.add_labels.remote(records))
+        result = ray.get(self.trainer.add_labels.remote(records, relabel=relabel))
         ray.get(self.queue.mark_labeled.remote([r["id"] for r in records]))
         return result
 

@@ -22,7 +22,8 @@ def loop(ray_session, tmp_path_factory):
     )
     pool, _ = resolve_dataset(cfg)
     ids, _, y = load_arrays(pool)
-    active = ActiveLoop(cfg, pool).start()
+    active = ActiveLoop(cfg, pool)
+    active.start()
     active.truth = dict(zip(ids.tolist(), y.tolist(), strict=True))
     yield active
     active.stop()

@@ -130,3 +130,24 @@ def test_service_publishes_each_version_once(digits):
     assert [w.version for w in published] == [0, 1]
     assert len(puts) == 2
     assert published[1].labels_seen == 4
+
+
+def test_relabel_replaces_the_stored_label_without_adding_a_row(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    rec = first_labels(truth, 1)[0]
+    trainer.add_labels([rec])
+    other = (rec["label"] + 1) % 10
+    result = trainer.add_labels([{"id": rec["id"], "label": other}], relabel=True)
+    assert (result.accepted, trainer.labels_seen) == (1, 1)
+    with pytest.raises(LabelConflict):
+        trainer.add_labels([rec])
+
+
+def test_recent_accuracy_measures_the_model_on_labels_before_it_sees_them(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    assert trainer.model_info()["recent_accuracy"] is None
+    trainer.add_labels(first_labels(truth, 20))
+    assert 0.0 <= trainer.model_info()["recent_accuracy"] <= 1.0
+    assert len(trainer.recent_hits) == 20

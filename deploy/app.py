@@ -1,0 +1,385 @@
+"""The HTTP API: a FastAPI app whose routes talk to the loop's actors by handle.
+
+:class:`LabelingAPI` is a plain class; :mod:`deploy.serve_app` applies ``serve.ingress`` and
+``serve.deployment`` at the edge. Contract: the HTTP table in the design document.
+
+Rules a client can rely on:
+
+* Writes (``POST``) need ``Authorization: Bearer $ACTIVESTREAM_TOKEN`` when that variable is
+  set, compared in constant time; reads stay open.
+* Bad input is a 4xx with a JSON ``detail``: 422 for malformed or out-of-range data, 404 for an
+  unknown id, 409 for a different label on an id already labeled (the first answer stands;
+  send ``"relabel": true`` to replace it, as the labeling page's undo does), 413 for a body
+  over ``max_body_bytes``. A rejected batch changes nothing.
+* Repeating the same (id, label) is idempotent: it counts as a duplicate.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+STATIC = Path(__file__).parent / "static"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Label(_Strict):
+    """One answer from an annotator."""
+
+    id: str = Field(min_length=1, max_length=512)
+    label: int = Field(ge=0)
+
+
+class LabelBatch(_Strict):
+    """A batch of answers; validated as a whole."""
+
+    labels: list[Label] = Field(min_length=1, max_length=10_000)
+    relabel: bool = False
+
+
+class LabelResult(BaseModel):
+    """How many labels were new, and how many repeated an earlier answer."""
+
+    accepted: int
+    duplicates: int
+
+
+class QueryItem(BaseModel):
+    """A leased item: ask a person for its label."""
+
+    id: str
+    score: float
+    model_version: int
+
+
+class Queries(BaseModel):
+    """Leased queries and the model version serving now."""
+
+    model_version: int
+    queries: list[QueryItem]
+
+
+class PredictRequest(_Strict):
+    """Images as nested lists of shape (C, H, W) or flat C*H*W, values in [0, 1]."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[list[Any]] = Field(min_length=1, max_length=1024)
+
+
+class Prediction(BaseModel):
+    """Most likely class and the full distribution."""
+
+    label: int
+    probs: list[float]
+
+
+class Predictions(BaseModel):
+    """Predictions of one model version."""
+
+    model_version: int
+    predictions: list[Prediction]
+
+
+class ModelInfo(BaseModel):
+    """The model serving now."""
+
+    version: int
+    labels_seen: int
+    arch: str
+    classes: list[str]
+    recent_accuracy: float | None = None
+
+
+class Health(BaseModel):
+    """Liveness and the current version."""
+
+    status: str
+    model_version: int
+
+
+def _reason(err: BaseException) -> str:
+    """The original message of an error raised inside an actor (Ray wraps it)."""
+    cause = getattr(err, "cause", None) or err
+    return str(cause.args[0]) if cause.args else type(cause).__name__
+
+
+def _reject(status: int, detail: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=detail)
+
+
+class LabelingAPI:
+    """Routes of the Serve ingress; holds only actor handles and the item store.
+
+    Args:
+        trainer: TrainerService actor handle.
+        queue: QueryQueue actor handle.
+        board: WeightsBoard actor handle.
+        loop: ActiveLoop actor handle (round counters for metrics), optional.
+        token: Bearer token every write must carry; None leaves writes open.
+        items: ItemStore of the pool, to render item images.
+        max_body_bytes: Larger request bodies get 413 before they are parsed.
+        max_queries: Largest ``n`` a client may lease at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        trainer: Any,
+        queue: Any,
+        board: Any,
+        items: Any,
+        loop: Any = None,
+        token: str | None = None,
+        max_body_bytes: int = 1 << 20,
+        max_queries: int = 100,
+    ) -> None:
+        self.trainer = trainer
+        self.queue = queue
+        self.board = board
+        self.loop = loop
+        self.items = items
+        self.max_body_bytes = max_body_bytes
+        self.max_queries = max_queries
+        self.token = token or None
+        self._page_html = (STATIC / "index.html").read_text()
+
+    def build_asgi_app(self) -> FastAPI:
+        """The FastAPI app with this instance's routes (bound methods, no globals)."""
+        api = FastAPI(
+            title="activestream",
+            description="Online active learning: queries out, labels in, model always current.",
+            version="0.1.0",
+        )
+        routes: list[tuple[str, Any, str, Any]] = [
+            ("/healthz", self.healthz, "GET", Health),
+            ("/queries", self.queries, "GET", Queries),
+            ("/items/{item_id:path}/image", self.item_image, "GET", None),
+            ("/labels", self.labels, "POST", LabelResult),
+            ("/predict", self.predict, "POST", Predictions),
+            ("/model", self.model, "GET", ModelInfo),
+            ("/model/weights", self.weights, "GET", None),
+            ("/metrics", self.metrics, "GET", None),
+            ("/", self.page, "GET", None),
+        ]
+        bodies = {"/labels": LabelBatch, "/predict": PredictRequest}
+        for path, endpoint, method, model in routes:
+            extra: dict[str, Any] = {}
+            if path in bodies:  # parsed by hand (size limit first); documented for OpenAPI
+                extra["openapi_extra"] = {
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": f"#/components/schemas/{bodies[path].__name__}"}
+                            }
+                        },
+                    }
+                }
+            api.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                response_model=model,
+                response_class=Response
+                if model is None and path != "/"
+                else HTMLResponse
+                if path == "/"
+                else JSONResponse,
+                **extra,
+            )
+        _add_schemas(api, bodies.values())
+        return api
+
+    # -- helpers --------------------------------------------------------------------------
+    def _authorize(self, authorization: str | None) -> None:
+        if self.token is None:
+            return
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not authorization or not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or wrong bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise _reject(413, f"body over {self.max_body_bytes} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body_bytes:
+                raise _reject(413, f"body over {self.max_body_bytes} bytes")
+        return body
+
+    async def _parse(self, request: Request, model: type[BaseModel]) -> Any:
+        from pydantic import ValidationError
+
+        body = await self._body(request)
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise _reject(422, f"{where}: {first['msg']}") from None
+
+    async def version(self) -> int:
+        """Newest published version."""
+        return int(await self.board.latest_version.remote())
+
+    # -- routes ---------------------------------------------------------------------------
+    async def healthz(self) -> Health:
+        """Liveness and the model version."""
+        return Health(status="ok", model_version=await self.version())
+
+    async def queries(self, n: Annotated[int, Query(ge=1, le=1000)] = 1) -> Queries:
+        """Lease the next ``n`` queries (exploit with probability p, explore otherwise)."""
+        if n > self.max_queries:
+            raise _reject(422, f"n must be at most {self.max_queries}")
+        leased = await self.queue.lease.remote(n)
+        return Queries(
+            model_version=await self.version(),
+            queries=[
+                QueryItem(id=q.id, score=q.score, model_version=q.model_version) for q in leased
+            ],
+        )
+
+    async def item_image(self, item_id: str) -> Response:
+        """The item as a PNG at its native size (the page upscales without blur)."""
+        from PIL import Image
+
+        if item_id not in self.items:
+            raise _reject(404, f"unknown id {item_id!r}")
+        x = self.items.get([item_id])[0]  # (C, H, W) in [0, 1]
+        pixels = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return Response(buf.getvalue(), media_type="image/png")
+
+    async def labels(
+        self, request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> LabelResult:
+        """Accept a batch of labels; 4xx and no change when any record is bad."""
+        from actors.trainer import LabelConflict, LabelError, UnknownId
+
+        self._authorize(authorization)
+        batch: LabelBatch = await self._parse(request, LabelBatch)
+        records = [label.model_dump() for label in batch.labels]
+        try:
+            result = await self.trainer.add_labels.remote(records, relabel=batch.relabel)
+        except LabelConflict as err:
+            raise _reject(409, _reason(err)) from None
+        except UnknownId as err:
+            raise _reject(404, _reason(err)) from None
+        except LabelError as err:
+            raise _reject(422, _reason(err)) from None
+        await self.queue.mark_labeled.remote([r["id"] for r in records])
+        return LabelResult(accepted=result.accepted, duplicates=result.duplicates)
+
+    async def predict(
+        self, request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Predictions:
+        """Class probabilities from the trainer's current model."""
+        self._authorize(authorization)
+        body: PredictRequest = await self._parse(request, PredictRequest)
+        shape = self.items.shape
+        try:
+            x = np.asarray(body.inputs, dtype=np.float32).reshape(len(body.inputs), *shape)
+        except (ValueError, TypeError):
+            raise _reject(
+                422, f"inputs: each must hold {int(np.prod(shape))} numbers (shape {list(shape)})"
+            ) from None
+        if not np.isfinite(x).all():
+            raise _reject(422, "inputs: values must be finite numbers")
+        info, probs = (
+            await self.trainer.model_info.remote(),
+            await self.trainer.predict_proba.remote(x),
+        )
+        return Predictions(
+            model_version=info["version"],
+            predictions=[
+                Prediction(label=int(p.argmax()), probs=p.astype(float).round(6).tolist())
+                for p in probs
+            ],
+        )
+
+    async def model(self) -> ModelInfo:
+        """Version, labels held (trained or buffered), architecture, classes."""
+        info = await self.trainer.model_info.remote()
+        return ModelInfo(**{k: info[k] for k in ModelInfo.model_fields if k in info})
+
+    async def weights(self) -> Response:
+        """The current state dict, as ``torch.save`` bytes."""
+        import torch
+
+        state = await self.trainer.state_arrays.remote()
+        buf = io.BytesIO()
+        torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, buf)
+        return Response(buf.getvalue(), media_type="application/octet-stream")
+
+    async def metrics(self) -> Response:
+        """Prometheus text format."""
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            disable_created_metrics,
+            generate_latest,
+        )
+
+        disable_created_metrics()
+
+        info = await self.trainer.model_info.remote()
+        queue = await self.queue.stats.remote()
+        version = info["version"]
+        registry = CollectorRegistry()
+        Gauge("activestream_model_version", "Newest model version", registry=registry).set(version)
+        Counter("activestream_labels", "Labels held", registry=registry).inc(info["labels_seen"])
+        Gauge("activestream_queue_depth", "Candidates leasable now", registry=registry).set(
+            queue["depth"]
+        )
+        lag = max(0, version - queue["round_version"]) if queue["round_version"] >= 0 else version
+        Gauge(
+            "activestream_scoring_lag_versions",
+            "Versions between the model and the round serving queries",
+            registry=registry,
+        ).set(lag)
+        Counter("activestream_train_steps", "Optimizer steps", registry=registry).inc(
+            info["train_steps"]
+        )
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    async def page(self) -> HTMLResponse:
+        """The labeling page."""
+        return HTMLResponse(self._page_html)
+
+
+def _add_schemas(api: FastAPI, models: Any) -> None:
+    """Put the hand-parsed request models into the OpenAPI components."""
+    original = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(spec.pop("$defs", {}))
+            components[model.__name__] = spec
+        api.openapi_schema = schema
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,65 @@
+"""Ray Serve wiring: the edge where :class:`deploy.app.LabelingAPI` becomes a deployment.
+
+``serve run deploy/serve_config.yaml`` imports :func:`build_app`; ``activestream serve`` calls
+:func:`start` for the same result in one command. Either way the loop's actors (trainer,
+weights board, query queue, scoring rounds) run in a named actor that the app reaches by
+handle, so several replicas share one model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+from ray import serve
+
+from actors.items import ItemStore
+from deploy.app import LabelingAPI
+from pipelines.config import Config, load_config
+from pipelines.loop import start_loop_actor
+from pipelines.sources import resolve_dataset
+
+
+class _Ingress(LabelingAPI):
+    """Serve builds the ASGI app on each replica, after the constructor."""
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self.build_asgi_app()
+
+
+LabelingDeployment = serve.deployment(
+    serve.ingress()(_Ingress),
+    name="LabelingAPI",
+    ray_actor_options={"num_cpus": 0.25},
+)
+
+
+def bind(cfg: Config, *, detached: bool = False) -> Any:
+    """Start (or find) the loop actor and bind the ingress to its actor handles."""
+    pool, _ = resolve_dataset(cfg)
+    host = start_loop_actor(cfg, pool, detached=detached)
+    handles = ray.get(host.handles.remote())
+    return LabelingDeployment.bind(
+        trainer=handles["trainer"],
+        queue=handles["queue"],
+        board=handles["board"],
+        loop=host,
+        items=ItemStore(pool),
+        token=os.environ.get("ACTIVESTREAM_TOKEN") or None,
+        max_body_bytes=cfg.serve.max_body_bytes,
+    )
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Application builder for ``serve run`` / ``serve deploy`` (``args``: config path)."""
+    cfg = load_config(args.get("config"))
+    if args.get("data_dir"):
+        cfg = cfg.with_overrides({"data.cache_dir": str(args["data_dir"])})
+    return bind(cfg, detached=True)
+
+
+def start(cfg: Config, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the app on ``host:port`` in the connected Ray cluster (non-blocking)."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(bind(cfg), name="activestream", route_prefix="/", blocking=False)

@@ -1,0 +1,309 @@
+"""The HTTP API over real sockets: Serve on loopback, the loop's actors behind it."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import time
+
+import numpy as np
+import pytest
+import requests
+import torch
+
+from pipelines.config import Config
+from pipelines.sources import load_arrays, resolve_dataset
+
+pytestmark = pytest.mark.slow
+TOKEN = "s3cret-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, tmp_path_factory):
+    from ray import serve
+
+    from deploy import serve_app
+
+    cfg = Config().with_overrides(
+        {
+            "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
+            "training.buffer_size": 4,
+            "training.steps_per_update": 3,
+            "sampling.candidates": 128,
+            "serve.max_body_bytes": 4096,
+        }
+    )
+    pool, _ = resolve_dataset(cfg)
+    ids, _, y = load_arrays(pool)
+    port = _free_port()
+    os.environ["ACTIVESTREAM_TOKEN"] = TOKEN
+    try:
+        serve_app.start(cfg, port=port)
+    finally:
+        del os.environ["ACTIVESTREAM_TOKEN"]
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while not requests.get(f"{base}/queries?n=1", timeout=10).json()["queries"]:
+        assert time.monotonic() < deadline, "no scoring round finished in 240 s"
+        time.sleep(0.5)
+    yield {"base": base, "truth": dict(zip(ids.tolist(), y.tolist(), strict=True)), "port": port}
+    serve.delete("activestream")
+    import ray
+
+    from pipelines.loop import LOOP_ACTOR
+
+    ray.get(ray.get_actor(LOOP_ACTOR).stop.remote())
+    ray.kill(ray.get_actor(LOOP_ACTOR))
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def post_labels(server, labels, **extra):
+    body = {"labels": labels, **extra}
+    return requests.post(f"{server['base']}/labels", json=body, headers=AUTH, timeout=30)
+
+
+def lease(server, n):
+    return requests.get(f"{server['base']}/queries", params={"n": n}, timeout=30).json()
+
+
+def answer(server, queries):
+    return [{"id": q["id"], "label": server["truth"][q["id"]]} for q in queries]
+
+
+def test_healthz_reports_ok_and_the_version(server):
+    body = requests.get(f"{server['base']}/healthz", timeout=10).json()
+    assert body["status"] == "ok"
+    assert isinstance(body["model_version"], int)
+
+
+def test_queries_are_leased_with_scores_and_versions_and_never_repeat(server):
+    first, second = lease(server, 3), lease(server, 3)
+    assert len(first["queries"]) == 3
+    for q in first["queries"]:
+        assert set(q) == {"id", "score", "model_version"}
+        assert 0.0 <= q["score"] <= 1.0
+    assert not {q["id"] for q in first["queries"]} & {q["id"] for q in second["queries"]}
+
+
+def test_labels_raise_the_version_in_model_and_metrics(server):
+    before = requests.get(f"{server['base']}/model", timeout=10).json()
+    r = post_labels(server, answer(server, lease(server, 4)["queries"]))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"accepted": 4, "duplicates": 0}
+    deadline = time.monotonic() + 60
+    while (
+        requests.get(f"{server['base']}/model", timeout=10).json()["version"] <= before["version"]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    model = requests.get(f"{server['base']}/model", timeout=10).json()
+    assert model["labels_seen"] >= before["labels_seen"] + 4
+    assert model["arch"] == "digits_cnn"
+    assert model["classes"] == [str(i) for i in range(10)]
+    metrics = requests.get(f"{server['base']}/metrics", timeout=10).text
+    version_line = next(
+        line for line in metrics.splitlines() if line.startswith("activestream_model_version ")
+    )
+    assert float(version_line.split()[1]) >= model["version"]
+    for name in ("labels_total", "queue_depth", "scoring_lag_versions", "train_steps_total"):
+        assert f"\nactivestream_{name} " in metrics
+
+
+def test_writes_without_the_token_get_401_and_change_nothing(server):
+    before = requests.get(f"{server['base']}/model", timeout=10).json()["labels_seen"]
+    q = lease(server, 1)["queries"]
+    r = requests.post(f"{server['base']}/labels", json={"labels": answer(server, q)}, timeout=10)
+    assert r.status_code == 401
+    bad = {"Authorization": "Bearer wrong"}
+    r = requests.post(
+        f"{server['base']}/labels", json={"labels": answer(server, q)}, headers=bad, timeout=10
+    )
+    assert r.status_code == 401
+    assert requests.get(f"{server['base']}/model", timeout=10).json()["labels_seen"] == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        (b"{not json", 422, "Invalid JSON"),
+        (b'{"labels": []}', 422, "labels"),
+        (b'{"labels": [{"id": "digits-00002", "label": "7"}]}', 422, "label"),
+        (b'{"labels": [{"id": "digits-00002", "label": 12}]}', 422, "class range"),
+        (b'{"labels": [{"id": "digits-00002", "label": -1}]}', 422, "label"),
+        (b'{"labels": [{"id": "no-such-item", "label": 1}]}', 404, "unknown id"),
+        (b'{"labels": [{"id": "digits-00002"}]}', 422, "label"),
+        (b'{"labelz": []}', 422, "labels"),
+    ],
+)
+def test_bad_label_bodies_get_a_4xx_with_a_reason(server, body, status, reason):
+    headers = {**AUTH, "Content-Type": "application/json"}
+    r = requests.post(f"{server['base']}/labels", data=body, headers=headers, timeout=10)
+    assert r.status_code == status, r.text
+    assert reason in str(r.json()["detail"])
+
+
+def test_an_oversized_body_gets_413(server):
+    labels = [{"id": f"digits-{i:05d}", "label": 1} for i in range(400)]
+    r = post_labels(server, labels)
+    assert r.status_code == 413
+    assert "body over" in r.json()["detail"]
+
+
+def test_a_rejected_batch_keeps_everything_accepted_before(server):
+    good = answer(server, lease(server, 2)["queries"])
+    assert post_labels(server, good).status_code == 200
+    seen = requests.get(f"{server['base']}/model", timeout=10).json()["labels_seen"]
+    r = post_labels(server, [*answer(server, lease(server, 1)["queries"]), {"id": "x", "label": 1}])
+    assert r.status_code == 404
+    assert requests.get(f"{server['base']}/model", timeout=10).json()["labels_seen"] == seen
+    assert post_labels(server, good).json() == {"accepted": 0, "duplicates": 2}
+
+
+def test_a_different_label_is_409_unless_relabel_is_asked(server):
+    [item] = answer(server, lease(server, 1)["queries"])
+    assert post_labels(server, [item]).status_code == 200
+    other = {"id": item["id"], "label": (item["label"] + 1) % 10}
+    r = post_labels(server, [other])
+    assert r.status_code == 409
+    assert "already labeled" in r.json()["detail"]
+    r = post_labels(server, [other], relabel=True)
+    assert r.json() == {"accepted": 1, "duplicates": 0}
+
+
+def test_item_images_are_png_and_unknown_ids_404(server):
+    r = requests.get(f"{server['base']}/items/digits-00000/image", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/png"
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(r.content)).size == (8, 8)
+    assert requests.get(f"{server['base']}/items/nope/image", timeout=10).status_code == 404
+
+
+def test_predict_returns_distributions_and_rejects_wrong_shapes(server):
+    x = np.zeros((2, 64)).tolist()
+    r = requests.post(f"{server['base']}/predict", json={"inputs": x}, headers=AUTH, timeout=30)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 2
+    assert abs(sum(preds[0]["probs"]) - 1) < 1e-3
+    assert preds[0]["label"] == int(np.argmax(preds[0]["probs"]))
+    r = requests.post(
+        f"{server['base']}/predict", json={"inputs": [[0.0] * 5]}, headers=AUTH, timeout=30
+    )
+    assert r.status_code == 422
+    assert "64 numbers" in r.json()["detail"]
+
+
+def test_weights_download_loads_into_the_model(server):
+    from actors.models import build_model
+
+    r = requests.get(f"{server['base']}/model/weights", timeout=30)
+    assert r.headers["content-type"] == "application/octet-stream"
+    state = torch.load(io.BytesIO(r.content), weights_only=True)
+    build_model("digits_cnn", shape=(1, 8, 8), num_classes=10).load_state_dict(state)
+
+
+def test_openapi_documents_request_and_response_models(server):
+    spec = requests.get(f"{server['base']}/openapi.json", timeout=10).json()
+    schemas = spec["components"]["schemas"]
+    assert {"LabelBatch", "Label", "LabelResult", "Queries", "ModelInfo"} <= set(schemas)
+    body = spec["paths"]["/labels"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"].endswith("/LabelBatch")
+
+
+def test_queries_n_out_of_range_is_422(server):
+    assert requests.get(f"{server['base']}/queries?n=0", timeout=10).status_code == 422
+    assert requests.get(f"{server['base']}/queries?n=abc", timeout=10).status_code == 422
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture()
+def page(server):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} missing: scripts/test.sh installs Debian's chromium")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 900, "height": 900})
+        tab = context.new_page()
+        tab.add_init_script(f"localStorage.setItem('activestream-token', '{TOKEN}')")
+        tab.goto(server["base"] + "/")
+        yield tab
+        browser.close()
+
+
+def current_item(page) -> str:
+    page.wait_for_function("document.getElementById('meta').textContent.startsWith('digits-')")
+    return page.text_content("#meta").split(" ")[0]
+
+
+def test_labeling_page_labels_with_clicks_and_keys_and_shows_the_new_version(server, page):
+    from pathlib import Path
+
+    page.wait_for_selector("button.class")
+    assert page.locator("button.class").count() == 10
+    assert page.get_attribute("button.class >> nth=3", "aria-label") == "Label as 3 (key 3)"
+    page.wait_for_function("document.getElementById('version').textContent !== '–'")
+    start_version = int(page.text_content("#version"))
+    labeled = []
+    for i in range(8):
+        item = current_item(page)
+        label = server["truth"][item]
+        if i % 2:
+            page.keyboard.press(str(label))
+        else:
+            page.click(f"button.class[data-label='{label}']")
+        page.wait_for_function(
+            f"document.getElementById('status').textContent.startsWith('{item} ')"
+        )
+        labeled.append(item)
+    assert len(set(labeled)) == 8
+    page.wait_for_function(
+        f"Number(document.getElementById('version').textContent) > {start_version}",
+        timeout=60_000,
+    )
+    # Enter skips; Backspace brings the last labeled item back for correction.
+    shown = current_item(page)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"!document.getElementById('meta').textContent.startsWith('{shown} ')")
+    page.keyboard.press("Backspace")
+    assert current_item(page) == labeled[-1]
+    assert page.is_visible("#undoing")
+    rendered = page.evaluate("document.getElementById('item').naturalWidth")
+    assert rendered == 8
+    assert page.evaluate("getComputedStyle(document.getElementById('item')).imageRendering") in (
+        "pixelated",
+        "crisp-edges",
+    )
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    docs.mkdir(exist_ok=True)
+    page.screenshot(path=str(docs / "labeling-page.png"))
+
+
+def test_labeling_page_fits_a_phone_width(server, page):
+    page.set_viewport_size({"width": 375, "height": 740})
+    page.wait_for_selector("button.class")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375
