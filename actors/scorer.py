@@ -10,6 +10,7 @@ It is a plain class: tests call it directly on an Arrow table, without Ray.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ class Scorer:
         seed: Seeds the initial model and the random sampler.
         threads: torch intra-op threads; keep low so scoring leaves cores to serving.
         dropout: Dropout of the model (matters for MC-dropout samplers only).
+        nice: Raise the process's nice value by this much (0 keeps it).
     """
 
     def __init__(
@@ -62,8 +64,11 @@ class Scorer:
         seed: int = 0,
         threads: int = 1,
         dropout: float = 0.25,
+        nice: int = 0,
     ) -> None:
         torch.set_num_threads(threads)
+        if nice > 0:
+            os.nice(nice)  # scoring is batch work: serving and labeling come first
         self._shape = tuple(shape)
         self._device = pick_device()
         self._model = build_model(

@@ -15,6 +15,7 @@ Training policies answer the seed's open question "train on everything or only o
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -120,7 +121,8 @@ class Trainer:
         self.version = 0
         self.train_steps = 0
         self.train_seconds = 0.0
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # labels: _x, _y, _ids, _trained, reservoir
+        self._model_lock = threading.RLock()  # model and optimizer
 
     # -- labels ---------------------------------------------------------------------------
     def add_labels(
@@ -169,10 +171,6 @@ class Trainer:
             if unknown:
                 raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
             pixels = self.items.get(list(fresh))
-            if len(fresh):
-                pred = self.predict_proba(pixels).argmax(axis=1)
-                hits = (pred == np.fromiter(fresh.values(), dtype=np.int64)).tolist()
-                self.recent_hits.extend(hits)
             for (item_id, label), x in zip(fresh.items(), pixels, strict=True):
                 self._ids[item_id] = len(self._y)
                 self._x.append(x)
@@ -215,14 +213,20 @@ class Trainer:
         return True
 
     def partial_fit(self) -> None:
-        """One update on the buffered labels under the policy; continues from current state."""
+        """One update on the buffered labels under the policy; continues from current state.
+
+        Labels are snapshotted under the label lock and training runs under the model lock
+        only, so ``add_labels`` never waits for a training step.
+        """
         with self._lock:
             start, end = self._trained, len(self._y)
             if end == start:
                 return
-            x = torch.from_numpy(np.stack(self._x))
-            y = torch.as_tensor(self._y, dtype=torch.long)
+            x = torch.from_numpy(np.stack(self._x[:end]))
+            y = torch.as_tensor(self._y[:end], dtype=torch.long)
+        with self._model_lock:
             began = time.perf_counter()
+            self._record_hits(x[start:end], y[start:end])
             self.model.train()
             cfg = self.training
             for _ in range(cfg.steps_per_update):
@@ -235,10 +239,18 @@ class Trainer:
                 self.optimizer.step()
                 self.train_steps += 1
             self.model.eval()
-            self._reservoir.add(range(start, end))
-            self._trained = end
+            with self._lock:
+                self._reservoir.add(range(start, end))
+                self._trained = end
             self.version += 1
             self.train_seconds += time.perf_counter() - began
+
+    @torch.inference_mode()
+    def _record_hits(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Prequential accuracy: the model's answer on new labels before it learns them."""
+        self.model.eval()
+        pred = self.model(x.to(self.device)).argmax(dim=1).cpu()
+        self.recent_hits.extend((pred == y).tolist())
 
     def _minibatch(self, start: int, end: int) -> np.ndarray:
         cfg, rng = self.training, self._rng
@@ -255,7 +267,7 @@ class Trainer:
     @torch.inference_mode()
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 -> (N, classes) probabilities from the current model."""
-        with self._lock:
+        with self._model_lock:
             self.model.eval()
             logits = self.model(torch.as_tensor(x, dtype=torch.float32).to(self.device))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
@@ -270,7 +282,7 @@ class Trainer:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The model's state dict as numpy arrays (what gets broadcast)."""
-        with self._lock:
+        with self._model_lock:
             return state_to_numpy(self.model)
 
     def model_info(self) -> dict[str, Any]:
@@ -283,6 +295,17 @@ class Trainer:
             "train_steps": self.train_steps,
             "recent_accuracy": float(np.mean(self.recent_hits)) if self.recent_hits else None,
         }
+
+
+def _lower_priority(nice: int) -> None:
+    """Renice the calling thread (Linux: priorities are per thread) so serving comes first."""
+    if nice <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass
 
 
 class TrainerService(Trainer):
@@ -315,7 +338,7 @@ class TrainerService(Trainer):
 
     def publish_current(self) -> WeightsVersion:
         """Put the current weights once and announce them."""
-        with self._lock:
+        with self._model_lock:
             weights = WeightsVersion(
                 version=self.version,
                 labels_seen=self._trained,
@@ -351,7 +374,7 @@ class TrainerService(Trainer):
 
     def flush(self) -> int:
         """Train on a partial buffer now; returns the version afterwards."""
-        with self._lock:
+        with self._model_lock:
             if self.buffered:
                 self.partial_fit()
                 self.publish_current()
@@ -362,6 +385,7 @@ class TrainerService(Trainer):
         return self._latest
 
     def _run(self) -> None:
+        _lower_priority(self.training.nice)  # this thread only: requests keep their priority
         while not self._stop.is_set():
             self._wake.wait(timeout=0.5)
             self._wake.clear()

@@ -2,7 +2,8 @@
 
 Open-loop load on loopback (requests leave on schedule whether or not earlier ones finished),
 bounded in time, against the real app: Ray, trainer actor, scoring rounds and Serve on this
-machine. Each rate runs ``--seconds``; the table shows the largest rate with no errors.
+machine. Each rate runs ``--seconds``; the summary names the largest rate
+held: no errors and at least 90% of the scheduled requests sent.
 
     python -m benchmarks.serve_latency --rates 25,50,100,200 --seconds 10 --out results/serve
 """
@@ -102,12 +103,17 @@ def main() -> None:
             f" ms p99 {lab['p99_ms']:.1f} ms err {lab['errors']}",
             flush=True,
         )
-    clean = [r["rate"] for r in results if r["queries"]["errors"] + r["labels"]["errors"] == 0]
-    summary = {"results": results, "largest_rate_without_errors": max(clean) if clean else None}
+    held = [
+        r["rate"]
+        for r in results
+        if r["queries"]["errors"] + r["labels"]["errors"] == 0
+        and r["achieved_rps"] >= 0.9 * r["rate"]
+    ]
+    summary = {"results": results, "largest_rate_held": max(held) if held else None}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_latency.json").write_text(json.dumps(summary, indent=2))
-    print(f"largest rate without errors: {summary['largest_rate_without_errors']}")
+    print(f"largest rate held (no errors, >= 90% of target sent): {summary['largest_rate_held']}")
 
 
 if __name__ == "__main__":

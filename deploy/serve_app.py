@@ -32,6 +32,7 @@ LabelingDeployment = serve.deployment(
     serve.ingress()(_Ingress),
     name="LabelingAPI",
     ray_actor_options={"num_cpus": 0.25},
+    max_ongoing_requests=200,  # handlers are async and only await actor calls
 )
 
 

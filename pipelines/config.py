@@ -75,6 +75,7 @@ class TrainingConfig(_Section):
     num_gpus: float | None = Field(
         None, ge=0.0, description="GPUs for the trainer; None picks 1 when the cluster has one."
     )
+    nice: int = Field(10, ge=0, le=19, description="Lower CPU priority of the training thread.")
 
 
 class ScoringConfig(_Section):
@@ -92,6 +93,7 @@ class ScoringConfig(_Section):
         None, ge=1, description="Rotate over this many shards per round; None scores all."
     )
     rescore_every: int = Field(1, ge=1, description="Start a scoring round every M versions.")
+    nice: int = Field(10, ge=0, le=19, description="Lower CPU priority of scorer processes.")
 
 
 class SamplingConfig(_Section):

@@ -57,6 +57,7 @@ def scorer_kwargs(
         "seed": cfg.seed,
         "threads": cfg.scoring.threads_per_scorer,
         "dropout": cfg.model.dropout,
+        "nice": cfg.scoring.nice,
     }
 
 

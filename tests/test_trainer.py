@@ -149,5 +149,6 @@ def test_recent_accuracy_measures_the_model_on_labels_before_it_sees_them(digits
     trainer = make_trainer(pool)
     assert trainer.model_info()["recent_accuracy"] is None
     trainer.add_labels(first_labels(truth, 20))
+    trainer.partial_fit()
     assert 0.0 <= trainer.model_info()["recent_accuracy"] <= 1.0
     assert len(trainer.recent_hits) == 20
