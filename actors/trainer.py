@@ -99,7 +99,7 @@ class Trainer:
         self.items = items
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-        self._gen = torch.Generator().manual_seed(seed)
+        self._torch_state = torch.Generator().manual_seed(seed).get_state()  # dropout draws
         self.device = pick_device()
         self.model = build_model(
             model.arch,
@@ -224,7 +224,9 @@ class Trainer:
                 return
             x = torch.from_numpy(np.stack(self._x[:end]))
             y = torch.as_tensor(self._y[:end], dtype=torch.long)
-        with self._model_lock:
+        with self._model_lock, torch.random.fork_rng(devices=[]):
+            # Dropout draws from torch's global generator: give it this trainer's own stream.
+            torch.set_rng_state(self._torch_state)
             began = time.perf_counter()
             self._record_hits(x[start:end], y[start:end])
             self.model.train()
@@ -244,6 +246,7 @@ class Trainer:
                 self._trained = end
             self.version += 1
             self.train_seconds += time.perf_counter() - began
+            self._torch_state = torch.get_rng_state()
 
     @torch.inference_mode()
     def _record_hits(self, x: torch.Tensor, y: torch.Tensor) -> None:

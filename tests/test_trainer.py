@@ -152,3 +152,14 @@ def test_recent_accuracy_measures_the_model_on_labels_before_it_sees_them(digits
     trainer.partial_fit()
     assert 0.0 <= trainer.model_info()["recent_accuracy"] <= 1.0
     assert len(trainer.recent_hits) == 20
+
+
+def test_the_same_seed_trains_to_the_same_weights(digits):
+    pool, _, truth = digits
+    states = []
+    for _ in range(2):
+        trainer = make_trainer(pool)
+        trainer.add_labels(first_labels(truth, 8))
+        trainer.partial_fit()
+        states.append(trainer.state_arrays())
+    assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
