@@ -195,11 +195,6 @@ class Trainer:
         """Labels waiting for the next training step."""
         return len(self._y) - self._trained
 
-    def labeled_ids(self) -> list[str]:
-        """Every id the trainer holds a label for."""
-        with self._lock:
-            return list(self._ids)
-
     # -- training -------------------------------------------------------------------------
     def ready(self) -> bool:
         """Whether a full buffer waits."""
@@ -337,7 +332,6 @@ class TrainerService(Trainer):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
-        self._latest: WeightsVersion | None = None
 
     def publish_current(self) -> WeightsVersion:
         """Put the current weights once and announce them."""
@@ -348,7 +342,6 @@ class TrainerService(Trainer):
                 refs=[self._put(self.state_arrays())],
                 published_at=time.time(),
             )
-        self._latest = weights
         self._publish(weights)
         return weights
 
@@ -382,10 +375,6 @@ class TrainerService(Trainer):
                 self.partial_fit()
                 self.publish_current()
             return self.version
-
-    def latest(self) -> WeightsVersion | None:
-        """The last published version."""
-        return self._latest
 
     def _run(self) -> None:
         _lower_priority(self.training.nice)  # this thread only: requests keep their priority
