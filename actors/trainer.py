@@ -283,6 +283,53 @@ class Trainer:
         with self._model_lock:
             return state_to_numpy(self.model)
 
+    def checkpoint(self) -> bytes:
+        """Everything needed to continue exactly here: weights, optimizer, labels, RNG streams.
+
+        Pixels are not stored: they are looked up again by id from the pool on restore.
+        """
+        import io
+
+        with self._model_lock, self._lock:
+            state = {
+                "format": 1,
+                "version": self.version,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "ids": list(self._ids),
+                "labels": list(self._y),
+                "trained": self._trained,
+                "reservoir": list(self._reservoir.rows),
+                "reservoir_seen": self._reservoir.seen,
+                "rng": self._rng.bit_generator.state,
+                "torch_rng": self._torch_state,
+                "train_steps": self.train_steps,
+            }
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            return buf.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        """Continue from :meth:`checkpoint` bytes (same architecture and pool)."""
+        import io
+
+        state = torch.load(io.BytesIO(blob), map_location=self.device, weights_only=False)
+        with self._model_lock, self._lock:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            ids = state["ids"]
+            self._x = list(self.items.get(ids)) if ids else []
+            self._y = list(state["labels"])
+            self._ids = {item: row for row, item in enumerate(ids)}
+            self._trained = state["trained"]
+            self._reservoir.rows = list(state["reservoir"])
+            self._reservoir.seen = state["reservoir_seen"]
+            self._rng.bit_generator.state = state["rng"]
+            self._torch_state = state["torch_rng"]
+            self.version = state["version"]
+            self.train_steps = state["train_steps"]
+            self.model.eval()
+
     def model_info(self) -> dict[str, Any]:
         """Version, label count, architecture and class names (the ``GET /model`` answer)."""
         return {

@@ -146,6 +146,13 @@ def _resolve(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
+def filesystem_for(
+    uri: str, storage: StorageConfig = DEFAULT_STORAGE
+) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and in-filesystem path for a local path or ``s3://`` URI."""
+    return _resolve(uri, storage)
+
+
 def _invalidate(fs: pafs.FileSystem) -> None:
     """Drop s3fs's listing cache so files written by other processes are seen."""
     handler = getattr(fs, "handler", None)

@@ -1,9 +1,10 @@
 # Sourced by the other scripts: builds (once) and activates the project's virtual environment.
-# The venv lives outside the clone, keyed by a hash of pyproject.toml, so torch (~5 GB) is
-# installed once per dependency set; delete ~/.cache/activestream to rebuild from nothing.
+# The venv lives outside the clone, keyed by a hash of pyproject.toml's [project] tables (the
+# dependencies; tool settings do not count), so torch (~5 GB) is installed once per dependency
+# set; delete ~/.cache/activestream to rebuild from nothing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HASH="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+HASH="$(sed -n '/^\[project\]/,/^\[tool\./p' "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 VENV="${ACTIVESTREAM_VENV:-$HOME/.cache/activestream/venv-$HASH}"
 PYTHON="${PYTHON:-python3}"
 if [ ! -f "$VENV/.complete" ]; then

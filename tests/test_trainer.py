@@ -163,3 +163,24 @@ def test_the_same_seed_trains_to_the_same_weights(digits):
         trainer.partial_fit()
         states.append(trainer.state_arrays())
     assert all(np.array_equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_a_restored_checkpoint_continues_exactly_where_it_stopped(digits):
+    pool, _, truth = digits
+    original = make_trainer(pool)
+    original.add_labels(first_labels(truth, 8))
+    original.partial_fit()
+    original.add_labels(first_labels(truth, 2, start=8))  # still buffered
+    blob = original.checkpoint()
+
+    restored = make_trainer(pool)
+    restored.restore(blob)
+    assert (restored.version, restored.labels_seen, restored.buffered) == (1, 10, 2)
+    for trainer in (original, restored):
+        trainer.add_labels(first_labels(truth, 6, start=10))
+        trainer.partial_fit()
+    a, b = original.state_arrays(), restored.state_arrays()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    first = first_labels(truth, 1)[0]
+    with pytest.raises(LabelConflict):
+        restored.add_labels([{"id": first["id"], "label": (first["label"] + 1) % 10}])
