@@ -19,7 +19,7 @@ import numpy as np
 from pipelines.config import Config
 from pipelines.loop import ActiveLoop
 from pipelines.runtime import init_ray
-from pipelines.sources import load_arrays, resolve_dataset
+from pipelines.sources import ground_truth, resolve_dataset
 
 
 def main() -> None:
@@ -30,8 +30,7 @@ def main() -> None:
     cfg = Config()
     init_ray(cfg.ray)
     pool, _ = resolve_dataset(cfg)
-    ids, _, y = load_arrays(pool)
-    truth = dict(zip(ids.tolist(), y.tolist(), strict=True))
+    truth = ground_truth(pool)
     loop = ActiveLoop(cfg, pool)
     loop.start()
     to_version, to_scorer = [], []

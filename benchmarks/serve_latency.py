@@ -22,7 +22,7 @@ import numpy as np
 
 from pipelines.config import Config
 from pipelines.runtime import init_ray
-from pipelines.sources import load_arrays, resolve_dataset
+from pipelines.sources import ground_truth, resolve_dataset
 
 
 def _free_port() -> int:
@@ -86,8 +86,7 @@ def main() -> None:
     cfg = Config()
     init_ray(cfg.ray)
     pool, _ = resolve_dataset(cfg)
-    ids, _, y = load_arrays(pool)
-    truth = dict(zip(ids.tolist(), y.tolist(), strict=True))
+    truth = ground_truth(pool)
     port = _free_port()
     serve_app.start(cfg, port=port)
     base = f"http://127.0.0.1:{port}"

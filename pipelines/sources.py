@@ -522,6 +522,14 @@ def load_arrays(shards: ShardSet) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
     return ids, x, labels
 
 
+def ground_truth(shards: ShardSet) -> dict[str, int]:
+    """Id -> label of a labeled set: the oracle of simulations, benchmarks and tests."""
+    ids, _, labels = load_arrays(shards)
+    if labels is None:
+        raise DataError(f"{shards.uri}: no label column, so no ground truth")
+    return dict(zip(ids.tolist(), labels.tolist(), strict=True))
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------

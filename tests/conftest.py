@@ -21,6 +21,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    return _free_port()
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """Start Ray once; 8 logical CPUs so Serve, trainer and a scorer pool fit on 2 cores."""

@@ -5,7 +5,7 @@ import pytest
 from actors.trainer import LabelError
 from pipelines.config import Config
 from pipelines.loop import ActiveLoop
-from pipelines.sources import load_arrays, resolve_dataset
+from pipelines.sources import ground_truth, resolve_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,9 @@ def loop(ray_session, tmp_path_factory):
         }
     )
     pool, _ = resolve_dataset(cfg)
-    ids, _, y = load_arrays(pool)
     active = ActiveLoop(cfg, pool)
     active.start()
-    active.truth = dict(zip(ids.tolist(), y.tolist(), strict=True))
+    active.truth = ground_truth(pool)
     yield active
     active.stop()
 

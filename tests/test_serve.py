@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import time
 
 import numpy as np
@@ -13,20 +12,14 @@ import requests
 import torch
 
 from pipelines.config import Config
-from pipelines.sources import load_arrays, resolve_dataset
+from pipelines.sources import ground_truth, resolve_dataset
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(ray_session, tmp_path_factory):
+def server(ray_session, tmp_path_factory, free_port):
     from ray import serve
 
     from deploy import serve_app
@@ -41,8 +34,8 @@ def server(ray_session, tmp_path_factory):
         }
     )
     pool, _ = resolve_dataset(cfg)
-    ids, _, y = load_arrays(pool)
-    port = _free_port()
+    truth = ground_truth(pool)
+    port = free_port
     os.environ["ACTIVESTREAM_TOKEN"] = TOKEN
     try:
         serve_app.start(cfg, port=port)
@@ -53,7 +46,7 @@ def server(ray_session, tmp_path_factory):
     while not requests.get(f"{base}/queries?n=1", timeout=10).json()["queries"]:
         assert time.monotonic() < deadline, "no scoring round finished in 240 s"
         time.sleep(0.5)
-    yield {"base": base, "truth": dict(zip(ids.tolist(), y.tolist(), strict=True)), "port": port}
+    yield {"base": base, "truth": truth, "port": port}
     serve.delete("activestream")
     import ray
 

@@ -6,15 +6,14 @@ import pytest
 from actors.items import ItemStore
 from actors.trainer import LabelConflict, LabelError, Trainer, TrainerService
 from pipelines.config import Config, ModelConfig, TrainingConfig
-from pipelines.sources import load_arrays, resolve_dataset
+from pipelines.sources import ground_truth, load_arrays, resolve_dataset
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
     pool, test = resolve_dataset(cfg)
-    ids, _, y = load_arrays(pool)
-    return pool, test, dict(zip(ids.tolist(), y.tolist(), strict=True))
+    return pool, test, ground_truth(pool)
 
 
 def make_trainer(pool, **training) -> Trainer:
