@@ -33,6 +33,30 @@ from pipelines.sources import filesystem_for
 _PREFIX, _SUFFIX = "seg-", ".jsonl"
 
 
+def numbered_files(
+    fs: pafs.FileSystem, root: str, prefix: str, suffix: str
+) -> list[tuple[int, str]]:
+    """``(number, path)`` of the files named ``<prefix><number><suffix>`` under ``root``, sorted."""
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        name = info.base_name
+        if info.type == pafs.FileType.File and name.startswith(prefix) and name.endswith(suffix):
+            found.append((int(name[len(prefix) : -len(suffix)]), info.path))
+    return sorted(found)
+
+
+def _entry(record: Mapping[str, Any], now: float, annotator: str | None) -> dict[str, Any]:
+    entry = {
+        "id": record["id"],
+        "label": int(record["label"]),
+        "time": record.get("time", now),
+        "annotator": record.get("annotator", annotator),
+    }
+    if record.get("relabel"):
+        entry["relabel"] = True  # replaces an earlier label of the same id
+    return entry
+
+
 class LabelLog:
     """Durable, ordered label records addressed by offset (0 = first record ever).
 
@@ -58,17 +82,7 @@ class LabelLog:
 
     # -- layout ---------------------------------------------------------------------------
     def _list_segments(self) -> list[tuple[int, str]]:
-        infos = self._fs.get_file_info(pafs.FileSelector(self._root, allow_not_found=True))
-        segments = []
-        for info in infos:
-            name = info.base_name
-            if (
-                info.type == pafs.FileType.File
-                and name.startswith(_PREFIX)
-                and name.endswith(_SUFFIX)
-            ):
-                segments.append((int(name[len(_PREFIX) : -len(_SUFFIX)]), info.path))
-        return sorted(segments)
+        return numbered_files(self._fs, self._root, _PREFIX, _SUFFIX)
 
     def _segment_path(self, first: int) -> str:
         return f"{self._root}/{_PREFIX}{first:012d}{_SUFFIX}"
@@ -101,17 +115,7 @@ class LabelLog:
         """Write records durably; returns the log's new offset (records in the log)."""
         now = time.time()
         lines = [
-            json.dumps(
-                {
-                    "id": r["id"],
-                    "label": int(r["label"]),
-                    "time": r.get("time", now),
-                    "annotator": r.get("annotator", annotator),
-                },
-                separators=(",", ":"),
-            )
-            + "\n"
-            for r in records
+            json.dumps(_entry(r, now, annotator), separators=(",", ":")) + "\n" for r in records
         ]
         if not lines:
             return self.offset

@@ -100,11 +100,14 @@ class Scorer:
             return
         import ray
 
-        if ray.get(self._board.latest_version.remote()) == self.version:
-            return
-        latest = ray.get(self._board.latest.remote())
-        if latest is not None and latest.version != self.version:
-            self._load(latest)
+        try:
+            if ray.get(self._board.latest_version.remote()) == self.version:
+                return
+            latest = ray.get(self._board.latest.remote())
+            if latest is not None and latest.version != self.version:
+                self._load(latest)
+        except ray.exceptions.RayError:
+            return  # board or weights briefly unreachable (a restart): keep scoring as we are
 
     @torch.inference_mode()
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

@@ -20,37 +20,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from actors.checkpoints import CheckpointStore
 from actors.items import ItemStore
+from actors.labels import AddResult, UnknownId, check_batch
 from actors.models import build_model, pick_device
 from actors.weights import WeightsVersion, state_to_numpy
 from pipelines.config import ModelConfig, TrainingConfig
-
-
-class LabelError(ValueError):
-    """A label batch was rejected as a whole; nothing from it was accepted."""
-
-
-class UnknownId(LabelError):
-    """A label names an id that is not in the pool."""
-
-
-class LabelConflict(LabelError):
-    """An id already labeled got a different label; the first answer stands."""
-
-
-@dataclass(frozen=True)
-class AddResult:
-    """Outcome of one ``add_labels`` call."""
-
-    accepted: int
-    duplicates: int
 
 
 class _Reservoir:
@@ -116,6 +97,7 @@ class Trainer:
         self._y: list[int] = []
         self._ids: dict[str, int] = {}  # id -> row in _x/_y
         self._trained = 0  # rows [0, _trained) have been trained on; the rest is the buffer
+        self.applied = 0  # label-log records [0, applied) are held (see ingest)
         self._reservoir = _Reservoir(training.replay_capacity, self._rng)
         self.recent_hits: deque[bool] = deque(maxlen=100)
         self.version = 0
@@ -137,53 +119,68 @@ class Trainer:
         annotator's undo. Before new labels are kept, the current model predicts them, which
         gives a running (prequential) accuracy on exactly the items people label.
         """
-        records = list(records)
-        num_classes = len(self.items.classes)
-        fresh: dict[str, int] = {}
-        changed: dict[str, int] = {}
-        duplicates = 0
         with self._lock:
-            for i, rec in enumerate(records):
-                if not isinstance(rec, Mapping) or "id" not in rec or "label" not in rec:
-                    raise LabelError(f"record {i}: expected an object with 'id' and 'label'")
-                item_id, label = rec["id"], rec["label"]
-                if not isinstance(item_id, str):
-                    raise LabelError(f"record {i}: id must be a string, got {item_id!r}")
-                if isinstance(label, bool) or not isinstance(label, int | np.integer):
-                    raise LabelError(f"record {i}: label must be an integer, got {label!r}")
-                if not 0 <= int(label) < num_classes:
-                    raise LabelError(
-                        f"record {i}: label {label} outside the class range 0..{num_classes - 1}"
-                    )
-                known = self._label_of(item_id, fresh)
-                if known is not None and known != int(label) and relabel and item_id not in fresh:
-                    changed[item_id] = int(label)
-                    continue
-                if known is not None:
-                    if known != int(label):
-                        raise LabelConflict(
-                            f"record {i}: id {item_id!r} is already labeled {known}, got {label}"
-                        )
-                    duplicates += 1
-                    continue
-                fresh[item_id] = int(label)
-            unknown = self.items.missing(list(fresh))
+            checked = check_batch(
+                records,
+                num_classes=len(self.items.classes),
+                known=self._held,
+                relabel=relabel,
+            )
+            unknown = self.items.missing(list(checked.fresh))
             if unknown:
                 raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
-            pixels = self.items.get(list(fresh))
-            for (item_id, label), x in zip(fresh.items(), pixels, strict=True):
-                self._ids[item_id] = len(self._y)
-                self._x.append(x)
-                self._y.append(label)
-            for item_id, label in changed.items():
-                self._y[self._ids[item_id]] = label
-        return AddResult(accepted=len(fresh) + len(changed), duplicates=duplicates)
+            self._apply(checked.fresh, checked.changed)
+        return AddResult(
+            accepted=len(checked.fresh) + len(checked.changed), duplicates=checked.duplicates
+        )
 
-    def _label_of(self, item_id: str, fresh: Mapping[str, int]) -> int | None:
-        if item_id in fresh:
-            return fresh[item_id]
+    def ingest(self, start: int, records: list[Mapping[str, Any]]) -> int:
+        """Apply label-log records ``start, start + 1, ...`` (already validated by the ledger).
+
+        Records before :attr:`applied` are skipped (a resend after a restart), so nothing is
+        held twice. A ``start`` past :attr:`applied` leaves a gap: nothing is applied and the
+        caller resends from the returned offset.
+
+        Returns:
+            The log offset up to which this trainer holds every record.
+        """
+        with self._lock:
+            if start > self.applied:
+                return self.applied
+            fresh: dict[str, int] = {}
+            changed: dict[str, int] = {}
+            for record in records[self.applied - start :]:
+                item_id, label = str(record["id"]), int(record["label"])
+                held = fresh.get(item_id, self._held(item_id))
+                if held is None:
+                    fresh[item_id] = label
+                elif item_id in fresh:
+                    fresh[item_id] = label
+                elif held != label:
+                    changed[item_id] = label
+            for item_id in self.items.missing(list(fresh)):  # the pool shrank: cannot train
+                del fresh[item_id]
+            self._apply(fresh, changed)
+            self.applied = max(self.applied, start + len(records))
+            return self.applied
+
+    def _apply(self, fresh: Mapping[str, int], changed: Mapping[str, int]) -> None:
+        pixels = self.items.get(list(fresh)) if fresh else []
+        for (item_id, label), x in zip(fresh.items(), pixels, strict=True):
+            self._ids[item_id] = len(self._y)
+            self._x.append(x)
+            self._y.append(label)
+        for item_id, label in changed.items():
+            self._y[self._ids[item_id]] = label
+
+    def _held(self, item_id: str) -> int | None:
         row = self._ids.get(item_id)
         return None if row is None else self._y[row]
+
+    def held_labels(self) -> dict[str, int]:
+        """Every label this trainer holds, by id (what it has seen, trained or buffered)."""
+        with self._lock:
+            return {item_id: self._y[row] for item_id, row in self._ids.items()}
 
     @property
     def labels_seen(self) -> int:
@@ -304,6 +301,7 @@ class Trainer:
                 "rng": self._rng.bit_generator.state,
                 "torch_rng": self._torch_state,
                 "train_steps": self.train_steps,
+                "log_offset": self.applied,
             }
             buf = io.BytesIO()
             torch.save(state, buf)
@@ -328,6 +326,7 @@ class Trainer:
             self._torch_state = state["torch_rng"]
             self.version = state["version"]
             self.train_steps = state["train_steps"]
+            self.applied = state.get("log_offset", 0)
             self.model.eval()
 
     def model_info(self) -> dict[str, Any]:
@@ -356,12 +355,20 @@ def _lower_priority(nice: int) -> None:
 class TrainerService(Trainer):
     """The trainer as a long-lived service: a background thread trains and publishes.
 
-    Run under Ray as a threaded actor (see :func:`trainer_actor`) so ``add_labels`` and reads
-    are served while the loop trains.
+    Run under Ray as a threaded actor so label calls and reads are served while it trains.
+    With a checkpoint store it survives its own death: Ray restarts the actor (``max_restarts``),
+    the constructor runs again with ``autostart`` and :meth:`start` loads the newest checkpoint;
+    the label ledger then resends the log after the checkpoint's offset (see :meth:`ingest`).
 
     Args:
         publish: Called with every new :class:`WeightsVersion` (e.g. a board's ``publish``).
         put: Stores the state dict and returns a reference (``ray.put`` under Ray).
+        checkpoints: Where checkpoints go; None keeps everything in memory only.
+        checkpoint_every: Save a checkpoint every this many versions (and on :meth:`stop`).
+        version_floor: The newest version already published (the board's), so a restarted
+            trainer never announces a version number twice.
+        autostart: Call :meth:`start` at the end of construction (how a restarted actor
+            comes back on its own).
         **kwargs: Passed to :class:`Trainer`.
     """
 
@@ -370,15 +377,26 @@ class TrainerService(Trainer):
         *,
         publish: Callable[[WeightsVersion], Any],
         put: Callable[[Any], Any],
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_every: int = 10,
+        version_floor: Callable[[], int] | None = None,
+        autostart: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._publish = publish
         self._put = put
+        self.checkpoints = checkpoints
+        self.checkpoint_every = checkpoint_every
+        self._version_floor = version_floor
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
+        self.recovered_from: int | None = None
+        self.started_at = time.time()
+        if autostart:
+            self.start()
 
     def publish_current(self) -> WeightsVersion:
         """Put the current weights once and announce them."""
@@ -392,28 +410,67 @@ class TrainerService(Trainer):
         self._publish(weights)
         return weights
 
+    def recover(self) -> int | None:
+        """Load the newest readable checkpoint; returns its version, or None without one.
+
+        The version then moves past anything already published, so versions only grow.
+        """
+        if self.checkpoints is not None:
+            self.recovered_from = self.checkpoints.latest(accept=self._restore_version)
+        floor = self._version_floor() if self._version_floor is not None else -1
+        if floor >= self.version:
+            self.version = floor + 1
+        return self.recovered_from
+
+    def _restore_version(self, blob: bytes) -> int:
+        self.restore(blob)
+        return self.version
+
+    def save_checkpoint(self) -> int | None:
+        """Write a checkpoint of the current state now; returns its version."""
+        if self.checkpoints is None:
+            return None
+        with self._model_lock:
+            version, blob = self.version, self.checkpoint()
+        self.checkpoints.save(version, blob)
+        return version
+
     def start(self) -> int:
-        """Publish version 0 and start the training thread; returns the version published."""
+        """Recover, publish the current version and start training; returns that version."""
         if self._thread is None:
+            self.recover()
             self.publish_current()
             self._thread = threading.Thread(target=self._run, name="trainer", daemon=True)
             self._thread.start()
         return self.version
 
     def stop(self) -> None:
-        """Stop the training thread after its current step."""
+        """Stop the training thread after its current step, then checkpoint."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.save_checkpoint()
 
     def add_labels(  # noqa: D102
         self, records: Iterable[Mapping[str, Any]], *, relabel: bool = False
     ) -> AddResult:
         result = super().add_labels(records, relabel=relabel)
+        self._wake_if_ready()
+        return result
+
+    def ingest(self, start: int, records: list[Mapping[str, Any]]) -> int:  # noqa: D102
+        applied = super().ingest(start, records)
+        self._wake_if_ready()
+        return applied
+
+    def applied_offset(self) -> int:
+        """Label-log records held (the ledger resends anything after this)."""
+        return self.applied
+
+    def _wake_if_ready(self) -> None:
         if self.ready():
             self._wake.set()
-        return result
 
     def flush(self) -> int:
         """Train on a partial buffer now; returns the version afterwards."""
@@ -431,6 +488,8 @@ class TrainerService(Trainer):
             try:
                 while not self._stop.is_set() and self.step_if_ready():
                     self.publish_current()
+                    if self.version % self.checkpoint_every == 0:
+                        self.save_checkpoint()
             except Exception as err:  # noqa: BLE001 - keep serving; report through info()
                 self.errors.append(f"{type(err).__name__}: {err}")
 
@@ -438,4 +497,6 @@ class TrainerService(Trainer):
         info = super().model_info()
         info["buffered"] = self.buffered
         info["errors"] = self.errors[-5:]
+        info["log_offset"] = self.applied
+        info["recovered_from"] = self.recovered_from
         return info

@@ -12,10 +12,15 @@ Rules a client can rely on:
   send ``"relabel": true`` to replace it, as the labeling page's undo does), 413 for a body
   over ``max_body_bytes``. A rejected batch changes nothing.
 * Repeating the same (id, label) is idempotent: it counts as a duplicate.
+* A 2xx on ``POST /labels`` means the labels are in the durable label log. While the trainer
+  restarts, labels are still accepted and ``/queries`` keeps serving the last round;
+  ``/healthz`` says ``degraded`` and trainer-backed reads (``/model``, ``/predict``) answer 503
+  with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import io
 from pathlib import Path
@@ -41,10 +46,11 @@ class Label(_Strict):
 
 
 class LabelBatch(_Strict):
-    """A batch of answers; validated as a whole."""
+    """A batch of answers; validated as a whole. ``annotator`` is recorded in the label log."""
 
     labels: list[Label] = Field(min_length=1, max_length=10_000)
     relabel: bool = False
+    annotator: str | None = Field(None, max_length=256)
 
 
 class LabelResult(BaseModel):
@@ -101,10 +107,12 @@ class ModelInfo(BaseModel):
 
 
 class Health(BaseModel):
-    """Liveness and the current version."""
+    """Liveness and the current version; ``degraded`` while the trainer catches up."""
 
     status: str
     model_version: int
+    labels_logged: int | None = None
+    reason: str | None = None
 
 
 def _reason(err: BaseException) -> str:
@@ -121,6 +129,7 @@ class LabelingAPI:
     """Routes of the Serve ingress; holds only actor handles and the item store.
 
     Args:
+        ledger: LabelLedger actor handle (validates, logs durably, forwards to the trainer).
         trainer: TrainerService actor handle.
         queue: QueryQueue actor handle.
         board: WeightsBoard actor handle.
@@ -129,11 +138,13 @@ class LabelingAPI:
         items: ItemStore of the pool, to render item images.
         max_body_bytes: Larger request bodies get 413 before they are parsed.
         max_queries: Largest ``n`` a client may lease at once.
+        trainer_timeout: Seconds to wait for the trainer before answering 503.
     """
 
     def __init__(
         self,
         *,
+        ledger: Any,
         trainer: Any,
         queue: Any,
         board: Any,
@@ -142,8 +153,11 @@ class LabelingAPI:
         token: str | None = None,
         max_body_bytes: int = 1 << 20,
         max_queries: int = 100,
+        trainer_timeout: float = 5.0,
     ) -> None:
+        self.ledger = ledger
         self.trainer = trainer
+        self.trainer_timeout = trainer_timeout
         self.queue = queue
         self.board = board
         self.loop = loop
@@ -238,10 +252,30 @@ class LabelingAPI:
         """Newest published version."""
         return int(await self.board.latest_version.remote())
 
+    async def _trainer(self, call: Any) -> Any:
+        """Await a trainer call; 503 with ``Retry-After`` while the trainer restarts."""
+        from ray.exceptions import RayActorError
+
+        try:
+            return await asyncio.wait_for(asyncio.ensure_future(call), self.trainer_timeout)
+        except (RayActorError, TimeoutError):
+            raise HTTPException(
+                status_code=503,
+                detail="the trainer is restarting; labels are still accepted, retry shortly",
+                headers={"Retry-After": "2"},
+            ) from None
+
     # -- routes ---------------------------------------------------------------------------
     async def healthz(self) -> Health:
-        """Liveness and the model version."""
-        return Health(status="ok", model_version=await self.version())
+        """Liveness, the model version, and ``degraded`` while the trainer catches up."""
+        status = await self.ledger.status.remote()
+        degraded = not status["trainer_ok"]
+        return Health(
+            status="degraded" if degraded else "ok",
+            model_version=await self.version(),
+            labels_logged=status["labels"],
+            reason="trainer restarting or catching up on the label log" if degraded else None,
+        )
 
     async def queries(self, n: Annotated[int, Query(ge=1, le=1000)] = 1) -> Queries:
         """Lease the next ``n`` queries (exploit with probability p, explore otherwise)."""
@@ -271,21 +305,22 @@ class LabelingAPI:
     async def labels(
         self, request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> LabelResult:
-        """Accept a batch of labels; 4xx and no change when any record is bad."""
-        from actors.trainer import LabelConflict, LabelError, UnknownId
+        """Accept a batch of labels: durable in the label log before the answer leaves."""
+        from actors.labels import LabelConflict, LabelError, UnknownId
 
         self._authorize(authorization)
         batch: LabelBatch = await self._parse(request, LabelBatch)
         records = [label.model_dump() for label in batch.labels]
         try:
-            result = await self.trainer.add_labels.remote(records, relabel=batch.relabel)
+            result = await self.ledger.add.remote(
+                records, relabel=batch.relabel, annotator=batch.annotator
+            )
         except LabelConflict as err:
             raise _reject(409, _reason(err)) from None
         except UnknownId as err:
             raise _reject(404, _reason(err)) from None
         except LabelError as err:
             raise _reject(422, _reason(err)) from None
-        await self.queue.mark_labeled.remote([r["id"] for r in records])
         return LabelResult(accepted=result.accepted, duplicates=result.duplicates)
 
     async def predict(
@@ -303,10 +338,8 @@ class LabelingAPI:
             ) from None
         if not np.isfinite(x).all():
             raise _reject(422, "inputs: values must be finite numbers")
-        info, probs = (
-            await self.trainer.model_info.remote(),
-            await self.trainer.predict_proba.remote(x),
-        )
+        info = await self._trainer(self.trainer.model_info.remote())
+        probs = await self._trainer(self.trainer.predict_proba.remote(x))
         return Predictions(
             model_version=info["version"],
             predictions=[
@@ -317,14 +350,14 @@ class LabelingAPI:
 
     async def model(self) -> ModelInfo:
         """Version, labels held (trained or buffered), architecture, classes."""
-        info = await self.trainer.model_info.remote()
+        info = await self._trainer(self.trainer.model_info.remote())
         return ModelInfo(**{k: info[k] for k in ModelInfo.model_fields if k in info})
 
     async def weights(self) -> Response:
         """The current state dict, as ``torch.save`` bytes."""
         import torch
 
-        state = await self.trainer.state_arrays.remote()
+        state = await self._trainer(self.trainer.state_arrays.remote())
         buf = io.BytesIO()
         torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, buf)
         return Response(buf.getvalue(), media_type="application/octet-stream")
@@ -341,7 +374,7 @@ class LabelingAPI:
 
         disable_created_metrics()
 
-        info = await self.trainer.model_info.remote()
+        info = await self._trainer(self.trainer.model_info.remote())
         queue = await self.queue.stats.remote()
         version = info["version"]
         registry = CollectorRegistry()

@@ -42,6 +42,7 @@ def bind(cfg: Config, *, detached: bool = False) -> Any:
     host = start_loop_actor(cfg, pool, detached=detached)
     handles = ray.get(host.handles.remote())
     return LabelingDeployment.bind(
+        ledger=handles["ledger"],
         trainer=handles["trainer"],
         queue=handles["queue"],
         board=handles["board"],

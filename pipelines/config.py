@@ -132,6 +132,22 @@ class ServeConfig(_Section):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger bodies get HTTP 413.")
 
 
+class DurabilityConfig(_Section):
+    """Where the label log and trainer checkpoints live, and how the trainer catches up."""
+
+    dir: str | None = Field(
+        None, description="Local directory or s3:// prefix; None = <data.cache_dir>/state."
+    )
+    checkpoint_every: int = Field(10, ge=1, description="Checkpoint every N model versions.")
+    keep_checkpoints: int = Field(3, ge=1, description="Newest checkpoints to keep.")
+    forward_timeout: float = Field(
+        2.0, gt=0.0, description="Seconds a label request waits for the trainer (then degraded)."
+    )
+    sync_seconds: float = Field(
+        1.0, gt=0.0, description="How often the ledger checks that the trainer has every label."
+    )
+
+
 class Config(_Section):
     """Everything a run needs; build it with :func:`load_config` or ``Config()``."""
 
@@ -144,6 +160,12 @@ class Config(_Section):
     sampling: SamplingConfig = SamplingConfig()
     ray: RayConfig = RayConfig()
     serve: ServeConfig = ServeConfig()
+    durability: DurabilityConfig = DurabilityConfig()
+
+    @property
+    def state_dir(self) -> str:
+        """Label log and checkpoints: ``durability.dir``, else under the data cache."""
+        return self.durability.dir or f"{self.data.cache_dir.rstrip('/')}/state"
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """Return a copy with dotted keys replaced (``{"training.buffer_size": 8}``).

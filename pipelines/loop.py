@@ -20,9 +20,12 @@ from typing import Any
 
 import ray
 
+from actors.checkpoints import CheckpointStore
 from actors.items import ItemStore
+from actors.labels import AddResult
+from actors.ledger import LabelLedger
 from actors.queue import QueryQueue
-from actors.trainer import AddResult, TrainerService
+from actors.trainer import TrainerService
 from actors.weights import WeightsBoard, WeightsVersion
 from pipelines.config import Config
 from pipelines.runtime import trainer_gpus
@@ -35,6 +38,40 @@ def _publisher(board: Any) -> Any:
         ray.get(board.publish.remote(weights))  # visible to scorers before the call returns
 
     return publish
+
+
+def _floor(board: Any) -> Any:
+    def floor() -> int:
+        return int(ray.get(board.latest_version.remote()))
+
+    return floor
+
+
+class RayDownstream:
+    """The ledger's view of the trainer and query queue actors, with a deadline per call.
+
+    Args:
+        trainer: TrainerService actor handle.
+        queue: QueryQueue actor handle.
+        timeout: Seconds to wait for an actor before the ledger reports degraded.
+    """
+
+    def __init__(self, trainer: Any, queue: Any, timeout: float) -> None:
+        self.trainer = trainer
+        self.queue = queue
+        self.timeout = timeout
+
+    def forward(self, start: int, records: list[dict[str, Any]]) -> int:  # noqa: D102
+        return int(ray.get(self.trainer.ingest.remote(start, records), timeout=self.timeout))
+
+    def trainer_offset(self) -> int:  # noqa: D102
+        return int(ray.get(self.trainer.applied_offset.remote(), timeout=self.timeout))
+
+    def retire(self, ids: list[str]) -> None:  # noqa: D102
+        ray.get(self.queue.mark_labeled.remote(ids), timeout=self.timeout)
+
+    def retired(self) -> int:  # noqa: D102
+        return int(ray.get(self.queue.stats.remote(), timeout=self.timeout)["labeled"])
 
 
 @dataclass
@@ -85,6 +122,7 @@ class ActiveLoop:
         self.board: Any = None
         self.trainer: Any = None
         self.queue: Any = None
+        self.ledger: Any = None
 
     def start(self) -> None:
         """Create the actors, publish version 0 and start scoring rounds in the background."""
@@ -92,29 +130,56 @@ class ActiveLoop:
             return
         ray.data.DataContext.get_current().enable_progress_bars = False  # rounds run for ever
         cfg = self.cfg
-        self.board = ray.remote(WeightsBoard).options(num_cpus=0, max_concurrency=64).remote()
+        # Every actor restarts on its own when its process dies; state comes back from the
+        # label log (ledger, queue) and the newest checkpoint (trainer).
+        restart = {"max_restarts": -1, "max_task_retries": 0}
+        self.board = (
+            ray.remote(WeightsBoard).options(num_cpus=0, max_concurrency=64, **restart).remote()
+        )
         self.queue = (
             ray.remote(QueryQueue)
-            .options(num_cpus=0, max_concurrency=16)
+            .options(num_cpus=0, max_concurrency=16, **restart)
             .remote(
                 explore_p=cfg.sampling.explore_p,
                 lease_seconds=cfg.sampling.lease_seconds,
                 seed=cfg.seed,
             )
         )
+        durability = cfg.durability
         self.trainer = (
             ray.remote(TrainerService)
-            .options(num_cpus=0.5, num_gpus=trainer_gpus(cfg.training), max_concurrency=8)
+            .options(
+                num_cpus=0.5, num_gpus=trainer_gpus(cfg.training), max_concurrency=8, **restart
+            )
             .remote(
                 training=cfg.training,
                 model=cfg.model,
                 items=ItemStore(self.pool),
                 seed=cfg.seed,
                 publish=_publisher(self.board),
-                put=ray.put,
+                put=ray.put,  # owned by the trainer: scorers keep their weights while it restarts
+                checkpoints=CheckpointStore(
+                    f"{cfg.state_dir}/checkpoints", cfg.storage, keep=durability.keep_checkpoints
+                ),
+                checkpoint_every=durability.checkpoint_every,
+                version_floor=_floor(self.board),
+                autostart=True,
             )
         )
-        ray.get(self.trainer.start.remote())
+        ray.get(self.trainer.applied_offset.remote())  # constructed: recovered and publishing
+        self.ledger = (
+            ray.remote(LabelLedger)
+            .options(num_cpus=0, max_concurrency=32, **restart)
+            .remote(
+                f"{cfg.state_dir}/labels",
+                items=ItemStore(self.pool),
+                storage=cfg.storage,
+                downstream=RayDownstream(self.trainer, self.queue, durability.forward_timeout),
+                sync_seconds=durability.sync_seconds,
+                autostart=True,
+            )
+        )
+        ray.get(self.ledger.catch_up.remote())  # the trainer holds the whole log
         self._thread = threading.Thread(target=self._run, name="scoring-rounds", daemon=True)
         self._thread.start()
 
@@ -123,13 +188,20 @@ class ActiveLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=120)
+        if self.ledger is not None:
+            ray.get(self.ledger.stop.remote())
         if self.trainer is not None:
-            ray.get(self.trainer.stop.remote())
+            ray.get(self.trainer.stop.remote())  # writes a final checkpoint
 
     # -- annotator side -------------------------------------------------------------------
     def handles(self) -> dict[str, Any]:
         """Actor handles for the Serve app, which talks to the actors directly."""
-        return {"trainer": self.trainer, "queue": self.queue, "board": self.board}
+        return {
+            "trainer": self.trainer,
+            "queue": self.queue,
+            "board": self.board,
+            "ledger": self.ledger,
+        }
 
     def stats(self) -> dict[str, Any]:
         """Round counters for metrics: rounds done, version of the last round, errors."""
@@ -141,10 +213,8 @@ class ActiveLoop:
         }
 
     def add_labels(self, records: list[dict[str, Any]], relabel: bool = False) -> AddResult:
-        """Hand labels to the trainer (validated as a batch) and retire their ids."""
-        result = ray.get(self.trainer.add_labels.remote(records, relabel=relabel))
-        ray.get(self.queue.mark_labeled.remote([r["id"] for r in records]))
-        return result
+        """Log labels durably through the ledger, which forwards them and retires their ids."""
+        return ray.get(self.ledger.add.remote(records, relabel=relabel))
 
     def lease(self, n: int) -> list[Any]:
         """Lease up to n queries from the last finished round."""

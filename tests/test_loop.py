@@ -2,7 +2,7 @@
 
 import pytest
 
-from actors.trainer import LabelError
+from actors.labels import LabelError
 from pipelines.config import Config
 from pipelines.loop import ActiveLoop
 from pipelines.sources import ground_truth, resolve_dataset

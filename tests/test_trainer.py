@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from actors.items import ItemStore
-from actors.trainer import LabelConflict, LabelError, Trainer, TrainerService
+from actors.labels import LabelConflict, LabelError
+from actors.trainer import Trainer, TrainerService
 from pipelines.config import Config, ModelConfig, TrainingConfig
 from pipelines.sources import ground_truth, load_arrays, resolve_dataset
 

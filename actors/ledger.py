@@ -1,0 +1,249 @@
+"""The label ledger: the one writer of the label log, and the trainer's source of labels.
+
+Every label batch goes through :meth:`LabelLedger.add`: it is validated as a whole against the
+labels already in the log, appended durably (``fsync`` locally, a finished upload on S3), and
+only then answered. After that the ledger hands the records to the trainer, tagged with their
+log offsets. If the trainer is restarting, the answer still goes out (the log is the source of
+truth) and the ledger reports itself degraded; a background thread keeps asking the trainer how
+far it got and resends the log from there, so a restarted trainer catches up on its own and
+holds every label exactly once.
+
+Plain class: :class:`Downstream` is how it reaches the trainer and the query queue, so tests
+drive it with in-process objects and the loop plugs in Ray actor handles.
+
+Example:
+    >>> import tempfile
+    >>> from actors.items import ItemStore
+    >>> from pipelines.sources import write_digits_shards
+    >>> pool, _ = write_digits_shards(tempfile.mkdtemp(), shards=1)
+    >>> ledger = LabelLedger(tempfile.mkdtemp(), items=ItemStore(pool))
+    >>> ledger.start()
+    >>> first = ItemStore(pool).ids()[0]
+    >>> ledger.add([{"id": first, "label": 3}, {"id": first, "label": 3}])
+    AddResult(accepted=1, duplicates=1, trainer_ok=True)
+    >>> ledger.status()["log_offset"]
+    1
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from actors.items import ItemStore
+from actors.labellog import LabelLog
+from actors.labels import AddResult, UnknownId, check_batch
+from pipelines.config import StorageConfig
+
+
+class Downstream(Protocol):
+    """Where accepted labels go after they are durable."""
+
+    def forward(self, start: int, records: list[dict[str, Any]]) -> int:
+        """Give the trainer log records from offset ``start``; return its applied offset."""
+
+    def trainer_offset(self) -> int:
+        """Log records the trainer holds."""
+
+    def retire(self, ids: Sequence[str]) -> None:
+        """Tell the query queue never to hand these ids out again."""
+
+    def retired(self) -> int:
+        """How many labeled ids the query queue knows."""
+
+
+class LabelLedger:
+    """Validates, logs and forwards labels; rebuilds everything from the log on start.
+
+    Args:
+        uri: Local directory or ``s3://`` prefix of the label log.
+        items: The pool, to reject unknown ids.
+        storage: Credentials and endpoint for ``s3://``.
+        downstream: Trainer and queue; None keeps labels in the log only.
+        sync_seconds: How often the background thread checks the trainer's offset.
+        resend_chunk: Records per resend call while a trainer catches up.
+        autostart: Call :meth:`start` at the end of construction (a restarted actor).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        items: ItemStore,
+        storage: StorageConfig | None = None,
+        downstream: Downstream | None = None,
+        sync_seconds: float = 1.0,
+        resend_chunk: int = 5000,
+        autostart: bool = False,
+    ) -> None:
+        self.uri = uri
+        self.items = items
+        self.storage = storage
+        self.downstream = downstream
+        self.sync_seconds = sync_seconds
+        self.resend_chunk = resend_chunk
+        self._lock = threading.Lock()
+        self._labels: dict[str, int] = {}
+        self._log: LabelLog | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.trainer_ok = True
+        self.degraded_since: float | None = None
+        self.resent = 0
+        if autostart:
+            self.start()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the log (dropping a torn tail), rebuild the labels, start the sync thread."""
+        if self._log is not None:
+            return
+        self._log = LabelLog(self.uri, self.storage)
+        for record in self._log.read(0):
+            self._labels[record["id"]] = int(record["label"])
+        if self.downstream is not None:
+            self._retire_all()
+            self._thread = threading.Thread(target=self._sync, name="ledger-sync", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the sync thread and close the log."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._log is not None:
+            self._log.close()
+
+    @property
+    def log(self) -> LabelLog:
+        """The open label log."""
+        if self._log is None:
+            raise RuntimeError("LabelLedger.start() was not called")
+        return self._log
+
+    # -- writes ---------------------------------------------------------------------------
+    def add(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        relabel: bool = False,
+        annotator: str | None = None,
+    ) -> AddResult:
+        """Validate a batch, make it durable, then forward it; see the module docstring.
+
+        Raises:
+            LabelError: The batch was rejected as a whole; the log is unchanged.
+        """
+        records = list(records)
+        with self._lock:
+            classes = len(self.items.classes)
+            checked = check_batch(
+                records, num_classes=classes, known=self._labels.get, relabel=relabel
+            )
+            unknown = self.items.missing(list(checked.fresh))
+            if unknown:
+                raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
+            now = time.time()
+            logged = [
+                {"id": i, "label": y, "time": now, "annotator": annotator}
+                for i, y in checked.fresh.items()
+            ] + [
+                {"id": i, "label": y, "time": now, "annotator": annotator, "relabel": True}
+                for i, y in checked.changed.items()
+            ]
+            start = self.log.offset
+            self.log.append(logged)  # durable from here on: the answer may leave
+            for record in logged:
+                self._labels[record["id"]] = record["label"]
+        ok = True
+        if self.downstream is not None:
+            ok = self._forward(start, logged)
+            self._call(self.downstream.retire, [str(r["id"]) for r in records])
+        return AddResult(
+            accepted=len(logged), duplicates=checked.duplicates, trainer_ok=ok and self.trainer_ok
+        )
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception:  # noqa: BLE001 - a dead or restarting actor: the sync thread retries
+            return None
+
+    def _forward(self, start: int, logged: list[dict[str, Any]]) -> bool:
+        if not logged:
+            return True
+        applied = self._call(self.downstream.forward, start, logged)  # type: ignore[union-attr]
+        if applied is None:
+            self._mark(ok=False)
+            return False
+        if applied < start + len(logged):
+            return self.catch_up(applied)
+        self._mark(ok=True)
+        return True
+
+    def catch_up(self, applied: int | None = None) -> bool:
+        """Resend the log from the trainer's offset until it holds everything."""
+        if self.downstream is None:
+            return True
+        if applied is None:
+            applied = self._call(self.downstream.trainer_offset)
+        while applied is not None and applied < self.log.offset:
+            chunk = []
+            for record in self.log.read(applied):
+                chunk.append(record)
+                if len(chunk) == self.resend_chunk:
+                    break
+            before = applied
+            applied = self._call(self.downstream.forward, before, chunk)
+            if applied is not None:
+                self.resent += max(0, applied - before)
+                if applied <= before:  # no progress: the trainer refuses; try again later
+                    applied = None
+        self._mark(ok=applied is not None)
+        return applied is not None
+
+    def _mark(self, *, ok: bool) -> None:
+        if ok:
+            self.degraded_since = None
+        elif self.degraded_since is None:
+            self.degraded_since = time.time()
+        self.trainer_ok = ok
+
+    def _retire_all(self) -> None:
+        ids = list(self._labels)
+        for i in range(0, len(ids), 10_000):
+            self._call(self.downstream.retire, ids[i : i + 10_000])  # type: ignore[union-attr]
+
+    def _sync(self) -> None:
+        while not self._stop.wait(self.sync_seconds):
+            self.catch_up()
+            retired = self._call(self.downstream.retired)  # type: ignore[union-attr]
+            if retired is not None and retired < len(self._labels):  # the queue restarted
+                self._retire_all()
+
+    # -- reads ----------------------------------------------------------------------------
+    def labels(self) -> dict[str, int]:
+        """Every label in the log, by id (the latest answer for relabeled ids)."""
+        with self._lock:
+            return dict(self._labels)
+
+    def read(self, from_offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Log records from ``from_offset`` on (at most ``limit``)."""
+        out = []
+        for record in self.log.read(from_offset):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(record)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """Log size, label count and whether the trainer is keeping up."""
+        return {
+            "log_offset": self.log.offset,
+            "labels": len(self._labels),
+            "trainer_ok": self.trainer_ok,
+            "degraded_since": self.degraded_since,
+            "resent": self.resent,
+        }

@@ -1,0 +1,203 @@
+"""The label ledger without Ray: durable before answered, and a trainer that always catches up."""
+
+import pytest
+
+from actors.checkpoints import CheckpointStore
+from actors.items import ItemStore
+from actors.labels import LabelConflict, LabelError, UnknownId
+from actors.ledger import LabelLedger
+from actors.queue import QueryQueue
+from actors.trainer import Trainer, TrainerService
+from pipelines.config import Config, ModelConfig, TrainingConfig
+from pipelines.sources import ground_truth, resolve_dataset
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
+    pool, _ = resolve_dataset(cfg)
+    return pool, ground_truth(pool)
+
+
+class LocalDownstream:
+    """The trainer and queue in this process; ``down`` makes every call fail like a dead actor."""
+
+    def __init__(self, trainer, queue):
+        self.trainer, self.queue, self.down = trainer, queue, False
+
+    def _check(self):
+        if self.down:
+            raise ConnectionError("actor unreachable")
+
+    def forward(self, start, records):
+        self._check()
+        return self.trainer.ingest(start, records)
+
+    def trainer_offset(self):
+        self._check()
+        return self.trainer.applied
+
+    def retire(self, ids):
+        self._check()
+        self.queue.mark_labeled(ids)
+
+    def retired(self):
+        self._check()
+        return self.queue.stats()["labeled"]
+
+
+def make_trainer(pool, **kwargs):
+    training = TrainingConfig(buffer_size=4, steps_per_update=2)
+    return Trainer(training=training, model=ModelConfig(), items=ItemStore(pool), **kwargs)
+
+
+def make_ledger(path, pool, downstream=None):
+    ledger = LabelLedger(str(path), items=ItemStore(pool), downstream=downstream, sync_seconds=60)
+    ledger.start()
+    return ledger
+
+
+def labels(truth, n, start=0):
+    return [{"id": i, "label": truth[i]} for i in list(truth)[start : start + n]]
+
+
+def test_accepted_labels_are_in_the_log_when_add_returns(tmp_path, digits):
+    pool, truth = digits
+    ledger = make_ledger(tmp_path, pool)
+    ledger.add(labels(truth, 5), annotator="ann")
+    reopened = make_ledger(tmp_path, pool)  # a new process would see exactly this
+    assert reopened.labels() == {r["id"]: r["label"] for r in labels(truth, 5)}
+    assert {r["annotator"] for r in reopened.read()} == {"ann"}
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ({"id": "nope", "label": 1}, UnknownId),
+        ({"id": "x", "label": 99}, LabelError),
+        ({"id": "x", "label": "one"}, LabelError),
+    ],
+)
+def test_a_rejected_batch_leaves_the_log_unchanged(tmp_path, digits, bad, error):
+    pool, truth = digits
+    ledger = make_ledger(tmp_path, pool)
+    ledger.add(labels(truth, 2))
+    with pytest.raises(error):
+        ledger.add([*labels(truth, 3, start=2), bad])
+    assert ledger.status()["log_offset"] == 2
+
+
+def test_a_different_label_conflicts_unless_relabeled(tmp_path, digits):
+    pool, truth = digits
+    ledger = make_ledger(tmp_path, pool)
+    (first,) = labels(truth, 1)
+    ledger.add([first])
+    other = {"id": first["id"], "label": (first["label"] + 1) % 10}
+    with pytest.raises(LabelConflict):
+        ledger.add([other])
+    assert ledger.add([other], relabel=True).accepted == 1
+    assert make_ledger(tmp_path, pool).labels()[first["id"]] == other["label"]
+    assert ledger.read()[-1]["relabel"] is True
+
+
+def test_duplicates_are_counted_and_not_logged_again(tmp_path, digits):
+    pool, truth = digits
+    ledger = make_ledger(tmp_path, pool)
+    ledger.add(labels(truth, 3))
+    result = ledger.add(labels(truth, 4))
+    assert (result.accepted, result.duplicates) == (1, 3)
+    assert ledger.status()["log_offset"] == 4
+
+
+def test_labels_reach_the_trainer_and_retire_from_the_queue(tmp_path, digits):
+    pool, truth = digits
+    trainer, queue = make_trainer(pool), QueryQueue()
+    ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, queue))
+    assert ledger.add(labels(truth, 6)).trainer_ok
+    assert trainer.held_labels() == ledger.labels()
+    assert queue.stats()["labeled"] == 6
+
+
+def test_labels_are_accepted_while_the_trainer_is_down_and_reach_it_later(tmp_path, digits):
+    pool, truth = digits
+    trainer, queue = make_trainer(pool), QueryQueue()
+    downstream = LocalDownstream(trainer, queue)
+    ledger = make_ledger(tmp_path, pool, downstream)
+    ledger.add(labels(truth, 3))
+    downstream.down = True
+    result = ledger.add(labels(truth, 5, start=3))
+    assert result.accepted == 5 and not result.trainer_ok
+    assert ledger.status()["trainer_ok"] is False
+    assert trainer.labels_seen == 3
+    downstream.down = False
+    assert ledger.catch_up()
+    assert trainer.held_labels() == ledger.labels()
+    assert trainer.labels_seen == 8  # nothing twice
+    assert ledger.status()["trainer_ok"] is True
+
+
+def test_a_trainer_restored_from_a_checkpoint_catches_up_on_the_rest_of_the_log(tmp_path, digits):
+    pool, truth = digits
+    first, queue = make_trainer(pool), QueryQueue()
+    ledger = make_ledger(tmp_path / "log", pool, LocalDownstream(first, queue))
+    ledger.add(labels(truth, 8))
+    first.step_if_ready()
+    blob = first.checkpoint()
+    ledger.add(labels(truth, 6, start=8))  # after the checkpoint: only in the log
+    second = make_trainer(pool)
+    second.restore(blob)
+    assert (second.applied, second.version) == (8, first.version)
+    ledger.downstream = LocalDownstream(second, queue)
+    assert ledger.catch_up()
+    assert second.held_labels() == ledger.labels()
+    assert second.labels_seen == 14
+
+
+def test_a_restarted_ledger_retires_every_logged_id_from_a_fresh_queue(tmp_path, digits):
+    pool, truth = digits
+    make_ledger(tmp_path, pool).add(labels(truth, 7))
+    queue = QueryQueue()
+    make_ledger(tmp_path, pool, LocalDownstream(make_trainer(pool), queue))
+    assert queue.stats()["labeled"] == 7
+
+
+def test_a_gap_in_the_offsets_is_refused_so_nothing_is_skipped(digits):
+    pool, truth = digits
+    trainer = make_trainer(pool)
+    assert trainer.ingest(0, labels(truth, 2)) == 2
+    assert trainer.ingest(5, labels(truth, 2, start=5)) == 2  # offsets 2..4 missing
+    assert trainer.ingest(0, labels(truth, 4)) == 4  # overlap: only offsets 2, 3 are new
+    assert trainer.labels_seen == 4
+
+
+def test_a_restarted_service_resumes_from_its_checkpoint_above_the_published_version(
+    tmp_path, digits
+):
+    pool, truth = digits
+    store = CheckpointStore(str(tmp_path / "ckpt"))
+    published = []
+
+    def service(**kwargs):
+        training = TrainingConfig(buffer_size=4, steps_per_update=2)
+        return TrainerService(
+            training=training,
+            model=ModelConfig(),
+            items=ItemStore(pool),
+            publish=published.append,
+            put=lambda state: state,
+            checkpoints=store,
+            **kwargs,
+        )
+
+    first = service()
+    first.start()
+    first.ingest(0, labels(truth, 8))
+    first.flush()
+    first.stop()  # a clean stop writes a checkpoint
+    assert store.versions() == [first.version]
+    second = service(version_floor=lambda: first.version + 5, autostart=True)
+    assert second.recovered_from == first.version
+    assert second.version == first.version + 6  # never announces a number twice
+    assert second.held_labels() == first.held_labels() and second.applied == 8
+    assert published[-1].version == second.version
+    second.stop()
