@@ -499,4 +499,5 @@ class TrainerService(Trainer):
         info["errors"] = self.errors[-5:]
         info["log_offset"] = self.applied
         info["recovered_from"] = self.recovered_from
+        info["pid"] = os.getpid()
         return info

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--out", default="results/latency")
     args = parser.parse_args()
-    cfg = Config()
+    cfg = Config().with_overrides({"durability.dir": tempfile.mkdtemp(prefix="activestream-")})
     init_ray(cfg.ray)
     pool, _ = resolve_dataset(cfg)
     truth = ground_truth(pool)

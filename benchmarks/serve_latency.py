@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,14 +21,8 @@ import aiohttp
 import numpy as np
 
 from pipelines.config import Config
-from pipelines.runtime import init_ray
+from pipelines.runtime import free_port, init_ray
 from pipelines.sources import ground_truth, resolve_dataset
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def _one(session, method, url, body, out, kind):
@@ -83,11 +77,11 @@ def main() -> None:
     args = parser.parse_args()
     from deploy import serve_app
 
-    cfg = Config()
+    cfg = Config().with_overrides({"durability.dir": tempfile.mkdtemp(prefix="activestream-")})
     init_ray(cfg.ray)
     pool, _ = resolve_dataset(cfg)
     truth = ground_truth(pool)
-    port = _free_port()
+    port = free_port()
     serve_app.start(cfg, port=port)
     base = f"http://127.0.0.1:{port}"
     time.sleep(5)

@@ -167,8 +167,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import ray
         from ray import serve
 
-        print("shutting down", file=sys.stderr)
+        from pipelines.loop import LOOP_ACTOR
+
+        print("shutting down: final checkpoint", file=sys.stderr)
         serve.shutdown()
+        try:  # the trainer writes a checkpoint; the label log already holds every label
+            ray.get(ray.get_actor(LOOP_ACTOR).stop.remote(), timeout=120)
+        except Exception as err:  # noqa: BLE001 - a crashed loop: recovery replays the log
+            print(f"final checkpoint skipped: {err}".splitlines()[0], file=sys.stderr)
         ray.shutdown()
     return 0
 

@@ -9,6 +9,7 @@ resources, never from a flag, so the same config runs on a CPU laptop and a GPU 
 from __future__ import annotations
 
 import os
+import socket
 
 from pipelines.config import RayConfig, ScoringConfig, TrainingConfig
 
@@ -16,6 +17,13 @@ from pipelines.config import RayConfig, ScoringConfig, TrainingConfig
 def local_logical_cpus(cfg: RayConfig) -> int:
     """Logical CPUs for a local cluster: the configured number or max(8, 4 x cores)."""
     return cfg.num_cpus or max(8, 4 * (os.cpu_count() or 1))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (for a local Serve or a test server)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def init_ray(cfg: RayConfig) -> None:

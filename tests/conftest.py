@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -9,16 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipelines.config import StorageConfig
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from pipelines.runtime import free_port as _free_port
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +93,67 @@ def s3_bucket(s3_server: StorageConfig) -> str:
     name = f"bucket-{time.monotonic_ns()}"
     client.create_bucket(Bucket=name)
     return name
+
+
+@contextlib.contextmanager
+def running_service(cfg, token: str | None = None) -> Iterator[str]:
+    """The whole app (loop actors + Serve) on a free loopback port; yields its base URL.
+
+    Waits until a scoring round has filled the query queue; afterwards shuts Serve down (so
+    the next module can bind its own port) and stops the loop, which writes a checkpoint.
+    """
+    import ray
+    import requests
+    from ray import serve
+
+    from deploy import serve_app
+    from pipelines.loop import LOOP_ACTOR
+
+    port = _free_port()
+    if token:
+        os.environ["ACTIVESTREAM_TOKEN"] = token
+    try:
+        serve_app.start(cfg, port=port)
+    finally:
+        os.environ.pop("ACTIVESTREAM_TOKEN", None)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while not requests.get(f"{base}/queries?n=1", timeout=10).json()["queries"]:
+        assert time.monotonic() < deadline, "no scoring round finished in 240 s"
+        time.sleep(0.5)
+    try:
+        yield base
+    finally:
+        serve.shutdown()
+        loop = ray.get_actor(LOOP_ACTOR)
+        ray.get(loop.stop.remote())
+        ray.kill(loop)
+
+
+@pytest.fixture(scope="session")
+def run_service(ray_session: None) -> Any:
+    """:func:`running_service`, for module fixtures that start the app."""
+    return running_service
+
+
+@pytest.fixture(scope="session")
+def durable_config() -> Any:
+    """Config factory for fault tests: small buffers, frequent checkpoints, quick catch-up."""
+    from pipelines.config import Config
+
+    def make(tmp: Path, **overrides: Any) -> Config:
+        return Config().with_overrides(
+            {
+                "data.cache_dir": str(tmp / "cache"),
+                "durability.dir": str(tmp / "state"),
+                "durability.checkpoint_every": 2,
+                "durability.forward_timeout": 1.0,
+                "durability.sync_seconds": 0.5,
+                "training.buffer_size": 4,
+                "training.steps_per_update": 3,
+                "sampling.candidates": 128,
+                **overrides,
+            }
+        )
+
+    return make

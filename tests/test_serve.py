@@ -19,11 +19,7 @@ TOKEN = "s3cret-token"
 
 
 @pytest.fixture(scope="module")
-def server(ray_session, tmp_path_factory, free_port):
-    from ray import serve
-
-    from deploy import serve_app
-
+def server(run_service, tmp_path_factory):
     cfg = Config().with_overrides(
         {
             "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
@@ -34,26 +30,8 @@ def server(ray_session, tmp_path_factory, free_port):
         }
     )
     pool, _ = resolve_dataset(cfg)
-    truth = ground_truth(pool)
-    port = free_port
-    os.environ["ACTIVESTREAM_TOKEN"] = TOKEN
-    try:
-        serve_app.start(cfg, port=port)
-    finally:
-        del os.environ["ACTIVESTREAM_TOKEN"]
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while not requests.get(f"{base}/queries?n=1", timeout=10).json()["queries"]:
-        assert time.monotonic() < deadline, "no scoring round finished in 240 s"
-        time.sleep(0.5)
-    yield {"base": base, "truth": truth, "port": port}
-    serve.delete("activestream")
-    import ray
-
-    from pipelines.loop import LOOP_ACTOR
-
-    ray.get(ray.get_actor(LOOP_ACTOR).stop.remote())
-    ray.kill(ray.get_actor(LOOP_ACTOR))
+    with run_service(cfg, token=TOKEN) as base:
+        yield {"base": base, "truth": ground_truth(pool)}
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,0 +1,171 @@
+"""Recovery beyond one actor: scorers killed mid-round, state on S3, a whole-service restart."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import requests
+
+from pipelines.config import Config
+from pipelines.loop import ActiveLoop
+from pipelines.runtime import free_port
+from pipelines.sources import ground_truth, resolve_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def scorer_pids() -> list[int]:
+    """Worker processes of Ray Data's scorer pool, by their process title."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"MapBatches(Scorer)" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_scorer_killed_during_a_round_does_not_lose_the_round(
+    durable_config, ray_session, tmp_path
+):
+    from pipelines.scoring import score_pass
+
+    cfg = durable_config(tmp_path, **{"scoring.batch_size": 32, "scoring.num_scorers": 2})
+    pool, _ = resolve_dataset(cfg)
+    killed: list[int] = []
+
+    def killer():
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            pids = scorer_pids()
+            if pids:
+                time.sleep(0.5)  # let the pool start scoring
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    result = score_pass(cfg, pool)
+    thread.join()
+    assert killed, "no scorer process was found to kill"
+    assert result.rows == pool.num_rows
+
+
+def test_labels_and_checkpoints_on_s3_carry_over_to_a_new_loop(
+    durable_config, ray_session, tmp_path, s3_server, s3_bucket
+):
+    cfg = durable_config(tmp_path).with_overrides(
+        {"durability.dir": f"s3://{s3_bucket}/state", "storage": s3_server.model_dump()}
+    )
+    pool, _ = resolve_dataset(cfg)
+    truth = list(ground_truth(pool).items())[:12]
+    first = ActiveLoop(cfg, pool)
+    first.start()
+    for k in range(3):  # one version per full buffer of 4
+        first.add_labels([{"id": i, "label": y} for i, y in truth[4 * k : 4 * k + 4]])
+        first.wait_for(lambda k=k: first.version() >= k + 1, 120, f"version {k + 1}")
+    first.stop()
+    info = ray.get(first.trainer.model_info.remote())
+    for actor in first.handles().values():
+        ray.kill(actor)
+    second = ActiveLoop(cfg, pool)
+    second.start()
+    try:
+        again = ray.get(second.trainer.model_info.remote())
+        assert again["recovered_from"] == info["version"]
+        assert again["labels_seen"] == 12
+        assert again["version"] >= info["version"]
+        assert ray.get(second.ledger.labels.remote()) == dict(truth)
+    finally:
+        second.stop()
+
+
+def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            if requests.get(f"{base}/queries?n=1", timeout=5).json()["queries"]:
+                return proc
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the service did not come up in 240 s"
+        time.sleep(1)
+
+
+def stop(proc: subprocess.Popen, how: str) -> None:
+    """SIGTERM: a clean stop of the command; SIGKILL: the command and every Ray process."""
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=180)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of a clean stop, or the crash itself
+    proc.wait(timeout=60)
+
+
+def model(base: str) -> dict:
+    return requests.get(f"{base}/model", timeout=10).json()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_whole_service_restart_continues_labels_and_versions(tmp_path, how):
+    pool, _ = resolve_dataset(Config().with_overrides({"data.cache_dir": str(tmp_path)}))
+    truth = list(ground_truth(pool).items())[:40]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    proc = start_serve(tmp_path, port, log)
+    try:
+        labels = [{"id": i, "label": y} for i, y in truth]
+        for version, k in enumerate(range(0, 40, 16), start=1):  # a full buffer is 16
+            batch = {"labels": labels[k : k + 16]}
+            assert requests.post(f"{base}/labels", json=batch, timeout=30).ok
+            deadline = time.monotonic() + 120
+            while version < 3 and model(base)["version"] < version:
+                assert time.monotonic() < deadline, f"no version {version} after {k + 16} labels"
+                time.sleep(0.2)
+        before = model(base)
+    finally:
+        stop(proc, how)
+    proc = start_serve(tmp_path, port, log)
+    try:
+        after = model(base)
+        assert after["labels_seen"] == before["labels_seen"] == 40
+        assert after["version"] >= before["version"]
+        again = requests.post(f"{base}/labels", json={"labels": labels[:3]}, timeout=30).json()
+        assert again == {"accepted": 0, "duplicates": 3}  # the log remembers every answer
+    finally:
+        stop(proc, "SIGTERM")
