@@ -1,10 +1,11 @@
-"""Delay from a label batch accepted to scorers using the version it produced (p50, p99).
+"""Label to model: from ``POST /labels`` answered to the new version visible at ``/model``.
 
-Runs the real loop on Ray (trainer actor, board, Ray Data scoring rounds) on the bundled
-digits: an oracle labels ``buffer_size`` leased queries, waits for the version they produce,
-then for the first score row tagged with that version.
+What an annotator feels: how long until the labels just sent have changed the model. Measured
+through the real app (Serve, ledger, trainer actor) on loopback, once per buffer size: each
+sample posts exactly one full buffer of fresh labels and polls ``GET /model`` every 5 ms until
+the version moves. The goal for the digits CNN is p50 < 1 s.
 
-    python -m benchmarks.label_latency --batches 8 --out results/latency
+    python -m benchmarks.label_latency --quick --out results/bench
 """
 
 from __future__ import annotations
@@ -14,61 +15,74 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import requests
 
 from pipelines.config import Config
-from pipelines.loop import ActiveLoop
-from pipelines.runtime import init_ray
+from pipelines.runtime import free_port, init_ray
 from pipelines.sources import ground_truth, resolve_dataset
+
+
+def _sample(base: str, labels: list[dict[str, Any]], timeout: float = 60.0) -> float:
+    before = requests.get(f"{base}/model", timeout=10).json()["version"]
+    response = requests.post(f"{base}/labels", json={"labels": labels}, timeout=30)
+    response.raise_for_status()
+    answered = time.perf_counter()
+    deadline = answered + timeout
+    while requests.get(f"{base}/model", timeout=10).json()["version"] <= before:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"no new version {timeout:.0f} s after a full buffer")
+        time.sleep(0.005)
+    return time.perf_counter() - answered
+
+
+def run(quick: bool, out: Path, buffers: tuple[int, ...] = (1, 16, 64)) -> list[dict[str, Any]]:
+    """One app per buffer size; p50/p99 of label-to-version seconds."""
+    from deploy import serve_app
+
+    samples = 5 if quick else 20
+    results = []
+    for buffer in buffers:
+        cfg = Config().with_overrides(
+            {
+                "training.buffer_size": buffer,
+                "durability.dir": tempfile.mkdtemp(prefix="activestream-bench-"),
+            }
+        )
+        init_ray(cfg.ray)
+        pool, _ = resolve_dataset(cfg)
+        items = list(ground_truth(pool).items())
+        np.random.default_rng(buffer).shuffle(items)
+        with serve_app.running(cfg, port=free_port()) as base:
+            seconds = []
+            for i in range(samples):
+                chunk = items[i * buffer : (i + 1) * buffer]
+                seconds.append(_sample(base, [{"id": k, "label": y} for k, y in chunk]))
+        p50, p99 = np.percentile(seconds, 50), np.percentile(seconds, 99)
+        print(f"  label->model buffer {buffer:>3}: p50 {p50:.3f} s, p99 {p99:.3f} s", flush=True)
+        results.append(
+            {
+                "name": f"label_to_model_buffer_{buffer}",
+                "buffer_size": buffer,
+                "samples": samples,
+                "p50_s": round(float(p50), 3),
+                "p99_s": round(float(p99), 3),
+                "ratio": None,
+            }
+        )
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--out", default="results/latency")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="results/bench")
     args = parser.parse_args()
-    cfg = Config().with_overrides({"durability.dir": tempfile.mkdtemp(prefix="activestream-")})
-    init_ray(cfg.ray)
-    pool, _ = resolve_dataset(cfg)
-    truth = ground_truth(pool)
-    loop = ActiveLoop(cfg, pool)
-    loop.start()
-    to_version, to_scorer = [], []
-    try:
-        loop.wait_for(lambda: loop.rounds, 300, "first round")
-        for _ in range(args.batches):
-            queries = loop.lease(cfg.training.buffer_size)
-            target = loop.version() + 1
-            loop.add_labels([{"id": q.id, "label": truth[q.id]} for q in queries])
-            accepted = time.time()
-            loop.wait_for(lambda t=target: loop.version() >= t, 120, "new version")
-            to_version.append(time.time() - accepted)
-
-            def seen(t: int = target) -> float | None:
-                times = [s for r in loop.rounds for v, s in r.first_seen.items() if v >= t]
-                return min(times) if times else None
-
-            loop.wait_for(lambda: seen() is not None, 300, "scores with the new version")
-            to_scorer.append(seen() - accepted)
-    finally:
-        loop.stop()
-    result = {
-        "batches": args.batches,
-        "label_to_version_s": {
-            "p50": float(np.percentile(to_version, 50)),
-            "p99": float(np.percentile(to_version, 99)),
-        },
-        "label_to_scorer_s": {
-            "p50": float(np.percentile(to_scorer, 50)),
-            "p99": float(np.percentile(to_scorer, 99)),
-        },
-        "round_seconds_mean": float(np.mean([r.seconds for r in loop.rounds])),
-    }
-    print(json.dumps(result, indent=2))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "label_latency.json").write_text(json.dumps(result, indent=2))
+    (out / "label_latency.json").write_text(json.dumps(run(args.quick, out), indent=2))
 
 
 if __name__ == "__main__":

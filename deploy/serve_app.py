@@ -8,7 +8,10 @@ handle, so several replicas share one model.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -65,3 +68,37 @@ def start(cfg: Config, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the app on ``host:port`` in the connected Ray cluster (non-blocking)."""
     serve.start(http_options={"host": host, "port": port})
     serve.run(bind(cfg), name="activestream", route_prefix="/", blocking=False)
+
+
+@contextlib.contextmanager
+def running(
+    cfg: Config, *, port: int, token: str | None = None, ready_timeout: float = 240.0
+) -> Iterator[str]:
+    """The whole app on ``127.0.0.1:port`` for benchmarks and tests; yields its base URL.
+
+    Returns once a scoring round has filled the query queue. On exit Serve is shut down (so
+    the next app can bind its own port) and the loop is stopped, which writes a checkpoint.
+    """
+    import requests
+
+    from pipelines.loop import LOOP_ACTOR
+
+    if token:
+        os.environ["ACTIVESTREAM_TOKEN"] = token
+    try:
+        start(cfg, port=port)
+    finally:
+        os.environ.pop("ACTIVESTREAM_TOKEN", None)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_timeout
+    while not requests.get(f"{base}/queries?n=1", timeout=10).json()["queries"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no scoring round finished in {ready_timeout:.0f} s")
+        time.sleep(0.5)
+    try:
+        yield base
+    finally:
+        serve.shutdown()
+        loop = ray.get_actor(LOOP_ACTOR)
+        ray.get(loop.stop.remote())
+        ray.kill(loop)

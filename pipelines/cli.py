@@ -202,6 +202,24 @@ def cmd_make_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Every benchmark beside its baseline; bench.json, bench.md and plots under --out."""
+    try:
+        from benchmarks.suite import run_all
+    except ImportError as err:  # pragma: no cover - an install without the benchmarks
+        raise ActivestreamError(f"benchmarks are not installed: {err}") from None
+    only = [name.strip() for name in args.only.split(",")] if args.only else None
+    try:
+        run_all(args.quick, Path(args.out), only)
+    except ValueError as err:
+        raise ActivestreamError(str(err)) from None
+    except ModuleNotFoundError as err:
+        raise ActivestreamError(
+            f"missing {err.name!r}: the benchmarks need the bench extra (pip install -e '.[bench]')"
+        ) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full CLI; subcommands follow the design's CLI contract."""
     parser = _Parser(prog="activestream", description=__doc__.splitlines()[0])
@@ -238,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
     srv.set_defaults(func=cmd_serve)
+
+    bench = sub.add_parser("bench", help="benchmarks beside their baselines, table and plots")
+    bench.add_argument("--quick", action="store_true", help="laptop-sized, under 10 minutes")
+    bench.add_argument("--out", default="results/bench")
+    bench.add_argument(
+        "--only", help="comma-separated subset: throughput,broadcast,label_latency,..."
+    )
+    bench.set_defaults(func=cmd_bench)
 
     shards = sub.add_parser("make-shards", help="synthetic labeled image shards")
     _common(shards)

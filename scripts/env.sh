@@ -13,7 +13,7 @@ if [ ! -f "$VENV/.complete" ]; then
     mkdir -p "$(dirname "$VENV")"
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]" --config-settings editable_mode=compat
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test,bench]" --config-settings editable_mode=compat
     touch "$VENV/.complete"
 fi
 # The editable install points at whichever clone built the venv; make it this one.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -95,45 +94,15 @@ def s3_bucket(s3_server: StorageConfig) -> str:
     return name
 
 
-@contextlib.contextmanager
-def running_service(cfg, token: str | None = None) -> Iterator[str]:
-    """The whole app (loop actors + Serve) on a free loopback port; yields its base URL.
-
-    Waits until a scoring round has filled the query queue; afterwards shuts Serve down (so
-    the next module can bind its own port) and stops the loop, which writes a checkpoint.
-    """
-    import ray
-    import requests
-    from ray import serve
-
-    from deploy import serve_app
-    from pipelines.loop import LOOP_ACTOR
-
-    port = _free_port()
-    if token:
-        os.environ["ACTIVESTREAM_TOKEN"] = token
-    try:
-        serve_app.start(cfg, port=port)
-    finally:
-        os.environ.pop("ACTIVESTREAM_TOKEN", None)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while not requests.get(f"{base}/queries?n=1", timeout=10).json()["queries"]:
-        assert time.monotonic() < deadline, "no scoring round finished in 240 s"
-        time.sleep(0.5)
-    try:
-        yield base
-    finally:
-        serve.shutdown()
-        loop = ray.get_actor(LOOP_ACTOR)
-        ray.get(loop.stop.remote())
-        ray.kill(loop)
-
-
 @pytest.fixture(scope="session")
 def run_service(ray_session: None) -> Any:
-    """:func:`running_service`, for module fixtures that start the app."""
-    return running_service
+    """Start the whole app in a module fixture: ``with run_service(cfg, token=...) as base``."""
+    from deploy.serve_app import running
+
+    def run(cfg: Any, token: str | None = None) -> Any:
+        return running(cfg, port=_free_port(), token=token)
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,217 @@
+"""Weight broadcast: time from publishing a version to every scorer holding it.
+
+Every trained version must reach every scorer before it can steer the next queries, so the
+broadcast sits on the label-to-query path. The goal is under 100 ms for resnet18 (about 45 MB
+of float32) to 8 scorer actors on one machine.
+
+Two methods run side by side on the same actors:
+
+* ``board``, the real mechanism: one ``ray.put`` of the numpy state dict and a
+  :meth:`~actors.weights.WeightsBoard.publish`; each actor polls the board the way
+  :class:`~actors.scorer.Scorer` does before a batch (version number first, then the reference,
+  then one ``ray.get``) and loads the weights into its module. The time is the latest actor's
+  "holding" time minus the time the put began.
+* ``direct``, the naive alternative: the driver passes the state dict to each actor in its own
+  call, so Ray serializes and stores it once per actor. The time is until all calls return.
+
+Each point is the median over several repeats, after two warm-up rounds per model. Run it with::
+
+    python -m benchmarks.broadcast --out results/bench
+    python -m benchmarks.broadcast --quick --out /tmp/bcast
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors.models import build_model
+from actors.weights import WeightsBoard, WeightsVersion, load_numpy_state, state_to_numpy
+from pipelines.config import Config
+from pipelines.runtime import init_ray
+
+MODELS: tuple[str, ...] = ("digits_cnn", "resnet18")
+ACTOR_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
+SHAPE: tuple[int, int, int] = (3, 32, 32)
+NUM_CLASSES = 10
+POLL_SECONDS = 0.001  # a scorer checks before every batch; polling often is the honest model
+GOAL_MS = 100.0
+WARMUP_ROUNDS = 2  # per model, with all actors: fresh object store pages cost ~4x a reused put
+
+
+class _Holder:
+    """A stand-in scorer: one model, weights from the board (polled) or handed over directly."""
+
+    def __init__(self) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self._model: Any = None
+        self.version = -1
+        self._held = threading.Event()
+        self._held_at = 0.0
+
+    def build(self, arch: str) -> int:
+        """Build ``arch`` as the module to load into; returns its parameter count."""
+        self._model = build_model(arch, shape=SHAPE, num_classes=NUM_CLASSES, seed=0).eval()
+        self.version = -1
+        return sum(p.numel() for p in self._model.parameters())
+
+    def arm(self, board: Any, version: int, poll_s: float) -> bool:
+        """Start polling ``board`` in the background until ``version`` is loaded."""
+        self._held.clear()
+        thread = threading.Thread(target=self._poll, args=(board, version, poll_s), daemon=True)
+        thread.start()
+        return True
+
+    def _poll(self, board: Any, version: int, poll_s: float) -> None:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:  # the scorer's _refresh: number, reference, weights
+            if ray.get(board.latest_version.remote()) >= version:
+                latest = ray.get(board.latest.remote())
+                load_numpy_state(self._model, ray.get(latest.refs[0]))
+                self.version = latest.version
+                self._held_at = time.time()
+                self._held.set()
+                return
+            time.sleep(poll_s)
+
+    def held_at(self, timeout: float = 60.0) -> float:
+        """``time.time()`` at which the armed version was loaded (blocks until then)."""
+        if not self._held.wait(timeout):
+            raise TimeoutError("the published version never arrived")
+        return self._held_at
+
+    def set_weights(self, state: dict[str, np.ndarray], version: int) -> int:
+        """Load weights passed by value (the direct method)."""
+        load_numpy_state(self._model, state)
+        self.version = version
+        return version
+
+
+def _board_once(board: Any, actors: list[Any], state: dict[str, np.ndarray], version: int) -> float:
+    """One publish through the board; milliseconds until the last actor holds it."""
+    ray.get([a.arm.remote(board, version, POLL_SECONDS) for a in actors])  # all polling now
+    began = time.time()
+    ref = ray.put(state)
+    ray.get(board.publish.remote(WeightsVersion(version, 0, refs=[ref], published_at=began)))
+    held = ray.get([a.held_at.remote() for a in actors])
+    return (max(held) - began) * 1000.0
+
+
+def _direct_once(actors: list[Any], state: dict[str, np.ndarray], version: int) -> float:
+    """One state dict passed to each actor by value; milliseconds until all have loaded it."""
+    began = time.perf_counter()
+    ray.get([a.set_weights.remote(state, version) for a in actors])
+    return (time.perf_counter() - began) * 1000.0
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model]
+        n = [r["actors"] for r in mine]
+        ax.plot(n, [r["board_ms"] for r in mine], "o-", label=f"{model} board")
+        ax.plot(n, [r["direct_ms"] for r in mine], "s--", label=f"{model} direct")
+    ax.axhline(GOAL_MS, color="grey", lw=0.8, ls=":", label=f"goal {GOAL_MS:.0f} ms")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(list(ACTOR_COUNTS), [str(n) for n in ACTOR_COUNTS])
+    ax.set_xlabel("scorer actors")
+    ax.set_ylabel("broadcast ms (median)")
+    ax.set_title("Publish to all actors holding the new weights")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+    """Measure both methods for every model and actor count; writes ``out/broadcast.png``.
+
+    Args:
+        quick: Fewer repeats (5 instead of 11), for a smoke run.
+        out: Folder for the plot; created when missing.
+
+    Returns:
+        One row per (model, actors) with median ``board_ms`` and ``direct_ms``.
+    """
+    if not ray.is_initialized():
+        init_ray(Config().ray)
+    repeats = 5 if quick else 11
+    holder = ray.remote(_Holder).options(num_cpus=0.01, max_concurrency=2)
+    actors = [holder.remote() for _ in range(max(ACTOR_COUNTS))]
+    board = ray.remote(WeightsBoard).options(num_cpus=0, max_concurrency=64).remote()
+    version = 0
+    rows: list[dict[str, Any]] = []
+    try:
+        for model in MODELS:
+            ray.get([a.build.remote(model) for a in actors])
+            state = state_to_numpy(build_model(model, shape=SHAPE, num_classes=NUM_CLASSES))
+            state_mb = sum(v.nbytes for v in state.values()) / 1e6
+            for _ in range(WARMUP_ROUNDS):  # touch the object store memory both paths reuse
+                version += 2
+                _board_once(board, actors, state, version - 1)
+                _direct_once(actors, state, version)
+            for n in ACTOR_COUNTS:
+                some = actors[:n]
+                board_ms, direct_ms = [], []
+                for _ in range(repeats):  # interleaved, so background load hits both alike
+                    version += 2
+                    board_ms.append(_board_once(board, some, state, version - 1))
+                    direct_ms.append(_direct_once(some, state, version))
+                bm, dm = statistics.median(board_ms), statistics.median(direct_ms)
+                rows.append(
+                    {
+                        "name": f"broadcast_{model}_{n}",
+                        "model": model,
+                        "actors": n,
+                        "board_ms": bm,
+                        "direct_ms": dm,
+                        "state_mb": state_mb,
+                        "ratio": dm / bm,
+                    }
+                )
+    finally:
+        for a in [*actors, board]:
+            ray.kill(a)
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(rows, out / "broadcast.png")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--out", default="results/bench")
+    args = parser.parse_args()
+    out = Path(args.out)
+    init_ray(Config().ray)
+    try:
+        rows = run(args.quick, out)
+    finally:
+        ray.shutdown()
+    print(f"{'model':<11} {'actors':>6} {'MB':>6} {'board ms':>9} {'direct ms':>10} {'ratio':>6}")
+    for r in rows:
+        print(
+            f"{r['model']:<11} {r['actors']:>6} {r['state_mb']:>6.1f} {r['board_ms']:>9.1f} "
+            f"{r['direct_ms']:>10.1f} {r['ratio']:>6.2f}"
+        )
+    (out / "broadcast.json").write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
