@@ -93,6 +93,12 @@ class ScoringConfig(_Section):
         None, ge=1, description="Rotate over this many shards per round; None scores all."
     )
     rescore_every: int = Field(1, ge=1, description="Start a scoring round every M versions.")
+    stream_rounds: int = Field(
+        20,
+        ge=1,
+        description="Rounds one streaming pass may score back to back while new versions keep "
+        "coming (warm scorers); 1 starts a fresh pass per round.",
+    )
     nice: int = Field(10, ge=0, le=19, description="Lower CPU priority of scorer processes.")
 
 

@@ -7,6 +7,10 @@ pool whenever the board's version advanced by ``rescore_every``; scorers pick up
 published mid-round, and every candidate keeps the version that scored it. Finished rounds
 replace the :class:`~actors.queue.QueryQueue` candidates, which annotators lease from.
 
+Rounds run in one streaming pass (:func:`~pipelines.scoring.stream_rounds`) for as long as each
+finished round finds a newer version to score with, so the scorers stay warm while labels flow;
+when nothing new arrived, the pass ends and the scorers are released until the next version.
+
 For pools too large to rescore on every version, ``scoring.shards_per_round`` rotates over a
 subset of shards per round.
 """
@@ -29,7 +33,7 @@ from actors.trainer import TrainerService
 from actors.weights import WeightsBoard, WeightsVersion
 from pipelines.config import Config
 from pipelines.runtime import trainer_gpus
-from pipelines.scoring import score_pass
+from pipelines.scoring import ScoreResult, stream_rounds
 from pipelines.sources import ShardSet
 
 
@@ -242,37 +246,49 @@ class ActiveLoop:
         return self.pool.subset([(start + i) % n for i in range(per_round)])
 
     def _run(self) -> None:
-        last = None
+        every = self.cfg.scoring.rescore_every
+        last: int | None = None
         while not self._stop.is_set():
             try:
                 version = self.version()
-                if last is not None and version < last + self.cfg.scoring.rescore_every:
+                if last is not None and version < last + every:
                     self._stop.wait(0.05)
                     continue
+                first = len(self.rounds)
+                plan = [self._shards_for(first + i) for i in range(self.cfg.scoring.stream_rounds)]
                 began = time.perf_counter()
-                index = len(self.rounds)
-                result = score_pass(self.cfg, self._shards_for(index), board=self.board)
-                top, explore = result.top, result.explore
-                ray.get(
-                    self.queue.update_round.remote(
-                        top.ids.tolist(),
-                        top.scores.tolist(),
-                        top.versions.tolist(),
-                        explore.ids.tolist(),
-                        min(result.versions) if result.versions else version,
-                    )
-                )
-                self.rounds.append(
-                    RoundStats(
-                        index,
-                        version,
-                        dict(result.versions),
-                        result.rows,
-                        time.perf_counter() - began,
-                        result.first_seen,
-                    )
-                )
-                last = version
+                rounds = stream_rounds(self.cfg, plan, board=self.board)
+                try:
+                    for result in rounds:
+                        self._finish_round(result, version, time.perf_counter() - began)
+                        last = version
+                        version, began = self.version(), time.perf_counter()
+                        if self._stop.is_set() or version < last + every:
+                            break  # nothing new to score: let the scorers go
+                finally:
+                    rounds.close()
             except Exception as err:  # noqa: BLE001 - a failed round is retried, not fatal
                 self.errors.append(f"{type(err).__name__}: {err}")
                 self._stop.wait(1.0)
+
+    def _finish_round(self, result: ScoreResult, started_version: int, seconds: float) -> None:
+        top, explore = result.top, result.explore
+        ray.get(
+            self.queue.update_round.remote(
+                top.ids.tolist(),
+                top.scores.tolist(),
+                top.versions.tolist(),
+                explore.ids.tolist(),
+                min(result.versions) if result.versions else started_version,
+            )
+        )
+        self.rounds.append(
+            RoundStats(
+                len(self.rounds),
+                started_version,
+                dict(result.versions),
+                result.rows,
+                seconds,
+                result.first_seen,
+            )
+        )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,39 @@ def scored_dataset(
     )
 
 
+class _Round:
+    """Folds score batches into one round's top-k, random sample and version counters."""
+
+    def __init__(self, k: int, rng: np.random.Generator) -> None:
+        self.top, self.explore = samplers.TopK(k), samplers.TopK(k)
+        self.rng = rng
+        self.versions: Counter[int] = Counter()
+        self.first_seen: dict[int, float] = {}
+        self.rows = 0
+        self.start = time.perf_counter()
+
+    def push(self, batch: pa.Table) -> None:
+        ids = batch.column("id").to_numpy(zero_copy_only=False)
+        version = batch.column("model_version").to_numpy()
+        self.top.push(ids, batch.column("score").to_numpy(), version)
+        self.explore.push(ids, self.rng.random(batch.num_rows), version)
+        self.versions.update(version.tolist())
+        for v in np.unique(version).tolist():
+            self.first_seen.setdefault(v, time.time())
+        self.rows += batch.num_rows
+
+    def result(self) -> ScoreResult:
+        seconds = time.perf_counter() - self.start
+        return ScoreResult(
+            self.top.result(),
+            self.explore.result(),
+            self.rows,
+            seconds,
+            self.versions,
+            self.first_seen,
+        )
+
+
 def score_pass(
     cfg: Config,
     shards: ShardSet,
@@ -106,14 +140,8 @@ def score_pass(
     """
     from tqdm.auto import tqdm
 
-    k = candidates or cfg.sampling.candidates
-    top, explore = samplers.TopK(k), samplers.TopK(k)
-    rng = np.random.default_rng(cfg.seed)
-    versions: Counter[int] = Counter()
-    first_seen: dict[int, float] = {}
+    round_ = _Round(candidates or cfg.sampling.candidates, np.random.default_rng(cfg.seed))
     writer: pq.ParquetWriter | None = None
-    start = time.perf_counter()
-    rows = 0
     bar = tqdm(total=shards.num_rows, unit="rows", desc="scoring", disable=not progress)
     try:
         for batch in scored_dataset(cfg, shards, board=board, weights=weights).iter_batches(
@@ -121,17 +149,10 @@ def score_pass(
         ):
             if batch.num_rows == 0:
                 continue
-            ids = batch.column("id").to_numpy(zero_copy_only=False)
-            version = batch.column("model_version").to_numpy()
-            top.push(ids, batch.column("score").to_numpy(), version)
-            explore.push(ids, rng.random(batch.num_rows), version)
-            versions.update(version.tolist())
-            for v in np.unique(version).tolist():
-                first_seen.setdefault(v, time.time())
+            round_.push(batch)
             if out is not None:
                 writer = writer or pq.ParquetWriter(out, batch.schema)
                 writer.write_table(batch)
-            rows += batch.num_rows
             bar.update(batch.num_rows)
     finally:
         bar.close()
@@ -139,8 +160,49 @@ def score_pass(
             writer.close()
     if out is not None and writer is None:
         pq.write_table(_empty_scores(), out)
-    seconds = time.perf_counter() - start
-    return ScoreResult(top.result(), explore.result(), rows, seconds, versions, first_seen)
+    return round_.result()
+
+
+def stream_rounds(
+    cfg: Config, rounds: Sequence[ShardSet], *, board: Any = None
+) -> Iterator[ScoreResult]:
+    """Score several rounds in one streaming pass; yield each round's result as it completes.
+
+    The scorer actors start once and stay warm from round to round, picking up each new model
+    version from the board between batches, so the fixed cost of a pass (actor start, model
+    build, executor start) is paid once per stream instead of once per round. Output order is
+    preserved, so a round ends exactly when its shards' rows are in (a block that spans two
+    rounds is split at the boundary). Closing the generator
+    (``break`` in the consumer) shuts the pass down.
+
+    Args:
+        cfg: The run's config.
+        rounds: The shards of each round, in order (e.g. the whole pool, repeated).
+        board: WeightsBoard handle the scorers follow.
+    """
+    if not rounds:
+        return
+    looped = replace(
+        rounds[0],
+        paths=tuple(p for r in rounds for p in r.paths),
+        file_rows=tuple(n for r in rounds for n in r.file_rows),
+        num_rows=sum(r.num_rows for r in rounds),
+    )
+    ds = scored_dataset(cfg, looped, board=board)
+    ds.context.execution_options.preserve_order = True
+    rng = np.random.default_rng(cfg.seed)
+    index = 0
+    round_ = _Round(cfg.sampling.candidates, rng)
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        while batch.num_rows and index < len(rounds):
+            # Rows arrive in plan order, but a block may span rounds: split it at the boundary.
+            take = min(batch.num_rows, rounds[index].num_rows - round_.rows)
+            round_.push(batch.slice(0, take))
+            batch = batch.slice(take)
+            if round_.rows == rounds[index].num_rows:
+                yield round_.result()
+                index += 1
+                round_ = _Round(cfg.sampling.candidates, rng)
 
 
 def _empty_scores() -> pa.Table:

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import Config
-from pipelines.scoring import score_pass
+from pipelines.scoring import score_pass, stream_rounds
 from pipelines.sources import open_shards, resolve_dataset, write_shards
 
 pytestmark = pytest.mark.slow
@@ -57,3 +57,20 @@ def test_writing_scores_of_a_pool_without_rows_is_an_error_before_ray(tmp_path: 
 
     with pytest.raises(DataError, match="empty"):
         open_shards(str(tmp_path))
+
+
+def test_a_stream_yields_one_complete_round_per_planned_round(ray_session, digits):
+    cfg, pool = digits
+    halves = [pool.subset([0, 1]), pool.subset([2, 3]), pool]
+    results = list(stream_rounds(cfg, halves))
+    assert [r.rows for r in results] == [h.num_rows for h in halves]
+    assert len(set(results[2].top.ids.tolist())) == cfg.sampling.candidates  # no id twice
+
+
+def test_closing_a_stream_early_ends_the_pass(ray_session, digits):
+    cfg, pool = digits
+    rounds = stream_rounds(cfg, [pool] * 50)
+    first = next(rounds)
+    rounds.close()
+    assert first.rows == pool.num_rows
+    assert score_pass(cfg, pool).rows == pool.num_rows  # the cluster is free for the next pass
