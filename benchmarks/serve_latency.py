@@ -18,7 +18,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,25 +103,28 @@ def _plain_app(port: int) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
-@contextlib.contextmanager
-def _scoring(cfg: Config, pool: Any) -> Iterator[None]:
-    """Scoring passes over the pool, back to back, in a background thread."""
+def _score_until(cfg: Config, pool: Any, until: float) -> int:
     from pipelines.scoring import score_pass
 
-    stop = threading.Event()
+    passes = 0
+    while time.time() < until:
+        score_pass(cfg, pool)
+        passes += 1
+    return passes
 
-    def work() -> None:
-        while not stop.is_set():
-            score_pass(cfg, pool)
 
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    time.sleep(3)  # the pass is under way
+@contextlib.contextmanager
+def _scoring(cfg: Config, pool: Any, seconds: float) -> Iterator[None]:
+    """Scoring passes over the pool, back to back, driven from a Ray task (not this process,
+    whose event loop generates the load)."""
+    import ray
+
+    task = ray.remote(num_cpus=0)(_score_until).remote(cfg, pool, time.time() + seconds)
+    time.sleep(3)  # the first pass is under way
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        ray.get(task)
 
 
 def _row(variant: str, r: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
@@ -165,7 +167,7 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
             rows.append(
                 _row("idle", asyncio.run(_run_rate(base, rate, seconds, labels)), plain[rate])
             )
-        with _scoring(cfg, pool):
+        with _scoring(cfg, pool, seconds * len(rates) + 5):
             for rate in rates:
                 r = asyncio.run(_run_rate(base, rate, seconds, labels))
                 rows.append(_row("scoring", r, plain[rate]))

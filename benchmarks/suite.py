@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import platform
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 BENCHMARKS = {
     "throughput": "benchmarks.throughput",
+    "rounds": "benchmarks.rounds",
     "broadcast": "benchmarks.broadcast",
     "label_latency": "benchmarks.label_latency",
     "serve_latency": "benchmarks.serve_latency",
@@ -90,6 +92,10 @@ def run_all(quick: bool, out: Path, only: list[str] | None = None) -> dict[str, 
         raise ValueError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
     out.mkdir(parents=True, exist_ok=True)
     init_ray(Config().ray)
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # the suite prints its own progress
     report: dict[str, Any] = {"machine": machine(), "quick": quick, "results": []}
     for i, name in enumerate(names, 1):
         began = time.perf_counter()

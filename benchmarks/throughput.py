@@ -81,23 +81,26 @@ def ray_pass(cfg: Config, shards: ShardSet, cycles: int = 1) -> tuple[float, flo
 
 
 class MemorySampler:
-    """Peak total resident memory of this process and every Ray worker, sampled in a thread."""
+    """Peak total memory (PSS) of this process and every Ray worker, sampled in a thread."""
 
-    def __init__(self, every: float = 0.2) -> None:
+    def __init__(self, every: float = 0.5) -> None:
         self.every = every
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _total(self) -> int:
+        """Proportional set size: shared pages (the object store) are counted once overall."""
         import psutil
 
         total = 0
-        for proc in psutil.process_iter(["pid", "cmdline", "memory_info"]):
+        for proc in psutil.process_iter(["pid", "cmdline"]):
             cmd = " ".join(proc.info["cmdline"] or [])
             if proc.info["pid"] == os.getpid() or "ray::" in cmd or "raylet" in cmd:
-                mem = proc.info["memory_info"]
-                total += mem.rss if mem else 0
+                try:
+                    total += proc.memory_full_info().pss
+                except (psutil.Error, AttributeError):
+                    continue
         return total
 
     def _run(self) -> None:
@@ -137,8 +140,8 @@ def run_throughput(quick: bool, root: Path) -> list[dict[str, Any]]:
     """Bare loop vs scorer pool (cold and warm) for the digits CNN and resnet18."""
     results = []
     for arch, rows in (
-        ("digits_cnn", 32_000 if quick else 128_000),
-        ("resnet18", 4_000 if quick else 16_000),
+        ("digits_cnn", 8_000 if quick else 64_000),
+        ("resnet18", 1_000 if quick else 8_000),
     ):
         cfg = _cfg(arch, str(root))
         shards = _shards(root, rows)
@@ -177,9 +180,9 @@ def run_scale(quick: bool, root: Path, out: Path) -> list[dict[str, Any]]:
             began = time.perf_counter()
             rate, _ = ray_pass(cfg, shards)
             seconds = time.perf_counter() - began
-        points.append({"rows": rows, "seconds": round(seconds, 2), "peak_rss_mb": mem.peak / 2**20})
+        points.append({"rows": rows, "seconds": round(seconds, 2), "peak_pss_mb": mem.peak / 2**20})
         print(
-            f"  scale {rows:>9,} rows: {seconds:.1f} s, peak RSS {mem.peak / 2**20:,.0f} MB",
+            f"  scale {rows:>9,} rows: {seconds:.1f} s, peak PSS {mem.peak / 2**20:,.0f} MB",
             flush=True,
         )
     first, last = points[0], points[-1]
@@ -192,7 +195,7 @@ def run_scale(quick: bool, root: Path, out: Path) -> list[dict[str, Any]]:
             "time_growth_per_10x_rows": round(
                 (last["seconds"] / first["seconds"]) ** (1 / np.log10(growth)), 2
             ),
-            "memory_growth": round(last["peak_rss_mb"] / first["peak_rss_mb"], 2),
+            "memory_growth": round(last["peak_pss_mb"] / first["peak_pss_mb"], 2),
             "ratio": round((last["seconds"] / first["seconds"]) / growth, 3),
         }
     ]
@@ -210,8 +213,8 @@ def _plot_scale(points: list[dict[str, Any]], path: Path) -> None:
     ax1.loglog(rows, [points[0]["seconds"] * r / rows[0] for r in rows], "--", label="linear")
     ax1.set(xlabel="rows", ylabel="seconds", title="scoring time")
     ax1.legend()
-    ax2.semilogx(rows, [p["peak_rss_mb"] for p in points], "o-")
-    ax2.set(xlabel="rows", ylabel="MB", title="peak resident memory (Ray session)", ylim=(0, None))
+    ax2.semilogx(rows, [p["peak_pss_mb"] for p in points], "o-")
+    ax2.set(xlabel="rows", ylabel="MB", title="peak memory, PSS (Ray session)", ylim=(0, None))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -99,7 +99,18 @@ class ScoringConfig(_Section):
         description="Rounds one streaming pass may score back to back while new versions keep "
         "coming (warm scorers); 1 starts a fresh pass per round.",
     )
-    nice: int = Field(10, ge=0, le=19, description="Lower CPU priority of scorer processes.")
+    linger_seconds: float = Field(
+        2.0,
+        ge=0.0,
+        description="How long a streaming pass waits for a new version after a round before "
+        "it ends and releases the scorers.",
+    )
+    nice: int = Field(
+        15,
+        ge=0,
+        le=19,
+        description="Lower CPU priority of scorer processes: below Serve and the trainer.",
+    )
 
 
 class SamplingConfig(_Section):

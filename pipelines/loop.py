@@ -260,16 +260,27 @@ class ActiveLoop:
                 rounds = stream_rounds(self.cfg, plan, board=self.board)
                 try:
                     for result in rounds:
+                        if max(result.versions, default=version) < version:
+                            continue  # scored ahead while the stream waited: all stale
                         self._finish_round(result, version, time.perf_counter() - began)
                         last = version
-                        version, began = self.version(), time.perf_counter()
-                        if self._stop.is_set() or version < last + every:
+                        if not self._await_version(last + every):
                             break  # nothing new to score: let the scorers go
+                        version, began = self.version(), time.perf_counter()
                 finally:
                     rounds.close()
             except Exception as err:  # noqa: BLE001 - a failed round is retried, not fatal
                 self.errors.append(f"{type(err).__name__}: {err}")
                 self._stop.wait(1.0)
+
+    def _await_version(self, target: int) -> bool:
+        """Wait up to ``scoring.linger_seconds`` for version ``target``; False on timeout."""
+        deadline = time.monotonic() + self.cfg.scoring.linger_seconds
+        while self.version() < target:
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                return False
+            self._stop.wait(0.02)
+        return not self._stop.is_set()
 
     def _finish_round(self, result: ScoreResult, started_version: int, seconds: float) -> None:
         top, explore = result.top, result.explore

@@ -21,7 +21,7 @@ def test_an_unknown_benchmark_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "activestream: error: unknown benchmark 'nope'; choose from "
-        "throughput, broadcast, label_latency, serve_latency, peer"
+        "throughput, rounds, broadcast, label_latency, serve_latency, peer"
     )
 
 
