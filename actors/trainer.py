@@ -500,4 +500,15 @@ class TrainerService(Trainer):
         info["log_offset"] = self.applied
         info["recovered_from"] = self.recovered_from
         info["pid"] = os.getpid()
+        info["node"] = _node_id()
         return info
+
+
+def _node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray): where the trainer was placed."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - diagnostics only
+        return None

@@ -107,8 +107,13 @@ class MemorySampler:
         while not self._stop.wait(self.every):
             self.peak = max(self.peak, self._total())
 
+    @property
+    def added(self) -> int:
+        """Peak above what the session held when sampling began (idle workers, the driver)."""
+        return max(0, self.peak - self.start)
+
     def __enter__(self) -> MemorySampler:
-        self.peak = self._total()
+        self.start = self.peak = self._total()
         self._thread.start()
         return self
 
@@ -131,8 +136,10 @@ def _cfg(arch: str, cache: str) -> Config:
 
 def _shards(root: Path, rows: int) -> ShardSet:
     out = root / f"synthetic-{rows}"
+    # Fixed-size shards, as a real pool has: memory in flight depends on the shard (block) size
+    # and the number of tasks at once, never on the pool size.
     return make_synthetic_shards(
-        str(out), rows, rows_per_shard=min(rows // 4, 50_000), progress=False
+        str(out), rows, rows_per_shard=min(rows // 4, 10_000), progress=False
     )
 
 
@@ -180,9 +187,17 @@ def run_scale(quick: bool, root: Path, out: Path) -> list[dict[str, Any]]:
             began = time.perf_counter()
             rate, _ = ray_pass(cfg, shards)
             seconds = time.perf_counter() - began
-        points.append({"rows": rows, "seconds": round(seconds, 2), "peak_pss_mb": mem.peak / 2**20})
+        points.append(
+            {
+                "rows": rows,
+                "seconds": round(seconds, 2),
+                "peak_pss_mb": round(mem.peak / 2**20),
+                "added_pss_mb": round(mem.added / 2**20),
+            }
+        )
         print(
-            f"  scale {rows:>9,} rows: {seconds:.1f} s, peak PSS {mem.peak / 2**20:,.0f} MB",
+            f"  scale {rows:>9,} rows: {seconds:.1f} s, peak PSS {mem.peak / 2**20:,.0f} MB, "
+            f"{mem.added / 2**20:,.0f} MB above the start",
             flush=True,
         )
     first, last = points[0], points[-1]
@@ -196,6 +211,7 @@ def run_scale(quick: bool, root: Path, out: Path) -> list[dict[str, Any]]:
                 (last["seconds"] / first["seconds"]) ** (1 / np.log10(growth)), 2
             ),
             "memory_growth": round(last["peak_pss_mb"] / first["peak_pss_mb"], 2),
+            "added_mb_smallest_largest": [first["added_pss_mb"], last["added_pss_mb"]],
             "ratio": round((last["seconds"] / first["seconds"]) / growth, 3),
         }
     ]
@@ -213,7 +229,9 @@ def _plot_scale(points: list[dict[str, Any]], path: Path) -> None:
     ax1.loglog(rows, [points[0]["seconds"] * r / rows[0] for r in rows], "--", label="linear")
     ax1.set(xlabel="rows", ylabel="seconds", title="scoring time")
     ax1.legend()
-    ax2.semilogx(rows, [p["peak_pss_mb"] for p in points], "o-")
+    ax2.semilogx(rows, [p["peak_pss_mb"] for p in points], "o-", label="peak")
+    ax2.semilogx(rows, [p["added_pss_mb"] for p in points], "s--", label="added by the pass")
+    ax2.legend()
     ax2.set(xlabel="rows", ylabel="MB", title="peak memory, PSS (Ray session)", ylim=(0, None))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,11 @@ class TrainingConfig(_Section):
         None, ge=0.0, description="GPUs for the trainer; None picks 1 when the cluster has one."
     )
     nice: int = Field(10, ge=0, le=19, description="Lower CPU priority of the training thread.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources the trainer asks for, e.g. {'accelerator': 1} to pin "
+        "it to a node type.",
+    )
 
 
 class ScoringConfig(_Section):
@@ -89,10 +94,25 @@ class ScoringConfig(_Section):
         None, ge=0.0, description="GPU share per scorer; None picks a share when GPUs exist."
     )
     read_cpus: float = Field(0.25, gt=0.0, description="Logical CPUs each read task reserves.")
+    read_concurrency: int | None = Field(
+        4,
+        ge=1,
+        description="Read tasks in flight; each holds a decoded shard, so this bounds memory "
+        "whatever the pool size. None: as many as the logical CPUs allow.",
+    )
     shards_per_round: int | None = Field(
         None, ge=1, description="Rotate over this many shards per round; None scores all."
     )
     rescore_every: int = Field(1, ge=1, description="Start a scoring round every M versions.")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each scorer asks for."
+    )
+    object_store_mb: int | None = Field(
+        512,
+        ge=16,
+        description="Object store memory a scoring pass may hold in flight (read blocks, "
+        "scores); bounds memory whatever the pool size. None lets Ray Data decide.",
+    )
     stream_rounds: int = Field(
         20,
         ge=1,

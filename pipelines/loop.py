@@ -153,7 +153,11 @@ class ActiveLoop:
         self.trainer = (
             ray.remote(TrainerService)
             .options(
-                num_cpus=0.5, num_gpus=trainer_gpus(cfg.training), max_concurrency=8, **restart
+                num_cpus=0.5,
+                num_gpus=trainer_gpus(cfg.training),
+                resources=dict(cfg.training.resources),
+                max_concurrency=8,
+                **restart,
             )
             .remote(
                 training=cfg.training,

@@ -72,7 +72,14 @@ def scored_dataset(
     """The lazy Ray Dataset of score rows; nothing runs until it is iterated."""
     import ray
 
-    ds = read_ray_dataset(shards, read_cpus=cfg.scoring.read_cpus)
+    ds = read_ray_dataset(
+        shards, read_cpus=cfg.scoring.read_cpus, read_concurrency=cfg.scoring.read_concurrency
+    )
+    if cfg.scoring.object_store_mb is not None:
+        limits = ds.context.execution_options.resource_limits
+        ds.context.execution_options.resource_limits = limits.copy(
+            object_store_memory=cfg.scoring.object_store_mb * 2**20
+        )
     return ds.map_batches(
         Scorer,
         fn_constructor_kwargs=scorer_kwargs(cfg, shards, board=board, weights=weights),
@@ -81,6 +88,7 @@ def scored_dataset(
         compute=ray.data.ActorPoolStrategy(size=cfg.scoring.num_scorers),
         num_cpus=cfg.scoring.cpus_per_scorer,
         num_gpus=scorer_gpus(cfg.scoring) or None,
+        resources=dict(cfg.scoring.resources) or None,
     )
 
 

@@ -450,6 +450,7 @@ def read_ray_dataset(
     shards: ShardSet,
     *,
     read_cpus: float = 0.25,
+    read_concurrency: int | None = None,
     columns: Sequence[str] = ("id", "pixels"),
     use_datasource_v2: bool = False,
 ) -> ray.data.Dataset:
@@ -463,6 +464,8 @@ def read_ray_dataset(
     Args:
         shards: What to read.
         read_cpus: Logical CPUs each read task reserves (small, so readers never starve actors).
+        read_concurrency: Read tasks at once; each is a worker process holding a decoded shard,
+            so this, not the pool size, bounds the memory of a pass. None: as many as fit.
         columns: Columns to read; ``label`` is dropped when the shards have none.
         use_datasource_v2: Use Ray's V2 reader (worth it for thousands of files on a cluster).
     """
@@ -476,6 +479,7 @@ def read_ray_dataset(
             list(shards.paths),
             filesystem=shards.filesystem,
             num_cpus=read_cpus,
+            concurrency=read_concurrency,
             # Paths are already explicit and validated: no extension filter, no hive columns.
             file_extensions=None,
             partitioning=None,
