@@ -158,9 +158,9 @@ class LabelLedger:
             for record in logged:
                 self._labels[record["id"]] = record["label"]
         ok = True
-        if self.downstream is not None:
+        if self.downstream is not None and logged:  # repeats were retired when first logged
             ok = self._forward(start, logged)
-            self._call(self.downstream.retire, [str(r["id"]) for r in records])
+            self._call(self.downstream.retire, [str(r["id"]) for r in logged])
         return AddResult(
             accepted=len(logged), duplicates=checked.duplicates, trainer_ok=ok and self.trainer_ok
         )

@@ -2,8 +2,9 @@
 
 What an annotator feels: how long until the labels just sent have changed the model. Measured
 through the real app (Serve, ledger, trainer actor) on loopback, once per buffer size: each
-sample posts exactly one full buffer of fresh labels and polls ``GET /model`` every 5 ms until
-the version moves. The goal for the digits CNN is p50 < 1 s.
+sample posts exactly one full buffer of fresh labels and polls ``GET /model`` every 20 ms until
+the version moves (polling faster would itself load the 2 cores the app runs on). The goal for
+the digits CNN is p50 < 1 s.
 
     python -m benchmarks.label_latency --quick --out results/bench
 """
@@ -34,7 +35,7 @@ def _sample(base: str, labels: list[dict[str, Any]], timeout: float = 60.0) -> f
     while requests.get(f"{base}/model", timeout=10).json()["version"] <= before:
         if time.perf_counter() > deadline:
             raise TimeoutError(f"no new version {timeout:.0f} s after a full buffer")
-        time.sleep(0.005)
+        time.sleep(0.02)
     return time.perf_counter() - answered
 
 
