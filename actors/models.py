@@ -114,6 +114,14 @@ def build_model(
         return _FACTORIES[arch](tuple(shape), num_classes, dropout)
 
 
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The classifier's last linear layer: its input is the embedding diversity samplers use."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no linear layer to take embeddings from")
+    return linears[-1]
+
+
 def pick_device() -> torch.device:
     """CUDA when this process was given a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -5,6 +5,11 @@ of the pool. ``lease(n)`` fills n slots, exploiting with probability ``p`` and e
 ``1 - p``, skipping anything labeled or currently leased. A lease that is not answered within
 ``lease_seconds`` expires and the item can be handed out again.
 
+With a diversity sampler (k-center, cluster-margin) the round also carries an embedding per
+ranked candidate, and each lease picks its exploited items from the best available candidates
+with the sampler's batch selection, so one batch of queries spreads over the embedding space
+instead of repeating one confusion.
+
 Plain class, clock injected: tests move time by hand.
 """
 
@@ -14,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +44,10 @@ class QueryQueue:
         lease_seconds: How long a leased item stays reserved for its annotator.
         seed: Seeds the exploration draws.
         clock: Seconds, monotonic; injected for tests.
+        batch: The sampler's batch selection ``(scores, embeddings, k, rng) -> indices``;
+            None ranks by score alone.
+        pool_factor: A diverse batch of n is chosen among the best ``pool_factor * n``
+            available candidates (at least 64).
     """
 
     def __init__(
@@ -47,11 +57,16 @@ class QueryQueue:
         lease_seconds: float = 300.0,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        batch: Callable[..., np.ndarray] | None = None,
+        pool_factor: int = 8,
     ) -> None:
         self.explore_p = explore_p
         self.lease_seconds = lease_seconds
         self._rng = np.random.default_rng(seed)
         self._clock = clock
+        self._batch = batch
+        self.pool_factor = pool_factor
+        self._embedding: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._ranked: list[str] = []
         self._random: list[str] = []
@@ -70,9 +85,18 @@ class QueryQueue:
         versions: Sequence[int],
         random_ids: Sequence[str],
         round_version: int,
+        embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
     ) -> None:
         """Replace the candidates with a finished round's (ranked best first)."""
         with self._lock:
+            self._embedding = (
+                {}
+                if embeddings is None
+                else {
+                    str(i): np.asarray(e, dtype=np.float32)
+                    for i, e in zip(ranked_ids, embeddings, strict=True)
+                }
+            )
             self._ranked = [str(i) for i in ranked_ids]
             self._random = [str(i) for i in random_ids]
             self._score = {
@@ -93,13 +117,14 @@ class QueryQueue:
         with self._lock:
             now = self._clock()
             self._expire(now)
+            blocked = self._labeled | self._leases.keys()
             picks = select_queries(
-                self._ranked,
+                self._diverse_first(n, blocked),
                 self._random,
                 k=n,
                 p=self.explore_p,
                 rng=self._rng,
-                exclude=self._labeled | self._leases.keys(),
+                exclude=blocked,
             )
             out = []
             for pick in picks:
@@ -109,6 +134,21 @@ class QueryQueue:
             self.leased_total += len(out)
             self.explored_total += sum(q.explored for q in out)
             return out
+
+    def _diverse_first(self, n: int, blocked: set[str] | Any) -> list[str]:
+        """The ranked ids, with a diverse batch of the best available ones moved to the front."""
+        if self._batch is None or not self._embedding or n < 2:
+            return self._ranked
+        window = max(self.pool_factor * n, 64)
+        available = [i for i in self._ranked if i not in blocked and i in self._embedding]
+        available = available[:window]
+        if len(available) <= n:
+            return self._ranked
+        scores = np.array([self._score[i][0] for i in available])
+        embeddings = np.stack([self._embedding[i] for i in available])
+        chosen = [available[j] for j in self._batch(scores, embeddings, n, self._rng)]
+        first = set(chosen)
+        return chosen + [i for i in self._ranked if i not in first]
 
     def mark_labeled(self, ids: Iterable[str]) -> None:
         """Never hand these ids out again."""

@@ -5,6 +5,11 @@ latest version number, fetches weights only when it changed, turns the ``pixels`
 tensor without copying the Arrow buffer, and returns one row per input with the sampler's
 ``score`` and the ``model_version`` that produced it, so staleness is always visible.
 
+Samplers that need more than one deterministic pass get it here: BALD's (T, N, C) samples come
+from T forward passes with only the dropout layers active (MC dropout), and diversity samplers
+(k-center, cluster-margin) get an ``embedding`` column, the input of the model's last linear
+layer, so the batch selection can spread queries over the embedding space.
+
 It is a plain class: tests call it directly on an Arrow table, without Ray.
 """
 
@@ -18,7 +23,7 @@ import pyarrow as pa
 import torch
 
 import samplers
-from actors.models import build_model, pick_device
+from actors.models import build_model, last_linear, pick_device
 from actors.weights import WeightsVersion, load_numpy_state
 from pipelines.sources import pixels_to_array
 
@@ -50,6 +55,9 @@ class Scorer:
         threads: torch intra-op threads; keep low so scoring leaves cores to serving.
         dropout: Dropout of the model (matters for MC-dropout samplers only).
         nice: Raise the process's nice value by this much (0 keeps it).
+        mc_samples: Stochastic passes T for samplers over (T, N, C) samples (BALD).
+        embed: Output penultimate-layer embeddings; None: when the sampler selects batches
+            for diversity.
     """
 
     def __init__(
@@ -65,6 +73,8 @@ class Scorer:
         threads: int = 1,
         dropout: float = 0.25,
         nice: int = 0,
+        mc_samples: int = 8,
+        embed: bool | None = None,
     ) -> None:
         torch.set_num_threads(threads)
         if nice > 0:
@@ -76,6 +86,15 @@ class Scorer:
         )
         self._model.to(self._device).eval()
         self._score = samplers.get(sampler, rng=np.random.default_rng([seed, _worker_salt()]))
+        spec = samplers.spec(sampler)
+        self._mc = mc_samples if spec.inputs == ("samples",) else 0
+        self._mc_rng = np.random.default_rng([seed, _worker_salt(), 1])
+        self.embed = spec.batch is not None if embed is None else embed
+        self._captured: list[torch.Tensor] = []
+        if self.embed:
+            last_linear(self._model).register_forward_hook(
+                lambda _m, inputs, _out: self._captured.append(inputs[0])
+            )
         self._board = board
         self.version = 0
         if weights is not None:
@@ -112,24 +131,64 @@ class Scorer:
     @torch.inference_mode()
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 -> (N, classes) float64 probabilities."""
+        self._captured.clear()
         logits = self._model(torch.from_numpy(x).to(self._device, non_blocking=True))
         return torch.softmax(logits.float(), dim=1).double().cpu().numpy()
 
+    @torch.inference_mode()
+    def mc_proba(self, x: np.ndarray, passes: int) -> np.ndarray:
+        """(N, C, H, W) -> (T, N, classes): T passes with dropout on, seeded per call."""
+        dropouts = [m for m in self._model.modules() if isinstance(m, torch.nn.Dropout)]
+        xt = torch.from_numpy(x).to(self._device, non_blocking=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self._mc_rng.integers(2**31)))
+            for m in dropouts:
+                m.train()
+            try:
+                out = [torch.softmax(self._model(xt).float(), dim=1) for _ in range(passes)]
+            finally:
+                for m in dropouts:
+                    m.eval()
+        return torch.stack(out).double().cpu().numpy()
+
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(N, C, H, W) -> probabilities (N, C), scores (N,), embeddings (N, D) or None."""
+        probs = self.predict_proba(x)
+        embedding = None
+        if self.embed and self._captured:
+            embedding = self._captured[-1].float().cpu().numpy()
+        if self._mc:
+            scores = self._score(self.mc_proba(x, self._mc))
+        else:
+            scores = self._score(probs)
+        return probs, scores, embedding
+
     def score_arrays(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 -> (N,) sampler scores with the current weights."""
-        return self._score(self.predict_proba(x))
+        return self.outputs(x)[1]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Score one batch of (id, pixels) rows -> (id, score, pred, model_version)."""
         self._refresh()
-        probs = self.predict_proba(pixels_to_array(batch.column("pixels"), self._shape))
-        scores = self._score(probs)
-        n = batch.num_rows
-        return pa.table(
-            {
-                "id": batch.column("id"),
-                "score": pa.array(scores, pa.float64()),
-                "pred": pa.array(probs.argmax(axis=1) if n else np.zeros(0, np.int64), pa.int64()),
-                "model_version": pa.array(np.full(n, self.version, np.int64)),
-            }
+        probs, scores, embedding = self.outputs(
+            pixels_to_array(batch.column("pixels"), self._shape)
         )
+        n = batch.num_rows
+        columns = {
+            "id": batch.column("id"),
+            "score": pa.array(scores, pa.float64()),
+            "pred": pa.array(probs.argmax(axis=1) if n else np.zeros(0, np.int64), pa.int64()),
+            "model_version": pa.array(np.full(n, self.version, np.int64)),
+        }
+        if self.embed:
+            dim = self._embed_dim(embedding)
+            flat = np.zeros(0, np.float32) if embedding is None else embedding.reshape(-1)
+            columns["embedding"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(flat, pa.float32()), dim
+            )
+        return pa.table(columns)
+
+    def _embed_dim(self, embedding: np.ndarray | None) -> int:
+        if embedding is not None:
+            return int(embedding.shape[1])
+        return int(last_linear(self._model).in_features)

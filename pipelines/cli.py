@@ -101,11 +101,18 @@ def _load_weights(path: str) -> object:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Oracle simulation of every strategy over several seeds; JSON, PNG and a table out."""
-    from pipelines.simulate import simulate, summary_table, write_results
+    from pipelines.simulate import STREAM_STRATEGIES, simulate, summary_table, write_results
     from pipelines.sources import resolve_dataset
 
-    strategies = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    default = "variable_uncertainty" if args.mode == "stream" else "entropy,margin,random"
+    strategies = [s.strip() for s in (args.samplers or default).split(",") if s.strip()]
     for name in strategies:
+        if args.mode == "stream":
+            if name not in STREAM_STRATEGIES:
+                raise ActivestreamError(
+                    f"--mode stream takes samplers {', '.join(STREAM_STRATEGIES)}, got {name!r}"
+                )
+            continue
         Config().with_overrides({"sampling.sampler": name})  # one-line error for unknown names
     if args.budget < 1 or args.seeds < 1 or args.answer_delay < 0:
         raise ActivestreamError("--budget and --seeds must be >= 1, --answer-delay >= 0")
@@ -132,6 +139,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         budget=args.budget,
         answer_delay=args.answer_delay,
         dataset=cfg.data.dataset,
+        mode=args.mode,
     )
     out = Path(args.out)
     write_results(results, out)
@@ -239,7 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="oracle simulation of samplers vs random")
     _common(sim)
     sim.add_argument("--dataset", help="'digits' or shards with pool/ and test/ (default digits)")
-    sim.add_argument("--samplers", default="entropy,margin,random", help="comma-separated")
+    sim.add_argument(
+        "--samplers",
+        help="comma-separated (default entropy,margin,random; stream: variable_uncertainty)",
+    )
+    sim.add_argument(
+        "--mode",
+        choices=["pool", "stream"],
+        default="pool",
+        help="pool: lease the best of a scored pool; stream: ask or skip each arriving record",
+    )
     sim.add_argument("--budget", type=int, default=400, help="labels per run")
     sim.add_argument("--buffer-size", type=int, help="labels per training step (default 16)")
     sim.add_argument("--explore-p", type=float, help="probability a slot exploits (0.9)")

@@ -143,6 +143,9 @@ class SamplingConfig(_Section):
         256, ge=1, description="Best-scored rows a scoring round keeps (the global top-k)."
     )
     lease_seconds: float = Field(300.0, gt=0.0)
+    mc_samples: int = Field(
+        8, ge=1, description="Stochastic passes T per batch for samplers over MC-dropout samples."
+    )
 
     @field_validator("sampler")
     @classmethod

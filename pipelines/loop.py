@@ -24,6 +24,7 @@ from typing import Any
 
 import ray
 
+import samplers
 from actors.checkpoints import CheckpointStore
 from actors.items import ItemStore
 from actors.labels import AddResult
@@ -147,6 +148,7 @@ class ActiveLoop:
                 explore_p=cfg.sampling.explore_p,
                 lease_seconds=cfg.sampling.lease_seconds,
                 seed=cfg.seed,
+                batch=samplers.spec(cfg.sampling.sampler).batch,
             )
         )
         durability = cfg.durability
@@ -295,6 +297,7 @@ class ActiveLoop:
                 top.versions.tolist(),
                 explore.ids.tolist(),
                 min(result.versions) if result.versions else started_version,
+                result.embeddings,
             )
         )
         self.rounds.append(

@@ -37,6 +37,7 @@ class ScoreResult:
     seconds: float
     versions: Counter[int] = field(default_factory=Counter)
     first_seen: dict[int, float] = field(default_factory=dict)
+    embeddings: np.ndarray | None = None  # (k, D) for ``top.ids``, diversity samplers only
 
     @property
     def rows_per_second(self) -> float:
@@ -59,6 +60,7 @@ def scorer_kwargs(
         "threads": cfg.scoring.threads_per_scorer,
         "dropout": cfg.model.dropout,
         "nice": cfg.scoring.nice,
+        "mc_samples": cfg.sampling.mc_samples,
     }
 
 
@@ -102,26 +104,45 @@ class _Round:
         self.first_seen: dict[int, float] = {}
         self.rows = 0
         self.start = time.perf_counter()
+        self.k = k
+        self.embedding: dict[str, np.ndarray] = {}
 
     def push(self, batch: pa.Table) -> None:
         ids = batch.column("id").to_numpy(zero_copy_only=False)
         version = batch.column("model_version").to_numpy()
         self.top.push(ids, batch.column("score").to_numpy(), version)
+        if "embedding" in batch.column_names:
+            self._keep_embeddings(ids, batch.column("embedding"))
         self.explore.push(ids, self.rng.random(batch.num_rows), version)
         self.versions.update(version.tolist())
         for v in np.unique(version).tolist():
             self.first_seen.setdefault(v, time.time())
         self.rows += batch.num_rows
 
+    def _keep_embeddings(self, ids: np.ndarray, column: Any) -> None:
+        """Hold embeddings of rows that may end in the top-k; prune to it now and then."""
+        array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+        dim = array.type.list_size
+        values = array.flatten().to_numpy().reshape(-1, dim)
+        self.embedding.update(zip(ids.tolist(), values, strict=True))
+        if len(self.embedding) > 4 * self.k:
+            keep = set(self.top.result().ids.tolist())
+            self.embedding = {i: e for i, e in self.embedding.items() if i in keep}
+
     def result(self) -> ScoreResult:
         seconds = time.perf_counter() - self.start
+        top = self.top.result()
+        embeddings = None
+        if self.embedding:
+            embeddings = np.stack([self.embedding[i] for i in top.ids.tolist()])
         return ScoreResult(
-            self.top.result(),
+            top,
             self.explore.result(),
             self.rows,
             seconds,
             self.versions,
             self.first_seen,
+            embeddings,
         )
 
 

@@ -40,6 +40,15 @@ class Curve:
     seconds: float
 
 
+def _ground_truth(pool: ShardSet, test: ShardSet) -> tuple[np.ndarray, ...]:
+    """Pool ids, images and labels, then test images and labels; the oracle needs all labels."""
+    ids, x_pool, y_pool = load_arrays(pool)
+    _, x_test, y_test = load_arrays(test)
+    if y_pool is None or y_test is None:
+        raise ValueError("the simulator needs labeled pool and test shards (ground truth)")
+    return ids, x_pool, y_pool, x_test, y_test
+
+
 def run_once(
     cfg: Config,
     pool: ShardSet,
@@ -52,10 +61,7 @@ def run_once(
 ) -> Curve:
     """One simulated labeling session; ``answer_delay`` is in rounds (labels arrive late)."""
     began = time.perf_counter()
-    ids, x_pool, y_pool = load_arrays(pool)
-    _, x_test, y_test = load_arrays(test)
-    if y_pool is None or y_test is None:
-        raise ValueError("the simulator needs labeled pool and test shards (ground truth)")
+    ids, x_pool, y_pool, x_test, y_test = _ground_truth(pool, test)
     truth = dict(zip(ids.tolist(), y_pool.tolist(), strict=True))
     trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=seed)
     scorer = Scorer(
@@ -65,10 +71,13 @@ def run_once(
         sampler=strategy,
         seed=seed,
         dropout=cfg.model.dropout,
+        mc_samples=cfg.sampling.mc_samples,
     )
     scorer.set_weights(trainer.state_arrays(), trainer.version)
     p = 1.0 if strategy == "random" else cfg.sampling.explore_p
-    queue = QueryQueue(explore_p=p, lease_seconds=1e9, seed=seed)
+    batch = samplers.spec(strategy).batch
+    queue = QueryQueue(explore_p=p, lease_seconds=1e9, seed=seed, batch=batch)
+    row_of = {item: row for row, item in enumerate(ids.tolist())}
     rng = np.random.default_rng(seed)
     k = min(cfg.sampling.candidates, len(ids))
     pending: deque[list[str]] = deque()
@@ -76,12 +85,13 @@ def run_once(
     asked = 0
     while asked < budget or pending:
         if asked < budget:
-            scores = scorer.score_arrays(x_pool)
+            _, scores, embedding = scorer.outputs(x_pool)
             top = samplers.TopK(k)
             top.push(ids, scores)
             best = top.result()
             sample = ids[rng.permutation(len(ids))[:k]]
-            queue.update_round(best.ids, best.scores, best.versions, sample, scorer.version)
+            chosen = None if embedding is None else embedding[[row_of[i] for i in best.ids]]
+            queue.update_round(best.ids, best.scores, best.versions, sample, scorer.version, chosen)
             batch = queue.lease(min(cfg.training.buffer_size, budget - asked))
             if not batch:
                 break
@@ -97,6 +107,59 @@ def run_once(
                 labels.append(trainer.labels_seen)
                 accuracy.append(trainer.evaluate(x_test, y_test))
     return Curve(labels, accuracy, time.perf_counter() - began)
+
+
+STREAM_STRATEGIES = ("variable_uncertainty", "random")
+
+
+def run_stream(
+    cfg: Config,
+    pool: ShardSet,
+    test: ShardSet,
+    *,
+    strategy: str,
+    seed: int,
+    budget: int,
+) -> Curve:
+    """Stream-based selective sampling: records arrive one at a time, ask or skip at once.
+
+    The pool is replayed as a stream in a seeded order. ``variable_uncertainty`` asks when the
+    current model's top probability falls under an adaptive threshold, spending at most
+    ``budget / len(stream)`` of the records; ``random`` asks each record with that probability.
+    Asked records are answered from the ground truth and trained on as buffers fill.
+    """
+    began = time.perf_counter()
+    ids, x_pool, y_pool, x_test, y_test = _ground_truth(pool, test)
+    if strategy not in STREAM_STRATEGIES:
+        raise ValueError(f"stream mode strategy must be one of {', '.join(STREAM_STRATEGIES)}")
+    trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=seed)
+    rng = np.random.default_rng(seed)
+    fraction = min(1.0, budget / len(ids))
+    chooser = samplers.VariableUncertainty(fraction) if strategy != "random" else None
+    labels, accuracy = [0], [trainer.evaluate(x_test, y_test)]
+    asked = 0
+    for row in rng.permutation(len(ids)):
+        if asked >= budget:
+            break
+        if chooser is not None:
+            ask = chooser.ask(trainer.predict_proba(x_pool[row : row + 1])[0])
+        else:
+            ask = bool(rng.random() < fraction)
+        if not ask:
+            continue
+        asked += 1
+        trainer.add_labels([{"id": str(ids[row]), "label": int(y_pool[row])}])
+        if trainer.step_if_ready():
+            labels.append(trainer.labels_seen)
+            accuracy.append(trainer.evaluate(x_test, y_test))
+    if trainer.buffered:
+        trainer.partial_fit()
+        labels.append(trainer.labels_seen)
+        accuracy.append(trainer.evaluate(x_test, y_test))
+    # One grid for every seed: accuracy at each buffer of labels, held after the stream ends.
+    grid = list(range(0, budget + 1, cfg.training.buffer_size))
+    held = np.interp(grid, labels, accuracy, right=accuracy[-1])
+    return Curve(grid, held.round(5).tolist(), time.perf_counter() - began)
 
 
 def labels_to_reach(labels: Sequence[int], accuracy: Sequence[float], target: float) -> int | None:
@@ -124,17 +187,31 @@ def simulate(
     answer_delay: int = 0,
     dataset: str = "digits",
     progress: bool = True,
+    mode: str = "pool",
 ) -> dict[str, Any]:
-    """Run every strategy (random always included) for ``seeds`` seeds; the results dict."""
+    """Run every strategy (random always included) for ``seeds`` seeds; the results dict.
+
+    ``mode`` is ``pool`` (pool-based: score the pool, lease the best) or ``stream``
+    (stream-based: decide per arriving record, see :func:`run_stream`).
+    """
     from tqdm.auto import tqdm
 
     names = list(dict.fromkeys([*strategies, "random"]))
     runs = [(s, cfg.seed + i) for s in names for i in range(seeds)]
     curves: dict[str, list[Curve]] = {s: [] for s in names}
     for strategy, seed in tqdm(runs, desc="simulating", unit="run", disable=not progress):
-        curve = run_once(
-            cfg, pool, test, strategy=strategy, seed=seed, budget=budget, answer_delay=answer_delay
-        )
+        if mode == "stream":
+            curve = run_stream(cfg, pool, test, strategy=strategy, seed=seed, budget=budget)
+        else:
+            curve = run_once(
+                cfg,
+                pool,
+                test,
+                strategy=strategy,
+                seed=seed,
+                budget=budget,
+                answer_delay=answer_delay,
+            )
         curves[strategy].append(curve)
     out: dict[str, Any] = {
         "dataset": dataset,
@@ -143,6 +220,7 @@ def simulate(
             "budget": budget,
             "seeds": seeds,
             "answer_delay_rounds": answer_delay,
+            "mode": mode,
         },
         "strategies": {},
     }

@@ -1,32 +1,54 @@
 """Active-learning samplers: pure numpy functions from model outputs to query scores.
 
-Every sampler maps a (N, C) array of class probabilities to (N,) float64 scores in [0, 1],
-higher = ask a human first. Pick one by name with :func:`get`; :func:`names` lists them.
-:func:`explore_mix` turns scores into a batch of queries with a share of random exploration,
-and :class:`TopK` keeps the best rows of a pool scored in many pieces.
+Most samplers map a (N, C) array of class probabilities to (N,) float64 scores in [0, 1],
+higher = ask a human first; :func:`bald` takes (T, N, C) MC-dropout passes instead. Pick one by
+name with :func:`get`; :func:`names` lists them and :func:`spec` says what each one takes.
+Some also carry a :data:`BatchFn` (``spec(name).batch``) that picks a diverse batch from scored
+candidates and their embeddings: :func:`kcenter_greedy` (core-set) and
+:func:`cluster_margin_select`. :func:`explore_mix` turns scores into a batch of queries with a
+share of random exploration, :class:`TopK` keeps the best rows of a pool scored in many pieces,
+and :class:`VariableUncertainty` decides record by record on a stream under a label budget.
 
 This package imports numpy only: no Ray, no torch, nothing else from the project, so it can be
 tested and reused anywhere.
 """
 
+from samplers.bald import bald
+from samplers.cluster_margin import cluster_margin_select
 from samplers.entropy import entropy
 from samplers.exploration import ExploreResult, explore_mix
+from samplers.kcenter import kcenter_greedy
 from samplers.least_confidence import least_confidence
 from samplers.margin import margin
 from samplers.random_sampler import random_sampler
 from samplers.ratio import ratio
-from samplers.registry import SamplerSpec, ScoreFn, get, names, register, register_factory, spec
+from samplers.registry import (
+    BatchFn,
+    SamplerSpec,
+    ScoreFn,
+    get,
+    names,
+    register,
+    register_factory,
+    spec,
+)
+from samplers.stream import VariableUncertainty
 from samplers.topk import TopK, TopKResult
 
 __all__ = [
+    "BatchFn",
     "ExploreResult",
     "SamplerSpec",
     "ScoreFn",
     "TopK",
     "TopKResult",
+    "VariableUncertainty",
+    "bald",
+    "cluster_margin_select",
     "entropy",
     "explore_mix",
     "get",
+    "kcenter_greedy",
     "least_confidence",
     "margin",
     "names",

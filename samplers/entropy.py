@@ -9,6 +9,20 @@ from samplers._validate import check_probs, clip_unit
 from samplers.registry import register
 
 
+def shannon_nats(p: np.ndarray) -> np.ndarray:
+    """Shannon entropy in nats of each distribution along the last axis, with 0 log 0 = 0.
+
+    Works on any leading shape: (N, C) -> (N,), (T, N, C) -> (T, N). Unnormalised, unchecked:
+    callers validate first.
+
+    >>> shannon_nats(np.array([[0.5, 0.5], [1.0, 0.0]])).round(4).tolist()
+    [0.6931, 0.0]
+    """
+    log_p = np.zeros_like(p)  # (..., C), stays 0 where p == 0
+    np.log(p, out=log_p, where=p > 0)
+    return 0.0 - (p * log_p).sum(axis=-1)  # (...,), 0 - 0 = +0.0 (not -0.0) for one-hot rows
+
+
 @register("entropy")
 def entropy(probs: ArrayLike) -> np.ndarray:
     """Score = -sum_c p_c log p_c / log C, with 0 log 0 = 0.
@@ -31,7 +45,5 @@ def entropy(probs: ArrayLike) -> np.ndarray:
     [0.6309, 1.0, 0.0]
     """
     p = check_probs(probs)  # (N, C)
-    log_p = np.zeros_like(p)  # (N, C), stays 0 where p == 0
-    np.log(p, out=log_p, where=p > 0)
-    h = -(p * log_p).sum(axis=1)  # (N,), nats
+    h = shannon_nats(p)  # (N,)
     return clip_unit(h / np.log(p.shape[1]))  # (N,)

@@ -3,8 +3,10 @@
 Every sampler module registers itself at import time with :func:`register` (a pure score
 function) or :func:`register_factory` (a sampler needing a random generator). Each entry is a
 :class:`SamplerSpec` saying what inputs the scorer takes, so samplers that need more than an
-(N, C) probability array (BALD over (T, N, C) MC-dropout samples, k-center over embeddings) can
-join later without changing :func:`get`: callers and the shared tests read ``spec.inputs``.
+(N, C) probability array (BALD over (T, N, C) MC-dropout samples) join without changing
+:func:`get`: callers and the shared tests read ``spec.inputs``. A sampler may also carry a
+:data:`BatchFn` (``spec.batch``) choosing a diverse batch from scored candidates and their
+embeddings (k-center, cluster-margin), since the top-k by score alone often asks k near-copies.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import numpy as np
 ScoreFn = Callable[..., np.ndarray]
 #: Builds a scorer from a random generator; deterministic samplers ignore it.
 Factory = Callable[[np.random.Generator], ScoreFn]
+#: A batch selector: ``(scores (N,), embeddings (N, D), k, rng) -> (min(k, N),)`` distinct int64
+#: indices into the N candidates, for samplers that trade score against diversity.
+BatchFn = Callable[[np.ndarray, np.ndarray, int, np.random.Generator], np.ndarray]
 
-#: The input of every sampler so far: one (N, C) probability array.
+#: The default input of a sampler: one (N, C) probability array.
 PROBS: tuple[str, ...] = ("probs",)
 
 
@@ -32,9 +37,11 @@ class SamplerSpec:
         name: Registered name, as used in configs.
         factory: Builds the scorer from a generator (ignored by deterministic samplers).
         inputs: Names of the positional arrays the scorer takes, e.g. ``("probs",)`` for
-            (N, C) probabilities; a future BALD would declare ``("samples",)`` for (T, N, C).
+            (N, C) probabilities, ``("samples",)`` for (T, N, C) MC-dropout passes (BALD).
         uncertainty: Scores are 1 at the uniform distribution and 0 at a one-hot row.
         deterministic: Same input, same scores, whatever the generator.
+        batch: Optional :data:`BatchFn` picking a diverse batch of k candidates from their
+            scores and embeddings; None means the plain top-k by score.
     """
 
     name: str
@@ -42,6 +49,7 @@ class SamplerSpec:
     inputs: tuple[str, ...] = PROBS
     uncertainty: bool = True
     deterministic: bool = True
+    batch: BatchFn | None = None
 
 
 _REGISTRY: dict[str, SamplerSpec] = {}
@@ -54,27 +62,38 @@ def _add(spec: SamplerSpec) -> None:
 
 
 def register(
-    name: str, *, inputs: tuple[str, ...] = PROBS, uncertainty: bool = True
+    name: str,
+    *,
+    inputs: tuple[str, ...] = PROBS,
+    uncertainty: bool = True,
+    batch: BatchFn | None = None,
 ) -> Callable[[ScoreFn], ScoreFn]:
     """Register a deterministic score function under ``name`` (use as a decorator).
 
-    The function is returned unchanged, so it stays importable and callable directly.
+    The function is returned unchanged, so it stays importable and callable directly, and may
+    be registered again under another name with a different ``batch`` selector.
     """
 
     def decorate(fn: ScoreFn) -> ScoreFn:
-        _add(SamplerSpec(name, lambda _rng: fn, inputs, uncertainty, deterministic=True))
+        _add(
+            SamplerSpec(name, lambda _rng: fn, inputs, uncertainty, deterministic=True, batch=batch)
+        )
         return fn
 
     return decorate
 
 
 def register_factory(
-    name: str, *, inputs: tuple[str, ...] = PROBS, uncertainty: bool = False
+    name: str,
+    *,
+    inputs: tuple[str, ...] = PROBS,
+    uncertainty: bool = False,
+    batch: BatchFn | None = None,
 ) -> Callable[[Factory], Factory]:
     """Register a factory building a stochastic scorer from a generator (a decorator)."""
 
     def decorate(factory: Factory) -> Factory:
-        _add(SamplerSpec(name, factory, inputs, uncertainty, deterministic=False))
+        _add(SamplerSpec(name, factory, inputs, uncertainty, deterministic=False, batch=batch))
         return factory
 
     return decorate

@@ -1,9 +1,7 @@
 """The benchmark suite's plumbing, and its measurements on tiny inputs (so they do not rot)."""
 
-import subprocess
-import sys
-
 import pytest
+from clirun import run_cli
 
 from benchmarks import suite, throughput
 from pipelines.config import Config
@@ -11,13 +9,7 @@ from pipelines.synthetic import make_synthetic_shards
 
 
 def test_an_unknown_benchmark_is_a_one_line_error(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "bench", "--only", "nope", "--out", "r"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli("bench", "--only", "nope", "--out", "r", cwd=tmp_path, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "activestream: error: unknown benchmark 'nope'; choose from "

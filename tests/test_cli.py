@@ -1,21 +1,8 @@
 """The command line as a user runs it: a real process, one-line errors, exit code 2."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pyarrow.parquet as pq
 import pytest
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from clirun import run_cli
 
 
 def test_unknown_flag_is_one_line_and_exit_2(tmp_path):

@@ -71,3 +71,17 @@ def test_depth_counts_candidates_still_available():
     queue.lease(5)
     queue.mark_labeled(["r10"])
     assert queue.depth() == 14
+
+
+def test_a_diversity_queue_spreads_one_lease_over_the_embedding_space():
+    from samplers import spec
+
+    queue = QueryQueue(explore_p=1.0, seed=0, batch=spec("kcenter").batch)
+    ranked = [f"r{i}" for i in range(20)]
+    # The ten best candidates sit in one tight cluster, the next ten in another.
+    embeddings = np.array([[0.0, i * 0.01] for i in range(10)] + [[5.0, i] for i in range(10)])
+    queue.update_round(ranked, np.linspace(1, 0, 20), [1] * 20, [], 1, embeddings)
+    picked = [int(q.id[1:]) for q in queue.lease(4)]
+    assert len(set(picked)) == 4
+    assert any(i < 10 for i in picked) and any(i >= 10 for i in picked)
+    assert make_queue().lease(4)[0].id == "r0"  # without embeddings: by score alone

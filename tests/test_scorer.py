@@ -74,3 +74,26 @@ def test_scorer_follows_the_board_and_tags_rows_with_the_new_version(ray_session
     assert out.column("model_version").to_pylist() == [4] * 3
     expected = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, seed=7)(_batch(3))
     np.testing.assert_allclose(out.column("score").to_numpy(), expected.column("score").to_numpy())
+
+
+def test_a_bald_scorer_runs_several_dropout_passes_and_scores_their_disagreement():
+    scorer = Scorer(
+        arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="bald", mc_samples=6
+    )
+    x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
+    samples = scorer.mc_proba(x, 6)
+    assert samples.shape == (6, 4, 10)
+    assert not np.allclose(samples[0], samples[1])  # dropout is on in these passes
+    scores = scorer.score_arrays(x)
+    assert scores.shape == (4,) and ((scores >= 0) & (scores <= 1)).all() and scores.max() > 0
+    again = scorer.predict_proba(x)
+    assert np.allclose(again, scorer.predict_proba(x))  # the plain pass stays deterministic
+
+
+def test_a_diversity_sampler_gets_an_embedding_column():
+    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="kcenter")
+    out = scorer(_batch(5))
+    assert out.column_names[-1] == "embedding"
+    embedding = np.stack(out.column("embedding").to_pylist())
+    assert embedding.shape[0] == 5 and embedding.shape[1] > 10
+    assert scorer(_batch(0)).column("embedding").type.list_size == embedding.shape[1]

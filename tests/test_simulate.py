@@ -1,9 +1,8 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from clirun import run_cli
 
 from pipelines.config import Config
 from pipelines.simulate import simulate
@@ -27,24 +26,17 @@ def test_entropy_beats_random_on_digits_at_equal_label_counts(tmp_path):
 
 @pytest.mark.slow
 def test_simulate_cli_writes_results_matching_the_contract(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "simulate",
-            "--samplers",
-            "margin",
-            "--budget",
-            "32",
-            "--seeds",
-            "2",
-            "--out",
-            "sim",
-        ],
+    proc = run_cli(
+        "simulate",
+        "--samplers",
+        "margin",
+        "--budget",
+        "32",
+        "--seeds",
+        "2",
+        "--out",
+        "sim",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -62,13 +54,52 @@ def test_simulate_cli_writes_results_matching_the_contract(tmp_path):
 
 
 def test_simulate_rejects_an_unknown_sampler_in_one_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "simulate", "--samplers", "entropy,bogus"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("simulate", "--samplers", "entropy,bogus", cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "unknown sampler 'bogus'" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler", ["bald", "kcenter", "cluster_margin"])
+def test_each_new_sampler_runs_the_whole_simulation(tmp_path, sampler):
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path), "sampling.mc_samples": 4})
+    pool, test = resolve_dataset(cfg)
+    results = simulate(cfg, pool, test, strategies=[sampler], seeds=1, budget=64, progress=False)
+    curve = results["strategies"][sampler]
+    assert curve["labels"][-1] == 64
+    assert curve["accuracy_mean"][-1] > curve["accuracy_mean"][0]
+
+
+@pytest.mark.slow
+def test_stream_mode_spends_at_most_its_budget_and_learns(tmp_path):
+    proc = run_cli(
+        "simulate",
+        "--mode",
+        "stream",
+        "--budget",
+        "64",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["strategies"]) == {"variable_uncertainty", "random"}
+    chosen = results["strategies"]["variable_uncertainty"]
+    assert chosen["labels"][-1] == 64
+    assert chosen["accuracy_mean"][-1] > chosen["accuracy_mean"][0]
+
+
+def test_stream_mode_rejects_a_pool_sampler_in_one_line(tmp_path):
+    proc = run_cli(
+        "simulate", "--mode", "stream", "--samplers", "margin", cwd=tmp_path, timeout=300
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "activestream: error: --mode stream takes samplers variable_uncertainty, random, "
+        "got 'margin'"
+    )
