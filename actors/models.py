@@ -71,6 +71,8 @@ def _resnet18(shape: Shape, num_classes: int, dropout: float) -> nn.Module:
     )
     if small:
         net.maxpool = nn.Identity()
+    if dropout > 0:  # torchvision's resnet has none; MC-dropout samplers (BALD) need some
+        net.fc = nn.Sequential(nn.Dropout(dropout), net.fc)
     return net
 
 

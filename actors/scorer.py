@@ -88,6 +88,13 @@ class Scorer:
         self._score = samplers.get(sampler, rng=np.random.default_rng([seed, _worker_salt()]))
         spec = samplers.spec(sampler)
         self._mc = mc_samples if spec.inputs == ("samples",) else 0
+        if self._mc and not any(
+            isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self._model.modules()
+        ):
+            raise ValueError(
+                f"sampler {sampler!r} needs stochastic passes: set model.dropout > 0 "
+                f"({arch} has no active dropout layer)"
+            )
         self._mc_rng = np.random.default_rng([seed, _worker_salt(), 1])
         self.embed = spec.batch is not None if embed is None else embed
         self._captured: list[torch.Tensor] = []

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipelines.errors import ConfigError
 
@@ -202,6 +209,19 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     durability: DurabilityConfig = DurabilityConfig()
 
+    @model_validator(mode="after")
+    def _dropout_for_mc_samplers(self) -> Config:
+        import samplers
+
+        if samplers.spec(self.sampling.sampler).inputs != ("samples",):
+            return self
+        if self.model.dropout <= 0:
+            raise ValueError(
+                f"sampler {self.sampling.sampler!r} draws MC-dropout passes: model.dropout "
+                "must be > 0"
+            )
+        return self
+
     @property
     def state_dir(self) -> str:
         """Label log and checkpoints: ``durability.dir``, else under the data cache."""
@@ -228,7 +248,9 @@ class Config(_Section):
 
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if not first["loc"]:  # a check across sections: its message names the keys
+        return f"config: {first['msg'].removeprefix('Value error, ')}"
+    key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"config key {key!r} is not a known setting"
     return f"config key {key!r}: {first['msg']}"

@@ -63,3 +63,8 @@ def test_overrides_skip_none_so_absent_flags_keep_file_values():
     cfg = Config().with_overrides({"training.buffer_size": None, "seed": 7})
     assert cfg.training.buffer_size == 16
     assert cfg.seed == 7
+
+
+def test_bald_with_dropout_off_is_an_error_naming_both_settings():
+    with pytest.raises(ConfigError, match=r"^config: sampler 'bald' .* model\.dropout must be > 0"):
+        Config().with_overrides({"sampling.sampler": "bald", "model.dropout": 0.0})

@@ -97,3 +97,16 @@ def test_a_diversity_sampler_gets_an_embedding_column():
     embedding = np.stack(out.column("embedding").to_pylist())
     assert embedding.shape[0] == 5 and embedding.shape[1] > 10
     assert scorer(_batch(0)).column("embedding").type.list_size == embedding.shape[1]
+
+
+def test_resnet18_gets_a_dropout_layer_so_bald_passes_disagree():
+    scorer = Scorer(
+        arch="resnet18", shape=(3, 8, 8), num_classes=4, sampler="bald", mc_samples=3, dropout=0.5
+    )
+    x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    assert scorer.score_arrays(x).max() > 0
+
+
+def test_bald_without_dropout_is_refused_with_the_setting_to_change():
+    with pytest.raises(ValueError, match=r"set model.dropout > 0"):
+        Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="bald", dropout=0.0)
