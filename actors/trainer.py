@@ -486,12 +486,22 @@ class TrainerService(Trainer):
             self._wake.wait(timeout=0.5)
             self._wake.clear()
             try:
+                self._ensure_published()
                 while not self._stop.is_set() and self.step_if_ready():
                     self.publish_current()
                     if self.version % self.checkpoint_every == 0:
                         self.save_checkpoint()
             except Exception as err:  # noqa: BLE001 - keep serving; report through info()
                 self.errors.append(f"{type(err).__name__}: {err}")
+
+    def _ensure_published(self) -> None:
+        """Publish again when the board lacks the current version.
+
+        A publication fails while the board's actor restarts, and a restarted board comes back
+        empty; without this, scorers would follow nothing until the next label batch.
+        """
+        if self._version_floor is not None and self._version_floor() < self.version:
+            self.publish_current()
 
     def model_info(self) -> dict[str, Any]:  # noqa: D102
         info = super().model_info()

@@ -37,12 +37,23 @@ from pipelines.runtime import trainer_gpus
 from pipelines.scoring import ScoreResult, stream_rounds
 from pipelines.sources import ShardSet
 
+HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
+
 
 def _publisher(board: Any) -> Any:
     def publish(weights: WeightsVersion) -> None:
         ray.get(board.publish.remote(weights))  # visible to scorers before the call returns
 
     return publish
+
+
+def _on_head() -> dict[str, Any]:
+    """Actor options that keep a small control actor on the head node, as Serve's controller.
+
+    Worker nodes come and go with the autoscaler and spot markets; the head's loss ends the
+    cluster anyway. (Soft node affinity is not enough: zero-CPU actors spill to other nodes.)
+    """
+    return {"resources": {HEAD_RESOURCE: 0.001}}
 
 
 def _floor(board: Any) -> Any:
@@ -101,6 +112,7 @@ def start_loop_actor(cfg: Config, pool: ShardSet, *, detached: bool = False) -> 
         "get_if_exists": True,
         "num_cpus": 0,
         "max_concurrency": 16,
+        **_on_head(),
     }
     if detached:
         options["lifetime"] = "detached"
@@ -138,12 +150,13 @@ class ActiveLoop:
         # Every actor restarts on its own when its process dies; state comes back from the
         # label log (ledger, queue) and the newest checkpoint (trainer).
         restart = {"max_restarts": -1, "max_task_retries": 0}
+        control = {**restart, **_on_head()}  # small actors that everything else calls
         self.board = (
-            ray.remote(WeightsBoard).options(num_cpus=0, max_concurrency=64, **restart).remote()
+            ray.remote(WeightsBoard).options(num_cpus=0, max_concurrency=64, **control).remote()
         )
         self.queue = (
             ray.remote(QueryQueue)
-            .options(num_cpus=0, max_concurrency=16, **restart)
+            .options(num_cpus=0, max_concurrency=16, **control)
             .remote(
                 explore_p=cfg.sampling.explore_p,
                 lease_seconds=cfg.sampling.lease_seconds,
@@ -179,7 +192,7 @@ class ActiveLoop:
         ray.get(self.trainer.applied_offset.remote())  # constructed: recovered and publishing
         self.ledger = (
             ray.remote(LabelLedger)
-            .options(num_cpus=0, max_concurrency=32, **restart)
+            .options(num_cpus=0, max_concurrency=32, **control)
             .remote(
                 f"{cfg.state_dir}/labels",
                 items=ItemStore(self.pool),

@@ -1,7 +1,8 @@
 """A three-node Ray cluster on this machine, end to end; run by ``tests/test_multinode.py``.
 
 Runs in its own process because a test session holds one Ray instance already. Nodes: a head,
-an "accelerator" node (a custom resource standing in for a GPU) and a spare node. Data, the
+an "accelerator" node (a custom resource standing in for a GPU) and a spare node, replaced by a
+fresh one when it is removed. Data, the
 label log and checkpoints live on the S3-compatible server given on the command line. Prints
 one JSON object with what the test checks.
 
@@ -25,13 +26,13 @@ from pipelines.loop import ActiveLoop
 from pipelines.sources import load_arrays, resolve_dataset, write_digits_shards, write_shards
 
 
-def scorer_nodes() -> set[str]:
-    """Nodes that host a live Ray Data scorer actor right now."""
+def actor_nodes(name: str) -> set[str]:
+    """Nodes that host a live actor whose class name contains ``name`` right now."""
     from ray._private import state
 
     nodes = set()
     for info in state.actors().values():
-        if "MapBatches(Scorer)" in info.get("ActorClassName", "") and info["State"] == "ALIVE":
+        if name in info.get("ActorClassName", "") and info["State"] == "ALIVE":
             nodes.add(info["Address"]["NodeID"])
     return nodes
 
@@ -56,8 +57,10 @@ def main() -> None:
     args = parser.parse_args()
     storage = StorageConfig(endpoint_url=args.endpoint, key="testing", secret="testing")
 
+    # The head (1 CPU) cannot hold a 1.5-CPU scorer, so one scorer sits on the spare node and
+    # dies with it; a fresh node then joins, as the autoscaler's min_workers would bring one.
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False}
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
     )
     accelerator = cluster.add_node(num_cpus=2, resources={"accelerator": 1})
     spare = cluster.add_node(num_cpus=2)
@@ -98,16 +101,23 @@ def main() -> None:
             add_labels(
                 loop, [{"id": k, "label": v} for k, v in (next(items) for _ in range(8))], acked
             )
-            spread |= scorer_nodes()
+            spread |= actor_nodes("MapBatches(Scorer)")
             time.sleep(0.5)
         rounds_before = len(loop.rounds)
         cluster.remove_node(spare)  # mid-round: rounds stream while versions keep coming
+        replacement = cluster.add_node(num_cpus=2)
         for _ in range(4):
             add_labels(
                 loop, [{"id": k, "label": v} for k, v in (next(items) for _ in range(8))], acked
             )
             time.sleep(0.5)
-        loop.wait_for(lambda: len(loop.rounds) >= rounds_before + 2, 300, "rounds after removal")
+        after: set[str] = set()
+
+        def two_more_rounds() -> bool:
+            after.update(actor_nodes("MapBatches(Scorer)"))
+            return len(loop.rounds) >= rounds_before + 2
+
+        loop.wait_for(two_more_rounds, 300, "rounds after removal")
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -123,6 +133,12 @@ def main() -> None:
             "accelerator_node": accelerator.node_id,
             "spare_node": spare.node_id,
             "scorer_nodes": sorted(spread),
+            "replacement_node": replacement.node_id,
+            "scorer_nodes_after": sorted(after),
+            "head_node": cluster.head_node.node_id,
+            "control_nodes": {
+                c: sorted(actor_nodes(c)) for c in ("WeightsBoard", "QueryQueue", "LabelLedger")
+            },
             "rounds_before_removal": rounds_before,
             "rounds_after_removal": len(loop.rounds) - rounds_before,
             "last_round_rows": loop.rounds[-1].rows,

@@ -72,6 +72,9 @@ def test_a_three_node_cluster_places_work_and_survives_losing_a_node(s3_server, 
     print(f"\nmulti-node: {result}")
     assert result["trainer_node"] == result["accelerator_node"]
     assert len(result["scorer_nodes"]) == 2  # one scorer per node: 1.5 CPUs never fit two
+    assert result["spare_node"] in result["scorer_nodes"]  # so removing it killed a scorer
+    assert result["replacement_node"] in result["scorer_nodes_after"]
+    assert all(nodes == [result["head_node"]] for nodes in result["control_nodes"].values())
     assert result["rounds_after_removal"] >= 2
     assert result["last_round_rows"] == result["pool_rows"]
     assert result["labels_acked"] == 56 and result["labels_lost"] == 0

@@ -6,6 +6,7 @@ import pytest
 from actors.items import ItemStore
 from actors.labels import LabelConflict, LabelError
 from actors.trainer import Trainer, TrainerService
+from actors.weights import WeightsBoard
 from pipelines.config import Config, ModelConfig, TrainingConfig
 from pipelines.sources import ground_truth, load_arrays, resolve_dataset
 
@@ -130,6 +131,29 @@ def test_service_publishes_each_version_once(digits):
     assert [w.version for w in published] == [0, 1]
     assert len(puts) == 2
     assert published[1].labels_seen == 4
+
+
+def test_service_republishes_to_a_board_that_restarted_empty(digits):
+    pool, _, truth = digits
+    boards = [WeightsBoard()]
+    service = TrainerService(
+        training=TrainingConfig(buffer_size=4, steps_per_update=2),
+        model=ModelConfig(),
+        items=ItemStore(pool),
+        publish=lambda weights: boards[-1].publish(weights),
+        put=lambda state: state,
+        version_floor=lambda: boards[-1].latest_version(),
+    )
+    service.start()
+    service.add_labels(first_labels(truth, 4))
+    deadline = time.monotonic() + 30
+    while boards[-1].latest_version() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    boards.append(WeightsBoard())  # what a restarted board actor holds: nothing
+    while boards[-1].latest_version() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    service.stop()
+    assert boards[-1].latest_version() == service.version == 1
 
 
 def test_relabel_replaces_the_stored_label_without_adding_a_row(digits):
