@@ -6,7 +6,8 @@ same total number of torch threads (scorers x threads per scorer), in one proces
 
 Three figures per model:
 
-* ``bare``: read each shard with pyarrow, decode, forward, softmax, sampler, top-k.
+* ``bare``: read each shard with pyarrow, decode, forward, softmax, sampler, top-k, on the
+  device the scorers pick (the GPU where there is one).
 * ``cold``: one :func:`pipelines.scoring.score_pass`, fixed costs included (actor start,
   model build, executor start): what a fresh pass per round pays.
 * ``warm``: one streaming pass that cycles over the shards several times, timed from the end of
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 import torch
 
 import samplers
-from actors.models import build_model
+from actors.models import build_model, pick_device
 from pipelines.config import Config
 from pipelines.scoring import scored_dataset
 from pipelines.sources import ShardSet, pixels_to_array
@@ -44,9 +45,14 @@ from pipelines.synthetic import make_synthetic_shards
 def bare_loop(cfg: Config, shards: ShardSet, threads: int) -> float:
     """Rows/s of a hand-written torch loop doing the scorer's work in this process."""
     torch.set_num_threads(threads)
-    model = build_model(
-        cfg.model.arch, shape=shards.shape, num_classes=len(shards.classes), seed=cfg.seed
-    ).eval()
+    device = pick_device()  # the scorers' choice: the GPU where there is one
+    model = (
+        build_model(
+            cfg.model.arch, shape=shards.shape, num_classes=len(shards.classes), seed=cfg.seed
+        )
+        .to(device)
+        .eval()
+    )
     score = samplers.get(cfg.sampling.sampler, np.random.default_rng(cfg.seed))
     top = samplers.TopK(cfg.sampling.candidates)
     began, rows = time.perf_counter(), 0
@@ -56,7 +62,8 @@ def bare_loop(cfg: Config, shards: ShardSet, threads: int) -> float:
                 table = pq.read_table(fh, columns=["id", "pixels"])
             for batch in table.to_batches(max_chunksize=cfg.scoring.batch_size):
                 x = torch.from_numpy(pixels_to_array(batch.column("pixels"), shards.shape))
-                probs = torch.softmax(model(x).float(), dim=1).double().numpy()
+                logits = model(x.to(device, non_blocking=True))
+                probs = torch.softmax(logits.float(), dim=1).double().cpu().numpy()
                 ids = batch.column("id").to_numpy(zero_copy_only=False)
                 top.push(ids, score(probs), np.zeros(len(ids), np.int64))
                 rows += batch.num_rows
