@@ -2,9 +2,8 @@
 
 Runs in its own process because a test session holds one Ray instance already. Nodes: a head,
 an "accelerator" node (a custom resource standing in for a GPU) and a spare node, replaced by a
-fresh one when it is removed. Data, the
-label log and checkpoints live on the S3-compatible server given on the command line. Prints
-one JSON object with what the test checks.
+fresh one when it is removed. Data, the label log and checkpoints live on the S3-compatible
+server given on the command line. Prints one JSON object with what the test checks.
 
     python tests/multinode_scenario.py --endpoint http://127.0.0.1:PORT --bucket B
 """
