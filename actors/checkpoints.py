@@ -25,9 +25,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from actors.labellog import numbered_files
-from pipelines.config import StorageConfig
-from pipelines.sources import filesystem_for
+from activestream.actors.labellog import numbered_files
+from activestream.config import StorageConfig
+from activestream.sources.fs import filesystem_for
 
 _PREFIX, _SUFFIX = "ckpt-", ".pt"
 

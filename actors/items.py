@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.sources import ShardSet, pixels_to_array
+from activestream.sources.shards import ShardSet, pixels_to_array
 
 
 class UnknownItem(KeyError):

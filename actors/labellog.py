@@ -27,8 +27,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from pipelines.config import StorageConfig
-from pipelines.sources import filesystem_for
+from activestream.config import StorageConfig
+from activestream.sources.fs import filesystem_for
 
 _PREFIX, _SUFFIX = "seg-", ".jsonl"
 

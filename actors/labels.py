@@ -11,7 +11,7 @@ Example:
     >>> check_batch([{"id": "a", "label": 2}], num_classes=3, known=known.get)
     Traceback (most recent call last):
     ...
-    actors.labels.LabelConflict: record 0: id 'a' is already labeled 1, got 2
+    activestream.actors.labels.LabelConflict: record 0: id 'a' is already labeled 1, got 2
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ drive it with in-process objects and the loop plugs in Ray actor handles.
 
 Example:
     >>> import tempfile
-    >>> from actors.items import ItemStore
-    >>> from pipelines.sources import write_digits_shards
+    >>> from activestream.actors.items import ItemStore
+    >>> from activestream.sources.digits import write_digits_shards
     >>> pool, _ = write_digits_shards(tempfile.mkdtemp(), shards=1)
     >>> ledger = LabelLedger(tempfile.mkdtemp(), items=ItemStore(pool))
     >>> ledger.start()
@@ -32,10 +32,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from actors.items import ItemStore
-from actors.labellog import LabelLog
-from actors.labels import AddResult, UnknownId, check_batch
-from pipelines.config import StorageConfig
+from activestream.actors.items import ItemStore
+from activestream.actors.labellog import LabelLog
+from activestream.actors.labels import AddResult, UnknownId, check_batch
+from activestream.config import StorageConfig
 
 
 class Downstream(Protocol):

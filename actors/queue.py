@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.selection import select_queries
+from activestream.samplers.selection import select_queries
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-import samplers
-from actors.models import build_model, last_linear, pick_device
-from actors.weights import WeightsVersion, load_numpy_state
-from pipelines.sources import pixels_to_array
+from activestream import samplers
+from activestream.actors.weights import WeightsVersion, load_numpy_state
+from activestream.models import build_model
+from activestream.models.parts import last_linear, pick_device
+from activestream.sources.shards import pixels_to_array
 
 
 def _worker_salt() -> int:
@@ -45,7 +46,7 @@ class Scorer:
     """Scores Arrow batches with the newest published model.
 
     Args:
-        arch: Model architecture name (see :func:`actors.models.build_model`).
+        arch: Model architecture name (see :func:`activestream.models.build_model`).
         shape: (C, H, W) of the images in the ``pixels`` column.
         num_classes: Output classes of the model.
         sampler: Registered sampler name turning probabilities into scores.

@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from actors.checkpoints import CheckpointStore
-from actors.items import ItemStore
-from actors.labels import AddResult, UnknownId, check_batch
-from actors.models import build_model, pick_device
-from actors.weights import WeightsVersion, state_to_numpy
-from pipelines.config import ModelConfig, TrainingConfig
+from activestream.actors.checkpoints import CheckpointStore
+from activestream.actors.items import ItemStore
+from activestream.actors.labels import AddResult, UnknownId, check_batch
+from activestream.actors.weights import WeightsVersion, state_to_numpy
+from activestream.config import ModelConfig, TrainingConfig
+from activestream.models import build_model
+from activestream.models.parts import pick_device
 
 
 class _Reservoir:

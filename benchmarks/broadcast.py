@@ -7,17 +7,17 @@ of float32) to 8 scorer actors on one machine.
 Two methods run side by side on the same actors:
 
 * ``board``, the real mechanism: one ``ray.put`` of the numpy state dict and a
-  :meth:`~actors.weights.WeightsBoard.publish`; each actor polls the board the way
-  :class:`~actors.scorer.Scorer` does before a batch (version number first, then the reference,
-  then one ``ray.get``) and loads the weights into its module. The time is the latest actor's
-  "holding" time minus the time the put began.
+  :meth:`~activestream.actors.weights.WeightsBoard.publish`; each actor polls the board the way
+  :class:`~activestream.actors.scorer.Scorer` does before a batch (version number first, then the
+  reference, then one ``ray.get``) and loads the weights into its module. The time is the latest
+  actor's "holding" time minus the time the put began.
 * ``direct``, the naive alternative: the driver passes the state dict to each actor in its own
   call, so Ray serializes and stores it once per actor. The time is until all calls return.
 
 Each point is the median over several repeats, after two warm-up rounds per model. Run it with::
 
-    python -m benchmarks.broadcast --out results/bench
-    python -m benchmarks.broadcast --quick --out /tmp/bcast
+    python -m activestream.benchmarks.broadcast --out results/bench
+    python -m activestream.benchmarks.broadcast --quick --out /tmp/bcast
 """
 
 from __future__ import annotations
@@ -33,10 +33,15 @@ from typing import Any
 import numpy as np
 import ray
 
-from actors.models import build_model
-from actors.weights import WeightsBoard, WeightsVersion, load_numpy_state, state_to_numpy
-from pipelines.config import Config
-from pipelines.runtime import init_ray
+from activestream.actors.weights import (
+    WeightsBoard,
+    WeightsVersion,
+    load_numpy_state,
+    state_to_numpy,
+)
+from activestream.config import Config
+from activestream.models import build_model
+from activestream.pipelines.runtime import init_ray
 
 MODELS: tuple[str, ...] = ("digits_cnn", "resnet18")
 ACTOR_COUNTS: tuple[int, ...] = (1, 2, 4, 8)

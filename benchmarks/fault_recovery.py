@@ -5,7 +5,8 @@ GET /model) against the real app. Partway through, the trainer's worker process 
 Ray restarts it, it loads its newest checkpoint and the ledger resends the label log after it.
 Afterwards every label answered 2xx must be held by the trainer exactly once.
 
-    python -m benchmarks.fault_recovery --rate 40 --seconds 20 --kill-at 6 --out results/faults
+    python -m activestream.benchmarks.fault_recovery --rate 40 --seconds 20 --kill-at 6 \
+        --out results/faults
 """
 
 from __future__ import annotations
@@ -201,11 +202,12 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from deploy import serve_app
-    from pipelines.config import Config
-    from pipelines.loop import LOOP_ACTOR
-    from pipelines.runtime import free_port, init_ray
-    from pipelines.sources import ground_truth, resolve_dataset
+    from activestream.config import Config
+    from activestream.deploy import serve_app
+    from activestream.pipelines.loop import LOOP_ACTOR
+    from activestream.pipelines.runtime import free_port, init_ray
+    from activestream.sources.resolve import resolve_dataset
+    from activestream.sources.shards import ground_truth
 
     cfg = Config().with_overrides({"durability.dir": tempfile.mkdtemp(prefix="activestream-")})
     init_ray(cfg.ray)

@@ -4,7 +4,7 @@ Labels arrive in class order (0 and 1 first, 8 and 9 last) in batches of ``buffe
 the stream, each policy's model is scored on the held-out examples of the first classes (what
 it may have forgotten) and on all classes, with its total training time.
 
-    python -m benchmarks.forgetting --out results/forgetting
+    python -m activestream.benchmarks.forgetting --out results/forgetting
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from actors.items import ItemStore
-from actors.trainer import Trainer
-from pipelines.config import Config
-from pipelines.sources import load_arrays, resolve_dataset
+from activestream.actors.items import ItemStore
+from activestream.actors.trainer import Trainer
+from activestream.config import Config
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import load_arrays
 
 
 def run(cfg: Config, policy: str, seed: int) -> dict[str, float]:

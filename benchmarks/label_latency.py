@@ -6,7 +6,7 @@ sample posts exactly one full buffer of fresh labels and polls ``GET /model`` ev
 the version moves (polling faster would itself load the 2 cores the app runs on). The goal for
 the digits CNN is p50 < 1 s.
 
-    python -m benchmarks.label_latency --quick --out results/bench
+    python -m activestream.benchmarks.label_latency --quick --out results/bench
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import requests
 
-from pipelines.config import Config
-from pipelines.runtime import free_port, init_ray
-from pipelines.sources import ground_truth, resolve_dataset
+from activestream.config import Config
+from activestream.pipelines.runtime import free_port, init_ray
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
 
 
 def _sample(base: str, labels: list[dict[str, Any]], timeout: float = 60.0) -> float:
@@ -41,7 +42,7 @@ def _sample(base: str, labels: list[dict[str, Any]], timeout: float = 60.0) -> f
 
 def run(quick: bool, out: Path, buffers: tuple[int, ...] = (1, 16, 64)) -> list[dict[str, Any]]:
     """One app per buffer size; p50/p99 of label-to-version seconds."""
-    from deploy import serve_app
+    from activestream.deploy import serve_app
 
     samples = 5 if quick else 20
     results = []

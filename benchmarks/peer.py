@@ -35,8 +35,8 @@ activestream, the speedup). ``peer_learning_curves.png`` shows both curves, mean
 
 It needs the ``bench`` extra (``pip install -e '.[bench]'``). Run it with::
 
-    python -m benchmarks.peer --quick --out /tmp/peer      # 2 seeds, 160 labels, about a minute
-    python -m benchmarks.peer --out results/bench          # 5 seeds, 400 labels
+    python -m activestream.benchmarks.peer --quick --out /tmp/peer  # 2 seeds, 160 labels, ~1 min
+    python -m activestream.benchmarks.peer --out results/bench      # 5 seeds, 400 labels
 """
 
 from __future__ import annotations
@@ -52,10 +52,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from actors.models import build_model
-from pipelines.config import Config
-from pipelines.simulate import Curve, labels_to_reach, run_once
-from pipelines.sources import ShardSet, load_arrays, resolve_dataset
+from activestream.config import Config
+from activestream.models import build_model
+from activestream.pipelines.simulate import Curve, labels_to_reach, run_once
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ShardSet, load_arrays
 
 TARGET_ACCURACY = 0.90
 QUICK = {"seeds": 2, "budget": 160}

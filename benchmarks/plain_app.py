@@ -1,9 +1,9 @@
 """A plain FastAPI app answering ``/queries`` and ``/labels`` with fixed payloads.
 
-The baseline for :mod:`benchmarks.serve_latency`: the same routes and payload sizes without Ray
-Serve, actors or a model, so the difference is what Serve and the loop cost per request.
+The baseline for :mod:`activestream.benchmarks.serve_latency`: the same routes and payload sizes
+without Ray Serve, actors or a model, so the difference is what Serve and the loop cost per request.
 
-    uvicorn benchmarks.plain_app:app --port 8001
+    uvicorn activestream.benchmarks.plain_app:app --port 8001
 """
 
 from __future__ import annotations

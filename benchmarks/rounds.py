@@ -6,7 +6,7 @@ published the new version and until the first score row computed with it reached
 plus the mean duration of a round. ``stream_rounds=1`` is the old behaviour (every round pays
 actor start, model build and executor start); the default streams rounds through warm scorers.
 
-    python -m benchmarks.rounds --quick --out results/bench
+    python -m activestream.benchmarks.rounds --quick --out results/bench
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import Config
-from pipelines.loop import ActiveLoop
-from pipelines.runtime import init_ray
-from pipelines.sources import ground_truth, resolve_dataset
+from activestream.config import Config
+from activestream.pipelines.loop import ActiveLoop
+from activestream.pipelines.runtime import init_ray
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
 
 
 def measure(stream_rounds: int, batches: int) -> dict[str, Any]:

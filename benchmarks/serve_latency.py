@@ -6,7 +6,7 @@ bounded in time, three ways on the same machine: a plain FastAPI app returning t
 pass runs (scoring must leave headroom for serving). The ratio is p99 over the plain app's p99
 at the same rate.
 
-    python -m benchmarks.serve_latency --quick --out results/bench
+    python -m activestream.benchmarks.serve_latency --quick --out results/bench
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import aiohttp
 import numpy as np
 import requests
 
-from pipelines.config import Config
-from pipelines.runtime import free_port, init_ray
-from pipelines.sources import ground_truth, resolve_dataset
+from activestream.config import Config
+from activestream.pipelines.runtime import free_port, init_ray
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
 
 
 async def _one(session, method, url, body, out, kind):
@@ -82,7 +83,7 @@ def _plain_app(port: int) -> Iterator[str]:
             sys.executable,
             "-m",
             "uvicorn",
-            "benchmarks.plain_app:app",
+            "activestream.benchmarks.plain_app:app",
             "--port",
             str(port),
             "--log-level",
@@ -104,7 +105,7 @@ def _plain_app(port: int) -> Iterator[str]:
 
 
 def _score_until(cfg: Config, pool: Any, until: float) -> int:
-    from pipelines.scoring import score_pass
+    from activestream.pipelines.scoring import score_pass
 
     passes = 0
     while time.time() < until:
@@ -143,7 +144,7 @@ def _row(variant: str, r: dict[str, Any], baseline: dict[str, Any] | None) -> di
 
 def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     """Plain FastAPI, activestream idle, activestream while scoring; same load each."""
-    from deploy import serve_app
+    from activestream.deploy import serve_app
 
     rates = (50.0, 200.0) if quick else (25.0, 50.0, 100.0, 200.0)
     seconds = 5.0 if quick else 10.0

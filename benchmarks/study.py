@@ -1,4 +1,6 @@
-"""The seed's open questions, answered with data: ``python -m benchmarks.study --out docs``.
+"""The seed's open questions, answered with data.
+
+Run it with ``python -m activestream.benchmarks.study --out docs``.
 
 One command runs the oracle simulator over every question and writes ``docs/study.md`` with
 its plots under ``docs/study/``:
@@ -26,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-import samplers
-from benchmarks import forgetting
-from pipelines.config import Config
-from pipelines.simulate import labels_to_reach, plot_curves, run_once, simulate
-from pipelines.sources import resolve_dataset
-from pipelines.synthetic import make_synthetic_shards
+from activestream import samplers
+from activestream.benchmarks import forgetting
+from activestream.config import Config
+from activestream.pipelines.simulate import labels_to_reach, plot_curves, run_once, simulate
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.synthetic import make_synthetic_shards
 
 
 def _say(text: str) -> None:
@@ -318,13 +320,14 @@ def main() -> None:
     _say("5/5 stream-based selection")
     sections.append(stream_part(digits, seeds, budget, out))
     minutes = (time.perf_counter() - began) / 60
-    from benchmarks.suite import machine
+    from activestream.benchmarks.suite import machine
 
     m = machine()
     header = (
         "# Study: answers to the seed's open questions\n\n"
-        f"Produced by `python -m benchmarks.study{' --quick' if args.quick else ''}` in "
-        f"{minutes:.0f} minutes on {m['cores']} cores ({m['cpu']}), GPUs: "
+        "Produced by `python -m activestream.benchmarks.study"
+        f"{' --quick' if args.quick else ''}` in {minutes:.0f} minutes on {m['cores']} cores "
+        f"({m['cpu']}), GPUs: "
         f"{', '.join(m['gpus']) or 'none'}, {m['when']}. Every number is the mean over seeds of "
         "the in-process oracle simulator (the loop's real trainer, scorer and queue classes, "
         "ground truth as the annotator), p = 0.9 and buffer 16 unless a section varies them.\n\n"

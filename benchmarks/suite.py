@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS = {
-    "throughput": "benchmarks.throughput",
-    "rounds": "benchmarks.rounds",
-    "broadcast": "benchmarks.broadcast",
-    "label_latency": "benchmarks.label_latency",
-    "serve_latency": "benchmarks.serve_latency",
-    "peer": "benchmarks.peer",
+    "throughput": "activestream.benchmarks.throughput",
+    "rounds": "activestream.benchmarks.rounds",
+    "broadcast": "activestream.benchmarks.broadcast",
+    "label_latency": "activestream.benchmarks.label_latency",
+    "serve_latency": "activestream.benchmarks.serve_latency",
+    "peer": "activestream.benchmarks.peer",
 }
 _HIDDEN = {"name", "ratio", "points", "queries", "labels"}
 
@@ -83,8 +83,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def run_all(quick: bool, out: Path, only: list[str] | None = None) -> dict[str, Any]:
     """Run the chosen benchmarks (all by default) and write bench.json and bench.md."""
-    from pipelines.config import Config
-    from pipelines.runtime import init_ray
+    from activestream.config import Config
+    from activestream.pipelines.runtime import init_ray
 
     names = only or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]

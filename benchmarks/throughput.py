@@ -8,7 +8,8 @@ Three figures per model:
 
 * ``bare``: read each shard with pyarrow, decode, forward, softmax, sampler, top-k, on the
   device the scorers pick (the GPU where there is one).
-* ``cold``: one :func:`pipelines.scoring.score_pass`, fixed costs included (actor start,
+* ``cold``: one :func:`activestream.pipelines.scoring.score_pass`, fixed costs included (actor
+start,
   model build, executor start): what a fresh pass per round pays.
 * ``warm``: one streaming pass that cycles over the shards several times, timed from the end of
   the first cycle: what scorers that stay alive between rounds deliver.
@@ -17,7 +18,7 @@ The scale part scores 10k, 100k (and 1M in full mode) synthetic rows and samples
 memory of every process of the Ray session while it runs: time should grow linearly and memory
 stay flat, because nothing is materialized.
 
-    python -m benchmarks.throughput --quick --out results/bench
+    python -m activestream.benchmarks.throughput --quick --out results/bench
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-import samplers
-from actors.models import build_model, pick_device
-from pipelines.config import Config
-from pipelines.scoring import scored_dataset
-from pipelines.sources import ShardSet, pixels_to_array
-from pipelines.synthetic import make_synthetic_shards
+from activestream import samplers
+from activestream.config import Config
+from activestream.models import build_model
+from activestream.models.parts import pick_device
+from activestream.pipelines.scoring import scored_dataset
+from activestream.sources.shards import ShardSet, pixels_to_array
+from activestream.sources.synthetic import make_synthetic_shards
 
 
 def bare_loop(cfg: Config, shards: ShardSet, threads: int) -> float:
@@ -257,7 +259,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args()
-    from pipelines.runtime import init_ray
+    from activestream.pipelines.runtime import init_ray
 
     init_ray(Config().ray)
     out = Path(args.out)

@@ -1,7 +1,8 @@
 """The HTTP API: a FastAPI app whose routes talk to the loop's actors by handle.
 
-:class:`LabelingAPI` is a plain class; :mod:`deploy.serve_app` applies ``serve.ingress`` and
-``serve.deployment`` at the edge. Contract: the HTTP table in the design document.
+:class:`LabelingAPI` is a plain class; :mod:`activestream.deploy.serve_app` applies
+``serve.ingress`` and ``serve.deployment`` at the edge. Contract: the HTTP table in the design
+document.
 
 Rules a client can rely on:
 
@@ -319,7 +320,7 @@ class LabelingAPI:
         self, request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> LabelResult:
         """Accept a batch of labels: durable in the label log before the answer leaves."""
-        from actors.labels import LabelConflict, LabelError, UnknownId
+        from activestream.actors.labels import LabelConflict, LabelError, UnknownId
 
         self._authorize(authorization)
         batch: LabelBatch = await self._parse(request, LabelBatch)

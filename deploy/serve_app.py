@@ -1,4 +1,4 @@
-"""Ray Serve wiring: the edge where :class:`deploy.app.LabelingAPI` becomes a deployment.
+"""Ray Serve wiring: the edge where :class:`~activestream.deploy.app.LabelingAPI` is deployed.
 
 ``serve run deploy/serve_config.yaml`` imports :func:`build_app`; ``activestream serve`` calls
 :func:`start` for the same result in one command. Either way the loop's actors (trainer,
@@ -17,11 +17,11 @@ from typing import Any
 import ray
 from ray import serve
 
-from actors.items import ItemStore
-from deploy.app import LabelingAPI
-from pipelines.config import Config, load_config
-from pipelines.loop import start_loop_actor
-from pipelines.sources import resolve_dataset
+from activestream.actors.items import ItemStore
+from activestream.config import Config, load_config
+from activestream.deploy.app import LabelingAPI
+from activestream.pipelines.loop import start_loop_actor
+from activestream.sources.resolve import resolve_dataset
 
 
 class _Ingress(LabelingAPI):
@@ -81,7 +81,7 @@ def running(
     """
     import requests
 
-    from pipelines.loop import LOOP_ACTOR
+    from activestream.pipelines.loop import LOOP_ACTOR
 
     if token:
         os.environ["ACTIVESTREAM_TOKEN"] = token

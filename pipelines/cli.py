@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from pipelines.config import Config, load_config
-from pipelines.errors import ActivestreamError
+from activestream.config import Config, load_config
+from activestream.errors import ActivestreamError
 
 EXIT_USAGE = 2
 
@@ -38,10 +38,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     """One scoring pass over a pool, then query selection; all scores go to Parquet."""
     import numpy as np
 
-    from pipelines.runtime import init_ray
-    from pipelines.scoring import score_pass
-    from pipelines.selection import select_queries
-    from pipelines.sources import resolve_dataset
+    from activestream.pipelines.runtime import init_ray
+    from activestream.pipelines.scoring import score_pass
+    from activestream.samplers.selection import select_queries
+    from activestream.sources.resolve import resolve_dataset
 
     cfg = _load(
         args,
@@ -89,7 +89,7 @@ def _load_weights(path: str) -> object:
     import ray
     import torch
 
-    from actors.weights import WeightsVersion
+    from activestream.actors.weights import WeightsVersion
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -101,8 +101,13 @@ def _load_weights(path: str) -> object:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Oracle simulation of every strategy over several seeds; JSON, PNG and a table out."""
-    from pipelines.simulate import STREAM_STRATEGIES, simulate, summary_table, write_results
-    from pipelines.sources import resolve_dataset
+    from activestream.pipelines.simulate import (
+        STREAM_STRATEGIES,
+        simulate,
+        summary_table,
+        write_results,
+    )
+    from activestream.sources.resolve import resolve_dataset
 
     default = "variable_uncertainty" if args.mode == "stream" else "entropy,margin,random"
     strategies = [s.strip() for s in (args.samplers or default).split(",") if s.strip()]
@@ -153,8 +158,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from deploy import serve_app
-    from pipelines.runtime import init_ray
+    from activestream.deploy import serve_app
+    from activestream.pipelines.runtime import init_ray
 
     cfg = _load(args, {"data.dataset": args.data})
     if args.data_dir:
@@ -175,7 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import ray
         from ray import serve
 
-        from pipelines.loop import LOOP_ACTOR
+        from activestream.pipelines.loop import LOOP_ACTOR
 
         print("shutting down: final checkpoint", file=sys.stderr)
         serve.shutdown()
@@ -189,7 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_make_shards(args: argparse.Namespace) -> int:
     """Generate synthetic labeled image shards for scale tests and benchmarks."""
-    from pipelines.synthetic import make_synthetic_shards
+    from activestream.sources.synthetic import make_synthetic_shards
 
     if args.rows < 1:
         raise ActivestreamError(f"--rows must be at least 1, got {args.rows}")
@@ -213,7 +218,7 @@ def cmd_make_shards(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Every benchmark beside its baseline; bench.json, bench.md and plots under --out."""
     try:
-        from benchmarks.suite import run_all
+        from activestream.benchmarks.suite import run_all
     except ImportError as err:  # pragma: no cover - an install without the benchmarks
         raise ActivestreamError(f"benchmarks are not installed: {err}") from None
     only = [name.strip() for name in args.only.split(",")] if args.only else None

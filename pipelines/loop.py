@@ -1,15 +1,17 @@
 """The continuous loop on Ray: trainer actor, weights board, query queue and scoring rounds.
 
-Labels go to the :class:`~actors.trainer.TrainerService` actor, which trains in a background
-thread and publishes each new version on the :class:`~actors.weights.WeightsBoard` (one
-``ray.put`` per version). A driver thread starts a scoring round through the Ray Data scorer
-pool whenever the board's version advanced by ``rescore_every``; scorers pick up versions
-published mid-round, and every candidate keeps the version that scored it. Finished rounds
-replace the :class:`~actors.queue.QueryQueue` candidates, which annotators lease from.
+Labels go to the :class:`~activestream.actors.trainer.TrainerService` actor, which trains in a
+background thread and publishes each new version on the
+:class:`~activestream.actors.weights.WeightsBoard` (one ``ray.put`` per version). A driver thread
+starts a scoring round through the Ray Data scorer pool whenever the board's version advanced by
+``rescore_every``; scorers pick up versions published mid-round, and every candidate keeps the
+version that scored it. Finished rounds replace the :class:`~activestream.actors.queue.QueryQueue`
+candidates, which annotators lease from.
 
-Rounds run in one streaming pass (:func:`~pipelines.scoring.stream_rounds`) for as long as each
-finished round finds a newer version to score with, so the scorers stay warm while labels flow;
-when nothing new arrived, the pass ends and the scorers are released until the next version.
+Rounds run in one streaming pass (:func:`~activestream.pipelines.scoring.stream_rounds`) for as
+long as each finished round finds a newer version to score with, so the scorers stay warm while
+labels flow; when nothing new arrived, the pass ends and the scorers are released until the next
+version.
 
 For pools too large to rescore on every version, ``scoring.shards_per_round`` rotates over a
 subset of shards per round.
@@ -24,18 +26,18 @@ from typing import Any
 
 import ray
 
-import samplers
-from actors.checkpoints import CheckpointStore
-from actors.items import ItemStore
-from actors.labels import AddResult
-from actors.ledger import LabelLedger
-from actors.queue import QueryQueue
-from actors.trainer import TrainerService
-from actors.weights import WeightsBoard, WeightsVersion
-from pipelines.config import Config
-from pipelines.runtime import trainer_gpus
-from pipelines.scoring import ScoreResult, stream_rounds
-from pipelines.sources import ShardSet
+from activestream import samplers
+from activestream.actors.checkpoints import CheckpointStore
+from activestream.actors.items import ItemStore
+from activestream.actors.labels import AddResult
+from activestream.actors.ledger import LabelLedger
+from activestream.actors.queue import QueryQueue
+from activestream.actors.trainer import TrainerService
+from activestream.actors.weights import WeightsBoard, WeightsVersion
+from activestream.config import Config
+from activestream.pipelines.runtime import trainer_gpus
+from activestream.pipelines.scoring import ScoreResult, stream_rounds
+from activestream.sources.shards import ShardSet
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 
-from pipelines.config import RayConfig, ScoringConfig, TrainingConfig
+from activestream.config import RayConfig, ScoringConfig, TrainingConfig
 
 
 def local_logical_cpus(cfg: RayConfig) -> int:

@@ -1,10 +1,10 @@
 """One scoring pass: stream shards through the Ray Data scorer pool into a global top-k.
 
 The pool is never materialized: read tasks stream Parquet row groups into an actor pool of
-:class:`actors.scorer.Scorer`, and the driver folds each small output batch (id, score, pred,
-model_version) into a :class:`samplers.TopK` for exploitation and a second ``TopK`` over random
-keys, which is a uniform sample without replacement, for exploration. Optionally every score
-row is also streamed to a Parquet file.
+:class:`activestream.actors.scorer.Scorer`, and the driver folds each small output batch (id,
+score, pred, model_version) into a :class:`activestream.samplers.TopK` for exploitation and a
+second ``TopK`` over random keys, which is a uniform sample without replacement, for exploration.
+Optionally every score row is also streamed to a Parquet file.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import samplers
-from actors.scorer import Scorer
-from actors.weights import WeightsVersion
-from pipelines.config import Config
-from pipelines.runtime import scorer_gpus
-from pipelines.sources import ShardSet, read_ray_dataset
+from activestream import samplers
+from activestream.actors.scorer import Scorer
+from activestream.actors.weights import WeightsVersion
+from activestream.config import Config
+from activestream.pipelines.runtime import scorer_gpus
+from activestream.sources.shards import ShardSet, read_ray_dataset
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """The oracle simulator: the whole active-learning loop with ground truth as the annotator.
 
-For each strategy and seed it runs the loop's real parts, :class:`~actors.trainer.Trainer`,
-:class:`~actors.scorer.Scorer` and :class:`~actors.queue.QueryQueue`, in one process, so that
-many seeds finish in minutes on a laptop; the same parts run as Ray actors in
-:mod:`pipelines.loop`. Each round: score the pool with the newest weights, lease
-``buffer_size`` queries (exploit with probability p, explore otherwise), answer them from the
-ground truth, possibly ``answer_delay`` rounds late, train, and measure held-out accuracy.
+For each strategy and seed it runs the loop's real parts,
+:class:`~activestream.actors.trainer.Trainer`, :class:`~activestream.actors.scorer.Scorer` and
+:class:`~activestream.actors.queue.QueryQueue`, in one process, so that many seeds finish in
+minutes on a laptop; the same parts run as Ray actors in :mod:`activestream.pipelines.loop`. Each
+round: score the pool with the newest weights, lease ``buffer_size`` queries (exploit with
+probability p, explore otherwise), answer them from the ground truth, possibly ``answer_delay``
+rounds late, train, and measure held-out accuracy.
 
 Outputs follow the CLI contract: ``results.json`` and ``learning_curves.png``.
 """
@@ -22,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-import samplers
-from actors.items import ItemStore
-from actors.queue import QueryQueue
-from actors.scorer import Scorer
-from actors.trainer import Trainer
-from pipelines.config import Config
-from pipelines.sources import ShardSet, load_arrays
+from activestream import samplers
+from activestream.actors.items import ItemStore
+from activestream.actors.queue import QueryQueue
+from activestream.actors.scorer import Scorer
+from activestream.actors.trainer import Trainer
+from activestream.config import Config
+from activestream.sources.shards import ShardSet, load_arrays
 
 
 @dataclass(frozen=True)

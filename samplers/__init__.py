@@ -13,16 +13,16 @@ This package imports numpy only: no Ray, no torch, nothing else from the project
 tested and reused anywhere.
 """
 
-from samplers.bald import bald
-from samplers.cluster_margin import cluster_margin_select
-from samplers.entropy import entropy
-from samplers.exploration import ExploreResult, explore_mix
-from samplers.kcenter import kcenter_greedy
-from samplers.least_confidence import least_confidence
-from samplers.margin import margin
-from samplers.random_sampler import random_sampler
-from samplers.ratio import ratio
-from samplers.registry import (
+from activestream.samplers.bald import bald
+from activestream.samplers.cluster_margin import cluster_margin_select
+from activestream.samplers.entropy import entropy
+from activestream.samplers.exploration import ExploreResult, explore_mix
+from activestream.samplers.kcenter import kcenter_greedy
+from activestream.samplers.least_confidence import least_confidence
+from activestream.samplers.margin import margin
+from activestream.samplers.random_sampler import random_sampler
+from activestream.samplers.ratio import ratio
+from activestream.samplers.registry import (
     BatchFn,
     SamplerSpec,
     ScoreFn,
@@ -32,8 +32,8 @@ from samplers.registry import (
     register_factory,
     spec,
 )
-from samplers.stream import VariableUncertainty
-from samplers.topk import TopK, TopKResult
+from activestream.samplers.stream import VariableUncertainty
+from activestream.samplers.topk import TopK, TopKResult
 
 __all__ = [
     "BatchFn",

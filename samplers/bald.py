@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_samples, clip_unit
-from samplers.entropy import shannon_nats
-from samplers.registry import register
+from activestream.samplers._validate import check_samples, clip_unit
+from activestream.samplers.entropy import shannon_nats
+from activestream.samplers.registry import register
 
 #: The input of BALD: (T, N, C) class probabilities from T stochastic forward passes.
 SAMPLES: tuple[str, ...] = ("samples",)

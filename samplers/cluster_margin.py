@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_batch_inputs, check_count, sq_dists
-from samplers.margin import margin
-from samplers.registry import register
+from activestream.samplers._validate import check_batch_inputs, check_count, sq_dists
+from activestream.samplers.margin import margin
+from activestream.samplers.registry import register
 
 #: Most Lloyd iterations of :func:`kmeans`; it stops earlier once the labels stop changing.
 MAX_ITER = 20
@@ -79,10 +79,10 @@ def cluster_margin_select(
 ) -> np.ndarray:
     """Pick min(k, N) candidates round-robin over k-means clusters, smallest cluster first.
 
-    Also the :data:`~samplers.registry.BatchFn` of ``"cluster_margin"`` (default ``clusters``).
-    Clusters are visited by size ascending (ties: higher best score first, then lower index);
-    each visit takes the cluster's highest-scored member not yet taken (ties to the lower
-    index), skipping clusters that ran out, until the batch is full.
+    Also the :data:`~activestream.samplers.registry.BatchFn` of ``"cluster_margin"`` (default
+    ``clusters``). Clusters are visited by size ascending (ties: higher best score first, then
+    lower index); each visit takes the cluster's highest-scored member not yet taken (ties to the
+    lower index), skipping clusters that ran out, until the batch is full.
 
     Args:
         scores: (N,) scores of the candidates, higher = ask first (e.g. margin scores).

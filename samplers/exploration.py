@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_scores
+from activestream.samplers._validate import check_scores
 
 
 class ExploreResult(NamedTuple):

@@ -14,9 +14,14 @@ import numbers
 import numpy as np
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_batch_inputs, check_count, check_embeddings, sq_dists
-from samplers.margin import margin
-from samplers.registry import register
+from activestream.samplers._validate import (
+    check_batch_inputs,
+    check_count,
+    check_embeddings,
+    sq_dists,
+)
+from activestream.samplers.margin import margin
+from activestream.samplers.registry import register
 
 
 def kcenter_greedy(
@@ -87,7 +92,7 @@ def kcenter_greedy(
 def kcenter_batch(
     scores: ArrayLike, embeddings: ArrayLike, k: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """:data:`~samplers.registry.BatchFn` of ``"kcenter"``: start at the best score, then cover.
+    """The ``"kcenter"`` :data:`~activestream.samplers.registry.BatchFn`: best score, then cover.
 
     The scores only choose the first pick (the highest, ties to the lowest index); the rest is
     :func:`kcenter_greedy` over the candidates' embeddings. ``rng`` is unused: deterministic.

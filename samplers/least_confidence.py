@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_probs, clip_unit
-from samplers.registry import register
+from activestream.samplers._validate import check_probs, clip_unit
+from activestream.samplers.registry import register
 
 
 @register("least_confidence")

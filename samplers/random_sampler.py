@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_probs
-from samplers.registry import ScoreFn, register_factory
+from activestream.samplers._validate import check_probs
+from activestream.samplers.registry import ScoreFn, register_factory
 
 
 @register_factory("random", uncertainty=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_probs, clip_unit
-from samplers.margin import top_two
-from samplers.registry import register
+from activestream.samplers._validate import check_probs, clip_unit
+from activestream.samplers.margin import top_two
+from activestream.samplers.registry import register
 
 
 @register("ratio")

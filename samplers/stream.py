@@ -16,7 +16,7 @@ import numbers
 
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_row
+from activestream.samplers._validate import check_row
 
 
 def _check_fraction(value: float, name: str, *, low_open: bool) -> float:

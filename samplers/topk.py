@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from samplers._validate import check_scores
+from activestream.samplers._validate import check_scores
 
 #: Version recorded for rows pushed without one.
 UNKNOWN_VERSION = -1

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.config import StorageConfig
-from pipelines.runtime import free_port as _free_port
+from activestream.config import StorageConfig
+from activestream.pipelines.runtime import free_port as _free_port
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def s3_bucket(s3_server: StorageConfig) -> str:
 @pytest.fixture(scope="session")
 def run_service(ray_session: None) -> Any:
     """Start the whole app in a module fixture: ``with run_service(cfg, token=...) as base``."""
-    from deploy.serve_app import running
+    from activestream.deploy.serve_app import running
 
     def run(cfg: Any, token: str | None = None) -> Any:
         return running(cfg, port=_free_port(), token=token)
@@ -108,7 +108,7 @@ def run_service(ray_session: None) -> Any:
 @pytest.fixture(scope="session")
 def durable_config() -> Any:
     """Config factory for fault tests: small buffers, frequent checkpoints, quick catch-up."""
-    from pipelines.config import Config
+    from activestream.config import Config
 
     def make(tmp: Path, **overrides: Any) -> Config:
         return Config().with_overrides(

@@ -20,9 +20,12 @@ import numpy as np
 import ray
 from ray.cluster_utils import Cluster
 
-from pipelines.config import Config, StorageConfig
-from pipelines.loop import ActiveLoop
-from pipelines.sources import load_arrays, resolve_dataset, write_digits_shards, write_shards
+from activestream.config import Config, StorageConfig
+from activestream.pipelines.loop import ActiveLoop
+from activestream.sources.digits import write_digits_shards
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import load_arrays
+from activestream.sources.writing import write_shards
 
 
 def actor_nodes(name: str) -> set[str]:

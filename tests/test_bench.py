@@ -3,9 +3,9 @@
 import pytest
 from clirun import run_cli
 
-from benchmarks import suite, throughput
-from pipelines.config import Config
-from pipelines.synthetic import make_synthetic_shards
+from activestream.benchmarks import suite, throughput
+from activestream.config import Config
+from activestream.sources.synthetic import make_synthetic_shards
 
 
 def test_an_unknown_benchmark_is_a_one_line_error(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
-from actors.checkpoints import CheckpointStore
-from actors.labellog import LabelLog
+from activestream.actors.checkpoints import CheckpointStore
+from activestream.actors.labellog import LabelLog
 
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path):

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import Config, load_config
-from pipelines.errors import ConfigError
+from activestream.config import Config, load_config
+from activestream.errors import ConfigError
 
 
 def test_defaults_run_without_a_file():
@@ -68,3 +68,8 @@ def test_overrides_skip_none_so_absent_flags_keep_file_values():
 def test_bald_with_dropout_off_is_an_error_naming_both_settings():
     with pytest.raises(ConfigError, match=r"^config: sampler 'bald' .* model\.dropout must be > 0"):
         Config().with_overrides({"sampling.sampler": "bald", "model.dropout": 0.0})
+
+
+def test_unknown_model_lists_the_registered_ones():
+    with pytest.raises(ConfigError, match=r"'model\.arch'.*digits_cnn.*resnet18"):
+        Config().with_overrides({"model.arch": "vgg"})

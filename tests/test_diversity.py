@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from probability_rows import prob_rows
 
-import samplers
-from samplers import VariableUncertainty, bald, cluster_margin_select, kcenter_greedy
-from samplers.cluster_margin import kmeans
+from activestream import samplers
+from activestream.samplers import VariableUncertainty, bald, cluster_margin_select, kcenter_greedy
+from activestream.samplers.cluster_margin import kmeans
 
 SETTINGS = settings(max_examples=100, deadline=None)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samplers import ExploreResult, explore_mix
+from activestream.samplers import ExploreResult, explore_mix
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

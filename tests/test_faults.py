@@ -9,9 +9,10 @@ import pytest
 import ray
 import requests
 
-from benchmarks import fault_recovery
-from pipelines.loop import LOOP_ACTOR
-from pipelines.sources import ground_truth, resolve_dataset
+from activestream.benchmarks import fault_recovery
+from activestream.pipelines.loop import LOOP_ACTOR
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
 
 pytestmark = pytest.mark.slow
 TOKEN = "fault-token"

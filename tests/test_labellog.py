@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from actors.labellog import LabelLog
+from activestream.actors.labellog import LabelLog
 
 
 def records(n, start=0):

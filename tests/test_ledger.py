@@ -2,14 +2,15 @@
 
 import pytest
 
-from actors.checkpoints import CheckpointStore
-from actors.items import ItemStore
-from actors.labels import LabelConflict, LabelError, UnknownId
-from actors.ledger import LabelLedger
-from actors.queue import QueryQueue
-from actors.trainer import Trainer, TrainerService
-from pipelines.config import Config, ModelConfig, TrainingConfig
-from pipelines.sources import ground_truth, resolve_dataset
+from activestream.actors.checkpoints import CheckpointStore
+from activestream.actors.items import ItemStore
+from activestream.actors.labels import LabelConflict, LabelError, UnknownId
+from activestream.actors.ledger import LabelLedger
+from activestream.actors.queue import QueryQueue
+from activestream.actors.trainer import Trainer, TrainerService
+from activestream.config import Config, ModelConfig, TrainingConfig
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@
 
 import pytest
 
-from actors.labels import LabelError
-from pipelines.config import Config
-from pipelines.loop import ActiveLoop
-from pipelines.sources import ground_truth, resolve_dataset
+from activestream.actors.labels import LabelError
+from activestream.config import Config
+from activestream.pipelines.loop import ActiveLoop
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
 
 pytestmark = pytest.mark.slow
 

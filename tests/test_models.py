@@ -1,7 +1,9 @@
 import pytest
 import torch
+from torch import nn
 
-from actors.models import build_model, model_names
+from activestream.models import build_model, check_model, model_names, register_model
+from activestream.models.checks import ModelCheckError
 
 
 @pytest.mark.parametrize(
@@ -42,3 +44,78 @@ def test_unknown_architecture_names_the_choices():
     with pytest.raises(ValueError, match="resnet18"):
         build_model("vgg", shape=(3, 32, 32), num_classes=10)
     assert "digits_cnn" in model_names()
+
+
+# -- the contract check users run on their own models -----------------------------------------
+
+
+@pytest.mark.parametrize("arch", model_names())
+def test_every_registered_model_passes_the_contract_check(arch):
+    check_model(arch, shape=(3, 32, 32), num_classes=5)
+
+
+def test_the_contract_check_accepts_a_plain_user_factory():
+    def linear(shape, num_classes, dropout):
+        c, h, w = shape
+        return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * h * w, num_classes))
+
+    check_model(linear, shape=(1, 8, 8), num_classes=10)
+
+
+def test_the_contract_check_catches_a_model_that_ignores_the_class_count():
+    def fixed_ten(shape, num_classes, dropout):
+        return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(64, 10))
+
+    with pytest.raises(ModelCheckError, match="last nn.Linear has 10 outputs, not 3"):
+        check_model(fixed_ten, shape=(1, 8, 8), num_classes=3)
+
+
+def test_the_contract_check_catches_a_model_without_dropout_when_asked_for_some():
+    def no_dropout(shape, num_classes, dropout):
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
+
+    with pytest.raises(ModelCheckError, match="no dropout layer"):
+        check_model(no_dropout, shape=(1, 8, 8), num_classes=3, dropout=0.5)
+    check_model(no_dropout, shape=(1, 8, 8), num_classes=3, dropout=0.0)
+
+
+def test_the_contract_check_catches_weights_that_do_not_survive_a_state_dict():
+    class Unregistered(nn.Module):
+        built = 0
+
+        def __init__(self, num_classes):
+            super().__init__()
+            Unregistered.built += 1
+            self.fc = nn.Linear(64, num_classes)
+            # A plain tensor attribute, not a buffer: it never reaches the state dict.
+            self.offset = torch.full((num_classes,), float(Unregistered.built))
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) + self.offset
+
+    with pytest.raises(ModelCheckError, match="state dict gives other logits"):
+        check_model(
+            lambda shape, n, dropout: Unregistered(n), shape=(1, 8, 8), num_classes=3, dropout=0
+        )
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by a test vanish after it."""
+    from activestream.models import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_a_registered_import_string_builds_like_a_built_in(scratch_registry):
+    register_model("test-tiny-cnn", "activestream.models.builtin:digits_cnn")
+    net = build_model("test-tiny-cnn", shape=(1, 8, 8), num_classes=4)
+    assert net(torch.zeros(1, 1, 8, 8)).shape == (1, 4)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("test-tiny-cnn", "activestream.models.builtin:digits_cnn")
+
+
+def test_an_import_string_that_does_not_import_names_the_target(scratch_registry):
+    register_model("test-missing", "no_such_package.models:net")
+    with pytest.raises(ValueError, match="cannot import model factory 'no_such_package"):
+        build_model("test-missing", shape=(1, 8, 8), num_classes=4)

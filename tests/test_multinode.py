@@ -42,7 +42,7 @@ def test_the_rayservice_embeds_exactly_the_serve_config():
 
 
 def test_the_cluster_config_keeps_every_path_on_s3():
-    from pipelines.config import load_config
+    from activestream.config import load_config
 
     cfg = load_config(ROOT / "deploy/cluster_config.yaml")
     assert cfg.data.dataset.startswith("s3://")

@@ -1,6 +1,6 @@
 import numpy as np
 
-from actors.queue import QueryQueue
+from activestream.actors.queue import QueryQueue
 
 
 class Clock:
@@ -74,7 +74,7 @@ def test_depth_counts_candidates_still_available():
 
 
 def test_a_diversity_queue_spreads_one_lease_over_the_embedding_space():
-    from samplers import spec
+    from activestream.samplers import spec
 
     queue = QueryQueue(explore_p=1.0, seed=0, batch=spec("kcenter").batch)
     ranked = [f"r{i}" for i in range(20)]

@@ -15,10 +15,11 @@ import pytest
 import ray
 import requests
 
-from pipelines.config import Config
-from pipelines.loop import ActiveLoop
-from pipelines.runtime import free_port
-from pipelines.sources import ground_truth, resolve_dataset
+from activestream.config import Config
+from activestream.pipelines.loop import ActiveLoop
+from activestream.pipelines.runtime import free_port
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,7 @@ def scorer_pids() -> list[int]:
 def test_a_scorer_killed_during_a_round_does_not_lose_the_round(
     durable_config, ray_session, tmp_path
 ):
-    from pipelines.scoring import score_pass
+    from activestream.pipelines.scoring import score_pass
 
     cfg = durable_config(tmp_path, **{"scoring.batch_size": 32, "scoring.num_scorers": 2})
     pool, _ = resolve_dataset(cfg)
@@ -101,7 +102,7 @@ def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
             [
                 sys.executable,
                 "-m",
-                "pipelines.cli",
+                "activestream.pipelines.cli",
                 "serve",
                 "--data-dir",
                 str(data_dir),

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from probability_rows import draw_rows
 
-import samplers
+from activestream import samplers
+from activestream.samplers.checks import SamplerCheckError, check_sampler
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -105,13 +106,52 @@ def test_registering_a_taken_name_is_rejected() -> None:
 
 
 def test_samplers_import_neither_ray_nor_torch_nor_other_project_packages() -> None:
+    others = ("actors", "pipelines", "deploy", "sources", "models", "config", "benchmarks")
     code = (
-        "import sys, samplers; "
-        "bad = [m for m in ('ray', 'torch', 'actors', 'pipelines', 'deploy') if m in sys.modules]; "
-        "print(bad)"
+        "import sys; from activestream import samplers; "
+        f"bad = [m for m in ('ray', 'torch', *{['activestream.' + o for o in others]!r}) "
+        "if m in sys.modules]; print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- the contract check users run on their own samplers --------------------------------------
+
+
+@pytest.mark.parametrize("name", samplers.names())
+def test_every_registered_sampler_passes_the_contract_check(name: str) -> None:
+    check_sampler(name)
+
+
+def test_the_contract_check_catches_the_seeds_ascending_margin() -> None:
+    def ascending_margin(probs: object) -> np.ndarray:
+        samplers.margin(probs)  # the same input validation
+        p = np.sort(np.asarray(probs, dtype=np.float64), axis=1)  # the seed's bug: ascending
+        return 1.0 - (p[:, 1] - p[:, 0])
+
+    with pytest.raises(SamplerCheckError, match="one-hot row over 3 classes scored 1.0, not 0"):
+        check_sampler(ascending_margin, uncertainty=True)
+
+
+def test_the_contract_check_catches_a_sampler_that_accepts_nan() -> None:
+    def lenient(probs: object) -> np.ndarray:
+        p = np.nan_to_num(np.asarray(probs, dtype=np.float64))
+        if p.ndim != 2:
+            raise ValueError("2-D please")
+        return np.clip(1.0 - p.max(axis=1, initial=0.0), 0.0, 1.0)
+
+    with pytest.raises(SamplerCheckError, match="input with NaN was accepted"):
+        check_sampler(lenient)
+
+
+def test_the_contract_check_catches_scores_that_depend_on_the_batch() -> None:
+    def batch_normalized(probs: object) -> np.ndarray:
+        s = samplers.entropy(probs)
+        return s / s.max() if s.size and s.max() > 0 else s
+
+    with pytest.raises(SamplerCheckError, match="alone than inside a batch"):
+        check_sampler(batch_normalized)
 
 
 # -- properties of every sampler --------------------------------------------------------------

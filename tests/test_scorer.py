@@ -2,9 +2,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from actors.models import build_model
-from actors.scorer import Scorer
-from actors.weights import WeightsBoard, WeightsVersion, load_numpy_state, state_to_numpy
+from activestream.actors.scorer import Scorer
+from activestream.actors.weights import (
+    WeightsBoard,
+    WeightsVersion,
+    load_numpy_state,
+    state_to_numpy,
+)
+from activestream.models import build_model
 
 
 def _batch(n: int, shape=(1, 8, 8), seed=0) -> pa.Table:
@@ -31,11 +36,11 @@ def test_scorer_accepts_an_empty_batch():
 
 
 def test_scorer_scores_match_the_sampler_applied_to_the_models_probabilities():
-    import samplers
+    from activestream import samplers
 
     scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="entropy")
     batch = _batch(4)
-    from pipelines.sources import pixels_to_array
+    from activestream.sources.shards import pixels_to_array
 
     probs = scorer.predict_proba(pixels_to_array(batch.column("pixels"), (1, 8, 8)))
     expected = samplers.get("entropy")(probs)

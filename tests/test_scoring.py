@@ -6,9 +6,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import Config
-from pipelines.scoring import score_pass, stream_rounds
-from pipelines.sources import open_shards, resolve_dataset, write_shards
+from activestream.config import Config
+from activestream.pipelines.scoring import score_pass, stream_rounds
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import open_shards
+from activestream.sources.writing import write_shards
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +55,7 @@ def test_a_pass_reads_shards_from_s3(ray_session, s3_server, s3_bucket, digits):
 
 
 def test_writing_scores_of_a_pool_without_rows_is_an_error_before_ray(tmp_path: Path):
-    from pipelines.errors import DataError
+    from activestream.errors import DataError
 
     with pytest.raises(DataError, match="empty"):
         open_shards(str(tmp_path))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines.selection import select_queries
+from activestream.samplers.selection import select_queries
 
 
 def test_p_one_takes_the_ranked_ids_in_order():

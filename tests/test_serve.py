@@ -11,8 +11,9 @@ import pytest
 import requests
 import torch
 
-from pipelines.config import Config
-from pipelines.sources import ground_truth, resolve_dataset
+from activestream.config import Config
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
@@ -176,7 +177,7 @@ def test_predict_returns_distributions_and_rejects_wrong_shapes(server):
 
 
 def test_weights_download_loads_into_the_model(server):
-    from actors.models import build_model
+    from activestream.models import build_model
 
     r = requests.get(f"{server['base']}/model/weights", timeout=30)
     assert r.headers["content-type"] == "application/octet-stream"

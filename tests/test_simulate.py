@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from clirun import run_cli
 
-from pipelines.config import Config
-from pipelines.simulate import simulate
-from pipelines.sources import resolve_dataset
+from activestream.config import Config
+from activestream.pipelines.simulate import simulate
+from activestream.sources.resolve import resolve_dataset
 
 
 @pytest.mark.slow

@@ -11,20 +11,20 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipelines.config import Config, DataConfig, StorageConfig
-from pipelines.errors import DataError
-from pipelines.sources import (
+from activestream.config import Config, DataConfig, StorageConfig
+from activestream.errors import DataError
+from activestream.sources.digits import write_digits_shards
+from activestream.sources.imagefolder import image_folder_to_shards
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import (
     ShardSet,
-    image_folder_to_shards,
     iter_batches,
     load_arrays,
     open_shards,
     pixels_to_array,
     read_ray_dataset,
-    resolve_dataset,
-    write_digits_shards,
-    write_shards,
 )
+from activestream.sources.writing import write_shards
 
 
 def _random_images(n: int, shape: tuple[int, int, int] = (3, 4, 5), seed: int = 0) -> np.ndarray:

@@ -29,7 +29,7 @@ PLOTS = [
 def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("study")
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.study", "--out", str(out)]
+        [sys.executable, "-m", "activestream.benchmarks.study", "--out", str(out)]
         + ["--seeds", "1", "--budget", "32", "--pool-rows", "500"],
         check=True,
         timeout=900,

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.config import StorageConfig
-from pipelines.sources import ShardSet, load_arrays, open_shards
-from pipelines.synthetic import make_synthetic_shards
+from activestream.config import StorageConfig
+from activestream.sources.shards import ShardSet, load_arrays, open_shards
+from activestream.sources.synthetic import make_synthetic_shards
 
 
 def _make(out: Path, rows: int, **kwargs: object) -> ShardSet:

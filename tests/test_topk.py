@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samplers import TopK, TopKResult
+from activestream.samplers import TopK, TopKResult
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

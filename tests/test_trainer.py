@@ -3,12 +3,13 @@ import time
 import numpy as np
 import pytest
 
-from actors.items import ItemStore
-from actors.labels import LabelConflict, LabelError
-from actors.trainer import Trainer, TrainerService
-from actors.weights import WeightsBoard
-from pipelines.config import Config, ModelConfig, TrainingConfig
-from pipelines.sources import ground_truth, load_arrays, resolve_dataset
+from activestream.actors.items import ItemStore
+from activestream.actors.labels import LabelConflict, LabelError
+from activestream.actors.trainer import Trainer, TrainerService
+from activestream.actors.weights import WeightsBoard
+from activestream.config import Config, ModelConfig, TrainingConfig
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth, load_arrays
 
 
 @pytest.fixture(scope="module")

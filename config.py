@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipelines.errors import ConfigError
+from activestream.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -59,8 +59,17 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Which classifier to build (randomly initialised: no downloads)."""
 
-    arch: Literal["digits_cnn", "resnet18", "mobilenet_v3_small"] = "digits_cnn"
+    arch: str = Field("digits_cnn", description="A registered architecture (models.model_names).")
     dropout: float = Field(0.25, ge=0.0, lt=1.0)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, name: str) -> str:
+        from activestream.models.registry import model_names
+
+        if name not in model_names():
+            raise ValueError(f"unknown model {name!r}; choose from {', '.join(model_names())}")
+        return name
 
 
 class TrainingConfig(_Section):
@@ -157,7 +166,7 @@ class SamplingConfig(_Section):
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, name: str) -> str:
-        import samplers
+        from activestream import samplers
 
         if name not in samplers.names():
             raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(samplers.names())}")
@@ -211,7 +220,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _dropout_for_mc_samplers(self) -> Config:
-        import samplers
+        from activestream import samplers
 
         if samplers.spec(self.sampling.sampler).inputs != ("samples",):
             return self

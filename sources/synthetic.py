@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipelines.config import StorageConfig
-from pipelines.sources import DEFAULT_STORAGE, ShardSet, ShardWriter
+from activestream.config import StorageConfig
+from activestream.sources.fs import DEFAULT_STORAGE
+from activestream.sources.shards import ShardSet
+from activestream.sources.writing import ShardWriter
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -141,7 +143,8 @@ def make_synthetic_shards(
         progress: Show a tqdm bar over rows.
 
     Returns:
-        The pool shard set (open the test split with :func:`pipelines.sources.open_shards`).
+        The pool shard set (open the test split with
+        :func:`activestream.sources.shards.open_shards`).
 
     Raises:
         ValueError: Non-positive sizes or fewer than two classes.
