@@ -23,7 +23,7 @@ def test_the_cluster_launcher_config_validates_against_rays_schema():
     jsonschema.validate(config, schema)
     workers = config["available_node_types"]["gpu_worker"]
     assert workers["resources"]["GPU"] >= 1 and workers["min_workers"] <= workers["max_workers"]
-    assert any("activestream==" in cmd for cmd in config["setup_commands"])
+    assert any("~/activestream/dist/activestream-" in cmd for cmd in config["setup_commands"])
 
 
 def test_the_rayservice_embeds_exactly_the_serve_config():
