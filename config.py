@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from activestream.errors import ConfigError
+from activestream.models.transforms import InputTransform
 
 
 class _Section(BaseModel):
@@ -57,19 +58,57 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Which classifier to build (randomly initialised: no downloads)."""
+    """Which classifier to build, from which weights, trained how, fed what."""
 
-    arch: str = Field("digits_cnn", description="A registered architecture (models.model_names).")
+    factory: str = Field(
+        "digits_cnn",
+        description="A registered model name (activestream.models.model_names) or "
+        "'package.module:function' returning a torch.nn.Module, called with the number of "
+        "classes and model.kwargs.",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the factory."
+    )
     dropout: float = Field(0.25, ge=0.0, lt=1.0)
+    init_weights: str | None = Field(
+        None,
+        description="Path or s3:// URI of a state dict the trainer loads and publishes as "
+        "version 0 (scorers never read the file).",
+    )
+    train: Literal["all", "head"] = Field(
+        "all", description="'head' freezes everything but the final linear layer."
+    )
+    resize: tuple[int, int] | None = Field(
+        None, description="(H, W) every image is resized to; an int means a square."
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="Channels the model takes (grayscale repeated to RGB or averaged)."
+    )
+    normalize: Literal["none", "imagenet"] = "none"
 
-    @field_validator("arch")
+    @field_validator("factory")
     @classmethod
-    def _known_arch(cls, name: str) -> str:
-        from activestream.models.registry import model_names
+    def _known_factory(cls, name: str) -> str:
+        from activestream.models.registry import resolve
 
-        if name not in model_names():
-            raise ValueError(f"unknown model {name!r}; choose from {', '.join(model_names())}")
+        resolve(name)  # imports an import string now, so a typo fails before anything starts
         return name
+
+    @field_validator("resize", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) else value
+
+    @field_validator("resize")
+    @classmethod
+    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"resize {list(value)} must be positive")
+        return value
+
+    def transform(self) -> InputTransform:
+        """The input transform every part applies before the model (training, scoring, Serve)."""
+        return InputTransform(resize=self.resize, channels=self.channels, normalize=self.normalize)
 
 
 class TrainingConfig(_Section):
@@ -168,8 +207,7 @@ class SamplingConfig(_Section):
     def _known_sampler(cls, name: str) -> str:
         from activestream import samplers
 
-        if name not in samplers.names():
-            raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(samplers.names())}")
+        samplers.spec(name)  # a registered name, or an import string that imports
         return name
 
 

@@ -23,8 +23,9 @@ import pyarrow as pa
 import torch
 
 from activestream import samplers
+from activestream.actors.net import build_net
 from activestream.actors.weights import WeightsVersion, load_numpy_state
-from activestream.models import build_model
+from activestream.config import ModelConfig
 from activestream.models.parts import last_linear, pick_device
 from activestream.sources.shards import pixels_to_array
 
@@ -46,7 +47,7 @@ class Scorer:
     """Scores Arrow batches with the newest published model.
 
     Args:
-        arch: Model architecture name (see :func:`activestream.models.build_model`).
+        model: What to build and how to feed it (factory, kwargs, dropout, input transform).
         shape: (C, H, W) of the images in the ``pixels`` column.
         num_classes: Output classes of the model.
         sampler: Registered sampler name turning probabilities into scores.
@@ -54,7 +55,6 @@ class Scorer:
         weights: Initial weights; None means the random model of ``seed`` as version 0.
         seed: Seeds the initial model and the random sampler.
         threads: torch intra-op threads; keep low so scoring leaves cores to serving.
-        dropout: Dropout of the model (matters for MC-dropout samplers only).
         nice: Raise the process's nice value by this much (0 keeps it).
         mc_samples: Stochastic passes T for samplers over (T, N, C) samples (BALD).
         embed: Output penultimate-layer embeddings; None: when the sampler selects batches
@@ -64,7 +64,7 @@ class Scorer:
     def __init__(
         self,
         *,
-        arch: str,
+        model: ModelConfig | None = None,
         shape: tuple[int, int, int],
         num_classes: int,
         sampler: str = "entropy",
@@ -72,7 +72,6 @@ class Scorer:
         weights: WeightsVersion | None = None,
         seed: int = 0,
         threads: int = 1,
-        dropout: float = 0.25,
         nice: int = 0,
         mc_samples: int = 8,
         embed: bool | None = None,
@@ -82,9 +81,9 @@ class Scorer:
             os.nice(nice)  # scoring is batch work: serving and labeling come first
         self._shape = tuple(shape)
         self._device = pick_device()
-        self._model = build_model(
-            arch, shape=self._shape, num_classes=num_classes, dropout=dropout, seed=seed
-        )
+        model = model or ModelConfig()
+        self._transform = model.transform()
+        self._model = build_net(model, stored_shape=self._shape, num_classes=num_classes, seed=seed)
         self._model.to(self._device).eval()
         self._score = samplers.get(sampler, rng=np.random.default_rng([seed, _worker_salt()]))
         spec = samplers.spec(sampler)
@@ -94,7 +93,7 @@ class Scorer:
         ):
             raise ValueError(
                 f"sampler {sampler!r} needs stochastic passes: set model.dropout > 0 "
-                f"({arch} has no active dropout layer)"
+                f"({model.factory} has no active dropout layer)"
             )
         self._mc_rng = np.random.default_rng([seed, _worker_salt(), 1])
         self.embed = spec.batch is not None if embed is None else embed
@@ -138,8 +137,9 @@ class Scorer:
 
     @torch.inference_mode()
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 -> (N, classes) float64 probabilities."""
+        """(N, C, H, W) stored pixels in [0, 1] -> (N, classes) float64 probabilities."""
         self._captured.clear()
+        x = self._transform(x)
         logits = self._model(torch.from_numpy(x).to(self._device, non_blocking=True))
         return torch.softmax(logits.float(), dim=1).double().cpu().numpy()
 
@@ -147,7 +147,7 @@ class Scorer:
     def mc_proba(self, x: np.ndarray, passes: int) -> np.ndarray:
         """(N, C, H, W) -> (T, N, classes): T passes with dropout on, seeded per call."""
         dropouts = [m for m in self._model.modules() if isinstance(m, torch.nn.Dropout)]
-        xt = torch.from_numpy(x).to(self._device, non_blocking=True)
+        xt = torch.from_numpy(self._transform(x)).to(self._device, non_blocking=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self._mc_rng.integers(2**31)))
             for m in dropouts:

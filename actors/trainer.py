@@ -29,10 +29,11 @@ from torch import nn
 from activestream.actors.checkpoints import CheckpointStore
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import AddResult, UnknownId, check_batch
+from activestream.actors.net import build_net, load_init_weights
 from activestream.actors.weights import WeightsVersion, state_to_numpy
-from activestream.config import ModelConfig, TrainingConfig
-from activestream.models import build_model
+from activestream.config import ModelConfig, StorageConfig, TrainingConfig
 from activestream.models.parts import pick_device
+from activestream.sources.fs import DEFAULT_STORAGE
 
 
 class _Reservoir:
@@ -74,7 +75,13 @@ class Trainer:
     """
 
     def __init__(
-        self, *, training: TrainingConfig, model: ModelConfig, items: ItemStore, seed: int = 0
+        self,
+        *,
+        training: TrainingConfig,
+        model: ModelConfig,
+        items: ItemStore,
+        seed: int = 0,
+        storage: StorageConfig = DEFAULT_STORAGE,
     ) -> None:
         self.training = training
         self.model_cfg = model
@@ -83,15 +90,15 @@ class Trainer:
         self._rng = np.random.default_rng(seed)
         self._torch_state = torch.Generator().manual_seed(seed).get_state()  # dropout draws
         self.device = pick_device()
-        self.model = build_model(
-            model.arch,
-            shape=items.shape,
-            num_classes=len(items.classes),
-            dropout=model.dropout,
-            seed=seed,
-        ).to(self.device)
+        net = build_net(model, stored_shape=items.shape, num_classes=len(items.classes), seed=seed)
+        if model.init_weights:
+            load_init_weights(net, model.init_weights, storage)
+        self.model = net.to(self.device).eval()
+        self.transform = model.transform()
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=training.lr, weight_decay=training.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=training.lr,
+            weight_decay=training.weight_decay,
         )
         self._loss = nn.CrossEntropyLoss()
         self._x: list[np.ndarray] = []  # (C, H, W) float32 per label, in arrival order
@@ -166,7 +173,7 @@ class Trainer:
             return self.applied
 
     def _apply(self, fresh: Mapping[str, int], changed: Mapping[str, int]) -> None:
-        pixels = self.items.get(list(fresh)) if fresh else []
+        pixels = self.transform(self.items.get(list(fresh))) if fresh else []
         for (item_id, label), x in zip(fresh.items(), pixels, strict=True):
             self._ids[item_id] = len(self._y)
             self._x.append(x)
@@ -222,7 +229,7 @@ class Trainer:
             torch.set_rng_state(self._torch_state)
             began = time.perf_counter()
             self._record_hits(x[start:end], y[start:end])
-            self.model.train()
+            self._train_mode()
             cfg = self.training
             for _ in range(cfg.steps_per_update):
                 rows = self._minibatch(start, end)
@@ -240,6 +247,20 @@ class Trainer:
             self.version += 1
             self.train_seconds += time.perf_counter() - began
             self._torch_state = torch.get_rng_state()
+
+    def _train_mode(self) -> None:
+        """Training mode; with ``train: head`` only dropout switches to it.
+
+        The frozen backbone stays in eval mode, so its batch-norm statistics never drift from
+        the pretrained ones.
+        """
+        if self.model_cfg.train == "all":
+            self.model.train()
+            return
+        self.model.eval()
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.train()
 
     @torch.inference_mode()
     def _record_hits(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -262,10 +283,11 @@ class Trainer:
     # -- inference and state --------------------------------------------------------------
     @torch.inference_mode()
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 -> (N, classes) probabilities from the current model."""
+        """(N, C, H, W) stored pixels in [0, 1] -> (N, classes) probabilities, transform applied."""
+        x = self.transform(np.asarray(x, dtype=np.float32))
         with self._model_lock:
             self.model.eval()
-            logits = self.model(torch.as_tensor(x, dtype=torch.float32).to(self.device))
+            logits = self.model(torch.from_numpy(x).to(self.device))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
@@ -317,7 +339,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             ids = state["ids"]
-            self._x = list(self.items.get(ids)) if ids else []
+            self._x = list(self.transform(self.items.get(ids))) if ids else []
             self._y = list(state["labels"])
             self._ids = {item: row for row, item in enumerate(ids)}
             self._trained = state["trained"]
@@ -335,7 +357,7 @@ class Trainer:
         return {
             "version": self.version,
             "labels_seen": self.labels_seen,
-            "arch": self.model_cfg.arch,
+            "arch": self.model_cfg.factory,
             "classes": list(self.items.classes),
             "train_steps": self.train_steps,
             "recent_accuracy": float(np.mean(self.recent_hits)) if self.recent_hits else None,

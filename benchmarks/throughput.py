@@ -50,7 +50,7 @@ def bare_loop(cfg: Config, shards: ShardSet, threads: int) -> float:
     device = pick_device()  # the scorers' choice: the GPU where there is one
     model = (
         build_model(
-            cfg.model.arch, shape=shards.shape, num_classes=len(shards.classes), seed=cfg.seed
+            cfg.model.factory, shape=shards.shape, num_classes=len(shards.classes), seed=cfg.seed
         )
         .to(device)
         .eval()
@@ -134,7 +134,7 @@ class MemorySampler:
 def _cfg(arch: str, cache: str) -> Config:
     return Config().with_overrides(
         {
-            "model.arch": arch,
+            "model.factory": arch,
             "data.cache_dir": cache,
             "scoring.num_scorers": 2,
             "scoring.threads_per_scorer": 1,

@@ -4,11 +4,12 @@ torchvision's classifiers expect 3x224x224 ImageNet inputs; for the small images
 learning pools often hold (8x8 digits, 32x32 crops) their stems downsample the signal away, so
 these builders swap the first convolution for a stride-1 one with the right input channels and
 drop ResNet's max-pool on small inputs. Each builder has the :data:`~activestream.models.registry.
-ModelFactory` signature and is registered by name in :mod:`activestream.models.registry`.
+ModelFactory` convention (``num_classes`` first, ``shape`` and ``dropout`` as keywords) and
+is registered by name in :mod:`activestream.models.registry`.
 
 Example:
     >>> import torch
-    >>> net = digits_cnn((1, 8, 8), num_classes=10, dropout=0.25)
+    >>> net = digits_cnn(10, shape=(1, 8, 8), dropout=0.25)
     >>> tuple(net(torch.zeros(2, 1, 8, 8)).shape)
     (2, 10)
 """
@@ -51,12 +52,12 @@ class CompactCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def digits_cnn(shape: Shape, num_classes: int, dropout: float) -> nn.Module:
+def digits_cnn(num_classes: int, *, shape: Shape = (1, 8, 8), dropout: float = 0.25) -> nn.Module:
     """The compact CNN: the default, sized for 8x8 digits and small crops."""
     return CompactCNN(shape[0], num_classes, dropout)
 
 
-def resnet18(shape: Shape, num_classes: int, dropout: float) -> nn.Module:
+def resnet18(num_classes: int, *, shape: Shape = (3, 32, 32), dropout: float = 0.0) -> nn.Module:
     """Torchvision's ResNet-18, randomly initialised, with a stem for small inputs."""
     from torchvision.models import resnet18 as tv_resnet18
 
@@ -77,7 +78,9 @@ def resnet18(shape: Shape, num_classes: int, dropout: float) -> nn.Module:
     return net
 
 
-def mobilenet_v3_small(shape: Shape, num_classes: int, dropout: float) -> nn.Module:
+def mobilenet_v3_small(
+    num_classes: int, *, shape: Shape = (3, 32, 32), dropout: float = 0.2
+) -> nn.Module:
     """Torchvision's MobileNetV3-Small, randomly initialised, stem for small inputs."""
     from torchvision.models import mobilenet_v3_small as tv_mobilenet
 

@@ -16,12 +16,12 @@ registered architecture:
 
 Example:
     >>> from torch import nn
-    >>> def tiny(shape, num_classes, dropout):
+    >>> def tiny(num_classes, *, shape, dropout):
     ...     c, h, w = shape
     ...     head = nn.Linear(c * h * w, num_classes)
     ...     return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), head)
     >>> check_model(tiny, shape=(1, 4, 4), num_classes=3)
-    >>> check_model(lambda shape, n, dropout: nn.Flatten(), shape=(1, 4, 4), num_classes=3)
+    >>> check_model(lambda num_classes: nn.Flatten(), shape=(1, 4, 4), num_classes=3)
     Traceback (most recent call last):
     ...
     activestream.models.checks.ModelCheckError: model <lambda>: has no nn.Linear layer; \
@@ -30,20 +30,24 @@ the last one must produce the logits
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from activestream.models.registry import ModelFactory, Shape, get_factory
+from activestream.models.registry import ModelFactory, Shape, call_factory, resolve
 
 
 class ModelCheckError(AssertionError):
     """A model factory broke the contract; the message names the factory and the invariant."""
 
 
-def _build(factory: ModelFactory, shape: Shape, num_classes: int, dropout: float) -> nn.Module:
+def _build(
+    factory: ModelFactory, shape: Shape, num_classes: int, dropout: float, kwargs: dict[str, Any]
+) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return factory(shape, num_classes, dropout)
+        return call_factory(factory, num_classes, shape=shape, dropout=dropout, kwargs=kwargs)
 
 
 def check_model(
@@ -52,6 +56,7 @@ def check_model(
     shape: Shape = (3, 32, 32),
     num_classes: int = 10,
     dropout: float = 0.25,
+    kwargs: dict[str, Any] | None = None,
 ) -> None:
     """Run the model contract on ``factory``; return quietly or raise :class:`ModelCheckError`.
 
@@ -60,18 +65,20 @@ def check_model(
         shape: ``(C, H, W)`` of the inputs to try.
         num_classes: Classes to ask for.
         dropout: Dropout to ask for; ``0`` skips the dropout check.
+        kwargs: Keyword arguments for the factory (``model.kwargs``).
 
     Raises:
         ModelCheckError: The first invariant the model breaks, named in the message.
     """
     name = factory if isinstance(factory, str) else getattr(factory, "__name__", str(factory))
-    fn = get_factory(factory) if isinstance(factory, str) else factory
+    fn = resolve(factory) if isinstance(factory, str) else factory
+    kwargs = dict(kwargs or {})
     shape = tuple(int(v) for v in shape)  # type: ignore[assignment]
 
     def fail(message: str) -> None:
         raise ModelCheckError(f"model {name}: {message}")
 
-    net = _build(fn, shape, num_classes, dropout)
+    net = _build(fn, shape, num_classes, dropout, kwargs)
     if not isinstance(net, nn.Module):
         fail(f"the factory returned {type(net).__name__}, not a torch.nn.Module")
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
@@ -92,7 +99,7 @@ def check_model(
             fail("cannot score a batch of one")
         if not torch.allclose(net(x), logits):
             fail("gives different logits for the same input twice in eval mode")
-        twin = _build(fn, shape, num_classes, dropout)
+        twin = _build(fn, shape, num_classes, dropout, kwargs)
         if any(
             not torch.equal(a, b)
             for a, b in zip(net.state_dict().values(), twin.state_dict().values(), strict=False)

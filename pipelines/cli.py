@@ -47,7 +47,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         args,
         {
             "data.dataset": args.data,
-            "model.arch": args.arch,
+            "model.factory": args.arch,
             "sampling.sampler": args.sampler,
             "sampling.k": args.k,
             "sampling.explore_p": args.explore_p,
@@ -73,7 +73,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     scores = dict(zip(result.top.ids.tolist(), result.top.scores.tolist(), strict=True))
     print(
         f"scored {result.rows} rows in {result.seconds:.1f} s "
-        f"({result.rows_per_second:.0f} rows/s) with {cfg.model.arch}, "
+        f"({result.rows_per_second:.0f} rows/s) with {cfg.model.factory}, "
         f"sampler {cfg.sampling.sampler}; all scores in {args.out}"
     )
     print(f"{'query':<20} {'score':>7}  chosen by")

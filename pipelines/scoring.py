@@ -50,7 +50,7 @@ def scorer_kwargs(
 ) -> dict[str, Any]:
     """Constructor arguments of every scorer actor, all derived from the one config."""
     return {
-        "arch": cfg.model.arch,
+        "model": cfg.model,
         "shape": shards.shape,
         "num_classes": len(shards.classes),
         "sampler": cfg.sampling.sampler,
@@ -58,7 +58,6 @@ def scorer_kwargs(
         "weights": weights,
         "seed": cfg.seed,
         "threads": cfg.scoring.threads_per_scorer,
-        "dropout": cfg.model.dropout,
         "nice": cfg.scoring.nice,
         "mc_samples": cfg.sampling.mc_samples,
     }

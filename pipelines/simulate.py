@@ -66,12 +66,11 @@ def run_once(
     truth = dict(zip(ids.tolist(), y_pool.tolist(), strict=True))
     trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=seed)
     scorer = Scorer(
-        arch=cfg.model.arch,
+        model=cfg.model,
         shape=pool.shape,
         num_classes=len(pool.classes),
         sampler=strategy,
         seed=seed,
-        dropout=cfg.model.dropout,
         mc_samples=cfg.sampling.mc_samples,
     )
     scorer.set_weights(trainer.state_arrays(), trainer.version)

@@ -11,8 +11,10 @@ embeddings (k-center, cluster-margin), since the top-k by score alone often asks
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -104,18 +106,45 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _import_spec(target: str) -> SamplerSpec:
+    """A user's sampler from ``"package.module:function"``, imported in whichever process asks.
+
+    The target is a score function ``f(probs (N, C)) -> (N,)`` or a :class:`SamplerSpec` (for
+    samplers that need a generator, other inputs or a batch selector).
+    """
+    module_name, _, attr = target.partition(":")
+    try:
+        value: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            value = getattr(value, part)
+    except ImportError as err:
+        raise ValueError(f"cannot import sampler {target!r}: {err}") from None
+    except AttributeError:
+        raise ValueError(f"cannot import sampler {target!r}: {module_name} has no {attr}") from None
+    if isinstance(value, SamplerSpec):
+        return value
+    if not callable(value):
+        raise ValueError(f"sampler {target!r} is a {type(value).__name__}, not a score function")
+    return SamplerSpec(target, lambda _rng: value, uncertainty=False)
+
+
 def spec(name: str) -> SamplerSpec:
-    """Return the :class:`SamplerSpec` registered under ``name``.
+    """Return the :class:`SamplerSpec` registered under ``name`` or imported from it.
+
+    ``name`` is a registered name or ``"package.module:function"``; an import string is
+    imported here, so it works the same in the driver and inside every scorer actor.
 
     Raises:
-        ValueError: Unknown name; the message lists the known ones.
+        ValueError: Unknown name (the message lists the known ones) or an import that fails.
     """
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown sampler {name!r}; known samplers: {', '.join(names())}"
-        ) from None
+    if ":" in name:
+        return _import_spec(name)
+    raise ValueError(
+        f"unknown sampler {name!r}; known samplers: {', '.join(names())}, "
+        "or 'package.module:function'"
+    )
 
 
 def get(name: str, rng: np.random.Generator | None = None) -> ScoreFn:

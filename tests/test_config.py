@@ -44,7 +44,7 @@ def test_unknown_sampler_lists_the_known_ones():
 
 def test_errors_are_one_line(tmp_path: Path):
     path = tmp_path / "c.yaml"
-    path.write_text("model:\n  arch: vgg\n")
+    path.write_text("model:\n  factory: vgg\n")
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert "\n" not in str(err.value)
@@ -71,5 +71,5 @@ def test_bald_with_dropout_off_is_an_error_naming_both_settings():
 
 
 def test_unknown_model_lists_the_registered_ones():
-    with pytest.raises(ConfigError, match=r"'model\.arch'.*digits_cnn.*resnet18"):
-        Config().with_overrides({"model.arch": "vgg"})
+    with pytest.raises(ConfigError, match=r"'model\.factory'.*digits_cnn.*resnet18"):
+        Config().with_overrides({"model.factory": "vgg"})

@@ -55,7 +55,7 @@ def test_every_registered_model_passes_the_contract_check(arch):
 
 
 def test_the_contract_check_accepts_a_plain_user_factory():
-    def linear(shape, num_classes, dropout):
+    def linear(num_classes, *, shape, dropout):
         c, h, w = shape
         return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * h * w, num_classes))
 
@@ -63,7 +63,7 @@ def test_the_contract_check_accepts_a_plain_user_factory():
 
 
 def test_the_contract_check_catches_a_model_that_ignores_the_class_count():
-    def fixed_ten(shape, num_classes, dropout):
+    def fixed_ten(num_classes, dropout=0.25):
         return nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(64, 10))
 
     with pytest.raises(ModelCheckError, match="last nn.Linear has 10 outputs, not 3"):
@@ -71,7 +71,7 @@ def test_the_contract_check_catches_a_model_that_ignores_the_class_count():
 
 
 def test_the_contract_check_catches_a_model_without_dropout_when_asked_for_some():
-    def no_dropout(shape, num_classes, dropout):
+    def no_dropout(num_classes):
         return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
 
     with pytest.raises(ModelCheckError, match="no dropout layer"):
@@ -95,7 +95,7 @@ def test_the_contract_check_catches_weights_that_do_not_survive_a_state_dict():
 
     with pytest.raises(ModelCheckError, match="state dict gives other logits"):
         check_model(
-            lambda shape, n, dropout: Unregistered(n), shape=(1, 8, 8), num_classes=3, dropout=0
+            lambda num_classes: Unregistered(num_classes), shape=(1, 8, 8), num_classes=3, dropout=0
         )
 
 

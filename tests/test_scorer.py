@@ -9,6 +9,7 @@ from activestream.actors.weights import (
     load_numpy_state,
     state_to_numpy,
 )
+from activestream.config import ModelConfig
 from activestream.models import build_model
 
 
@@ -21,7 +22,7 @@ def _batch(n: int, shape=(1, 8, 8), seed=0) -> pa.Table:
 
 
 def test_scorer_returns_one_row_per_input_with_score_and_version():
-    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="margin")
+    scorer = Scorer(shape=(1, 8, 8), num_classes=10, sampler="margin")
     out = scorer(_batch(5))
     assert out.column_names == ["id", "score", "pred", "model_version"]
     assert out.column("id").to_pylist() == [f"i{j}" for j in range(5)]
@@ -31,14 +32,14 @@ def test_scorer_returns_one_row_per_input_with_score_and_version():
 
 
 def test_scorer_accepts_an_empty_batch():
-    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10)
+    scorer = Scorer(shape=(1, 8, 8), num_classes=10)
     assert scorer(_batch(0)).num_rows == 0
 
 
 def test_scorer_scores_match_the_sampler_applied_to_the_models_probabilities():
     from activestream import samplers
 
-    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="entropy")
+    scorer = Scorer(shape=(1, 8, 8), num_classes=10, sampler="entropy")
     batch = _batch(4)
     from activestream.sources.shards import pixels_to_array
 
@@ -70,21 +71,19 @@ def test_scorer_follows_the_board_and_tags_rows_with_the_new_version(ray_session
     import ray
 
     board = ray.remote(WeightsBoard).options(max_concurrency=8).remote()
-    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, board=board)
+    scorer = Scorer(shape=(1, 8, 8), num_classes=10, board=board)
     assert scorer(_batch(3)).column("model_version").to_pylist() == [0] * 3
     trained = build_model("digits_cnn", shape=(1, 8, 8), num_classes=10, seed=7)
     ref = ray.put(state_to_numpy(trained))
     ray.get(board.publish.remote(WeightsVersion(version=4, labels_seen=64, refs=[ref])))
     out = scorer(_batch(3))
     assert out.column("model_version").to_pylist() == [4] * 3
-    expected = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, seed=7)(_batch(3))
+    expected = Scorer(shape=(1, 8, 8), num_classes=10, seed=7)(_batch(3))
     np.testing.assert_allclose(out.column("score").to_numpy(), expected.column("score").to_numpy())
 
 
 def test_a_bald_scorer_runs_several_dropout_passes_and_scores_their_disagreement():
-    scorer = Scorer(
-        arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="bald", mc_samples=6
-    )
+    scorer = Scorer(shape=(1, 8, 8), num_classes=10, sampler="bald", mc_samples=6)
     x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
     samples = scorer.mc_proba(x, 6)
     assert samples.shape == (6, 4, 10)
@@ -96,7 +95,7 @@ def test_a_bald_scorer_runs_several_dropout_passes_and_scores_their_disagreement
 
 
 def test_a_diversity_sampler_gets_an_embedding_column():
-    scorer = Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="kcenter")
+    scorer = Scorer(shape=(1, 8, 8), num_classes=10, sampler="kcenter")
     out = scorer(_batch(5))
     assert out.column_names[-1] == "embedding"
     embedding = np.stack(out.column("embedding").to_pylist())
@@ -106,7 +105,11 @@ def test_a_diversity_sampler_gets_an_embedding_column():
 
 def test_resnet18_gets_a_dropout_layer_so_bald_passes_disagree():
     scorer = Scorer(
-        arch="resnet18", shape=(3, 8, 8), num_classes=4, sampler="bald", mc_samples=3, dropout=0.5
+        model=ModelConfig(factory="resnet18", dropout=0.5),
+        shape=(3, 8, 8),
+        num_classes=4,
+        sampler="bald",
+        mc_samples=3,
     )
     x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
     assert scorer.score_arrays(x).max() > 0
@@ -114,4 +117,4 @@ def test_resnet18_gets_a_dropout_layer_so_bald_passes_disagree():
 
 def test_bald_without_dropout_is_refused_with_the_setting_to_change():
     with pytest.raises(ValueError, match=r"set model.dropout > 0"):
-        Scorer(arch="digits_cnn", shape=(1, 8, 8), num_classes=10, sampler="bald", dropout=0.0)
+        Scorer(model=ModelConfig(dropout=0.0), shape=(1, 8, 8), num_classes=10, sampler="bald")
