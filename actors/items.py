@@ -1,6 +1,7 @@
 """Look up an item's pixels by id, so labels can arrive as bare ``{"id", "label"}`` pairs.
 
-The store reads only the ``id`` column of every shard up front (a few bytes per row) and
+The store reads only the ``id`` column of every shard up front into a compact
+:class:`~activestream.sources.idindex.IdIndex` (about 30 bytes per item, not a Python dict) and
 fetches pixels of labeled items on demand, keeping a couple of decoded shards cached. The
 trainer uses it to turn labels into training rows; the Serve app uses it to render images.
 """
@@ -14,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from activestream.sources.shards import ShardSet, pixels_to_array
+from activestream.sources.idindex import IdIndex
+from activestream.sources.shards import ShardSet
 
 
 class UnknownItem(KeyError):
@@ -35,8 +37,7 @@ class ItemStore:
     def __init__(self, shards: ShardSet, cache_shards: int = 2) -> None:
         self.shards = shards
         self.cache_shards = cache_shards
-        self._where: dict[str, tuple[int, int]] | None = None
-        self._ids: list[np.ndarray] = []
+        self._index: IdIndex | None = None
         self._cache: OrderedDict[int, pa.ChunkedArray] = OrderedDict()
 
     @property
@@ -49,39 +50,43 @@ class ItemStore:
         """Class names, index = label."""
         return tuple(self.shards.classes)
 
-    def _index(self) -> dict[str, tuple[int, int]]:
-        if self._where is None:
-            where: dict[str, tuple[int, int]] = {}
-            for f, path in enumerate(self.shards.paths):
-                with self.shards.filesystem.open_input_file(path) as fh:
-                    ids = pq.read_table(fh, columns=["id"]).column("id").to_pylist()
-                self._ids.append(np.asarray(ids, dtype=object))
-                where.update((item, (f, row)) for row, item in enumerate(ids))
-            self._where = where
-        return self._where
+    @property
+    def index(self) -> IdIndex:
+        """Id -> (file, row), about 30 bytes per item (built on first use)."""
+        if self._index is None:
+            self._index = IdIndex.build(
+                (self._file_ids(f) for f in range(len(self.shards.paths))),
+                names=list(self.shards.paths),
+            )
+        return self._index
+
+    def _file_ids(self, f: int) -> pa.ChunkedArray | pa.Array:
+        if not self.shards.has_ids:
+            return self.shards.generated_ids(f)
+        with self.shards.filesystem.open_input_file(self.shards.paths[f]) as fh:
+            return pq.read_table(fh, columns=["id"]).column("id")
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._index()
+        return isinstance(item_id, str) and item_id in self.index
 
     def __len__(self) -> int:
-        return len(self._index())
+        return len(self.index)
 
     def ids(self) -> np.ndarray:
         """Every id of the pool, shard by shard."""
-        self._index()
-        return np.concatenate(self._ids) if self._ids else np.empty(0, dtype=object)
+        return self.index.ids().to_numpy(zero_copy_only=False).astype(object)
 
     def missing(self, ids: Sequence[str]) -> list[str]:
         """The ids of ``ids`` that are not in the pool."""
-        index = self._index()
-        return [i for i in ids if i not in index]
+        return self.index.missing(list(ids))
 
     def _shard_pixels(self, f: int) -> pa.ChunkedArray:
         if f in self._cache:
             self._cache.move_to_end(f)
             return self._cache[f]
+        column = self.shards.image_column
         with self.shards.filesystem.open_input_file(self.shards.paths[f]) as fh:
-            pixels = pq.read_table(fh, columns=["pixels"]).column("pixels")
+            pixels = pq.read_table(fh, columns=[column]).column(column)
         self._cache[f] = pixels
         while len(self._cache) > self.cache_shards:
             self._cache.popitem(last=False)
@@ -89,16 +94,38 @@ class ItemStore:
 
     def get(self, ids: Sequence[str]) -> np.ndarray:
         """(len(ids), C, H, W) float32 in [0, 1]; raises :class:`UnknownItem` naming an id."""
-        index = self._index()
         out = np.empty((len(ids), *self.shape), dtype=np.float32)
+        files, rows, found = self.index.locate(list(ids))
+        if not found.all():
+            missing = list(ids)[int(np.argmin(found))]
+            raise UnknownItem(f"unknown id {missing!r}: not in the pool")
         by_shard: dict[int, list[tuple[int, int]]] = {}
-        for i, item in enumerate(ids):
-            if item not in index:
-                raise UnknownItem(f"unknown id {item!r}: not in the pool")
-            f, row = index[item]
+        for i, (f, row) in enumerate(zip(files.tolist(), rows.tolist(), strict=True)):
             by_shard.setdefault(f, []).append((i, row))
         for f, pairs in by_shard.items():
             rows = pa.array([row for _, row in pairs], pa.int64())
             taken = self._shard_pixels(f).take(rows)
-            out[[i for i, _ in pairs]] = pixels_to_array(taken, self.shape)
+            out[[i for i, _ in pairs]] = self.shards.decode(taken)[0]
         return out
+
+    def original(self, item_id: str) -> tuple[bytes, str] | None:
+        """The stored bytes and media type of an encoded image; None for decoded pixels.
+
+        Raises:
+            UnknownItem: ``item_id`` is not in the pool.
+        """
+        files, rows, found = self.index.locate([item_id])
+        if not found[0]:
+            raise UnknownItem(f"unknown id {item_id!r}: not in the pool")
+        if not self.shards.encoded:
+            return None
+        from activestream.sources.images import encoded_bytes, image_info
+
+        f, row = int(files[0]), int(rows[0])
+        data = encoded_bytes(self._shard_pixels(f).take(pa.array([row], pa.int64()))).to_pylist()
+        raw = data[0] or b""
+        try:
+            media = image_info(raw)[3]
+        except Exception:  # noqa: BLE001 - undecodable bytes are still the original bytes
+            media = "application/octet-stream"
+        return raw, media

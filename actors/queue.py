@@ -75,6 +75,8 @@ class QueryQueue:
         self._leases: dict[str, float] = {}
         self.round_version = -1
         self.rounds = 0
+        self.pool_rows = 0  # items in the pool when the last round finished
+        self.bad_rows = 0  # of those, images that did not decode
         self.leased_total = 0
         self.explored_total = 0
 
@@ -86,9 +88,20 @@ class QueryQueue:
         random_ids: Sequence[str],
         round_version: int,
         embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
+        *,
+        pool_rows: int | None = None,
+        bad_rows: int | None = None,
     ) -> None:
-        """Replace the candidates with a finished round's (ranked best first)."""
+        """Replace the candidates with a finished round's (ranked best first).
+
+        ``pool_rows`` and ``bad_rows`` (images that did not decode) are what the round saw;
+        they are only reported, in :meth:`stats`.
+        """
         with self._lock:
+            if pool_rows is not None:
+                self.pool_rows = int(pool_rows)
+            if bad_rows is not None:
+                self.bad_rows = int(bad_rows)
             self._embedding = (
                 {}
                 if embeddings is None
@@ -182,4 +195,6 @@ class QueryQueue:
                 "rounds": self.rounds,
                 "leased_total": self.leased_total,
                 "explored_total": self.explored_total,
+                "pool_rows": self.pool_rows,
+                "bad_rows": self.bad_rows,
             }

@@ -27,6 +27,7 @@ from activestream.actors.net import build_net
 from activestream.actors.weights import WeightsVersion, load_numpy_state
 from activestream.config import ModelConfig
 from activestream.models.parts import last_linear, pick_device
+from activestream.sources.images import decode_images
 from activestream.sources.shards import pixels_to_array
 
 
@@ -59,6 +60,8 @@ class Scorer:
         mc_samples: Stochastic passes T for samplers over (T, N, C) samples (BALD).
         embed: Output penultimate-layer embeddings; None: when the sampler selects batches
             for diversity.
+        image_column: The batch column holding images.
+        encoded: Whether that column holds encoded images (decoded here, in the worker).
     """
 
     def __init__(
@@ -75,8 +78,12 @@ class Scorer:
         nice: int = 0,
         mc_samples: int = 8,
         embed: bool | None = None,
+        image_column: str = "pixels",
+        encoded: bool = False,
     ) -> None:
         torch.set_num_threads(threads)
+        self._image_column = image_column
+        self._encoded = encoded
         if nice > 0:
             os.nice(nice)  # scoring is batch work: serving and labeling come first
         self._shape = tuple(shape)
@@ -176,11 +183,17 @@ class Scorer:
         return self.outputs(x)[1]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """Score one batch of (id, pixels) rows -> (id, score, pred, model_version)."""
+        """Score one batch of (id, image) rows -> (id, score, pred, model_version[, ok]).
+
+        Encoded images that do not decode are scored as blanks and flagged ``ok = False``, so
+        the round skips and counts them instead of failing the pass.
+        """
         self._refresh()
-        probs, scores, embedding = self.outputs(
-            pixels_to_array(batch.column("pixels"), self._shape)
-        )
+        if self._encoded:
+            x, ok = decode_images(batch.column(self._image_column), self._shape)
+        else:
+            x, ok = pixels_to_array(batch.column(self._image_column), self._shape), None
+        probs, scores, embedding = self.outputs(x)
         n = batch.num_rows
         columns = {
             "id": batch.column("id"),
@@ -194,6 +207,8 @@ class Scorer:
             columns["embedding"] = pa.FixedSizeListArray.from_arrays(
                 pa.array(flat, pa.float32()), dim
             )
+        if ok is not None:
+            columns["ok"] = pa.array(ok, pa.bool_())
         return pa.table(columns)
 
     def _embed_dim(self, embedding: np.ndarray | None) -> int:

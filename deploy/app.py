@@ -304,17 +304,27 @@ class LabelingAPI:
         )
 
     async def item_image(self, item_id: str) -> Response:
-        """The item as a PNG at its native size (the page upscales without blur)."""
-        from PIL import Image
+        """The item's original bytes, or decoded pixels as a PNG at native size.
 
+        Reading Parquet (maybe on S3) runs in a worker thread, never on the event loop.
+        """
         if item_id not in self.items:
             raise _reject(404, f"unknown id {item_id!r}")
+        data, media = await asyncio.to_thread(self._image_bytes, item_id)
+        return Response(data, media_type=media)
+
+    def _image_bytes(self, item_id: str) -> tuple[bytes, str]:
+        from PIL import Image
+
+        original = self.items.original(item_id)
+        if original is not None:
+            return original
         x = self.items.get([item_id])[0]  # (C, H, W) in [0, 1]
         pixels = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
         image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
         buf = io.BytesIO()
         image.save(buf, format="PNG")
-        return Response(buf.getvalue(), media_type="image/png")
+        return buf.getvalue(), "image/png"
 
     async def labels(
         self, request: Request, authorization: Annotated[str | None, Header()] = None
@@ -340,16 +350,28 @@ class LabelingAPI:
     async def predict(
         self, request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> Predictions:
-        """Class probabilities from the trainer's current model."""
+        """Class probabilities from the trainer's current model.
+
+        The body is JSON (``{"inputs": [array, ...]}`` of pixel values in [0, 1]), an image file
+        (``image/*``), or a multipart form with one or more image files. Images are decoded,
+        converted and resized to the pool's stored shape exactly as pool items are; the model's
+        input transform then applies to both alike.
+        """
         self._authorize(authorization)
-        body: PredictRequest = await self._parse(request, PredictRequest)
+        ctype = request.headers.get("content-type", "").lower()
         shape = self.items.shape
-        try:
-            x = np.asarray(body.inputs, dtype=np.float32).reshape(len(body.inputs), *shape)
-        except (ValueError, TypeError):
-            raise _reject(
-                422, f"inputs: each must hold {int(np.prod(shape))} numbers (shape {list(shape)})"
-            ) from None
+        if ctype.startswith(("image/", "multipart/form-data", "application/octet-stream")):
+            body = await self._body(request)
+            x = await asyncio.to_thread(_decode_uploads, ctype, body, shape)
+        else:
+            parsed: PredictRequest = await self._parse(request, PredictRequest)
+            try:
+                x = np.asarray(parsed.inputs, dtype=np.float32).reshape(len(parsed.inputs), *shape)
+            except (ValueError, TypeError):
+                raise _reject(
+                    422,
+                    f"inputs: each must hold {int(np.prod(shape))} numbers (shape {list(shape)})",
+                ) from None
         if not np.isfinite(x).all():
             raise _reject(422, "inputs: values must be finite numbers")
         info = await self._trainer(self.trainer.model_info.remote())
@@ -406,11 +428,48 @@ class LabelingAPI:
         Counter("activestream_train_steps", "Optimizer steps", registry=registry).inc(
             info["train_steps"]
         )
+        Gauge("activestream_pool_items", "Items in the pool", registry=registry).set(
+            queue.get("pool_rows", 0)
+        )
+        Gauge(
+            "activestream_bad_items",
+            "Items of the last round whose image did not decode (skipped, never queried)",
+            registry=registry,
+        ).set(queue.get("bad_rows", 0))
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     async def page(self) -> HTMLResponse:
         """The labeling page."""
         return HTMLResponse(self._page_html)
+
+
+def _decode_uploads(ctype: str, body: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+    """Image files from a raw body or a multipart form -> float32 ``(N, C, H, W)`` in [0, 1]."""
+    from email import message_from_bytes
+    from email.policy import HTTP
+
+    from activestream.sources.images import decode_one
+
+    if ctype.startswith("multipart/form-data"):
+        message = message_from_bytes(
+            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body, policy=HTTP
+        )
+        files = [
+            part.get_payload(decode=True) or b""
+            for part in message.iter_parts()
+            if part.get_filename() or part.get_content_maintype() == "image"
+        ]
+        if not files:
+            raise _reject(422, "multipart body has no file part (send the image as a file)")
+    else:
+        files = [body]
+    out = []
+    for i, data in enumerate(files):
+        arr = decode_one(data, shape)
+        if arr is None:
+            raise _reject(422, f"file {i}: not a decodable image ({len(data)} bytes)")
+        out.append(arr)
+    return np.divide(np.stack(out), 255, dtype=np.float32)
 
 
 def _add_schemas(api: FastAPI, models: Any) -> None:

@@ -40,6 +40,7 @@ ModelFactory = Callable[..., "nn.Module"]
 
 _REGISTRY: dict[str, ModelFactory | str] = {
     "digits_cnn": "activestream.models.builtin:digits_cnn",
+    "efficientnet_lite0": "activestream.models.pretrained:efficientnet_lite0",
     "mobilenet_v3_small": "activestream.models.builtin:mobilenet_v3_small",
     "resnet18": "activestream.models.builtin:resnet18",
 }

@@ -215,6 +215,35 @@ def cmd_make_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fashion_mnist(args: argparse.Namespace) -> int:
+    """Fashion-MNIST from the Debian package's IDX files as PNG-encoded pool and test shards."""
+    from activestream.sources.fashion_mnist import write_fashion_mnist_shards
+
+    if args.rows_per_shard < 1:
+        raise ActivestreamError(f"--rows-per-shard must be at least 1, got {args.rows_per_shard}")
+    if args.limit is not None and args.limit < 1:
+        raise ActivestreamError(f"--limit must be at least 1, got {args.limit}")
+    cfg = _load(args, {})
+    shards = write_fashion_mnist_shards(
+        args.out,
+        rows_per_shard=args.rows_per_shard,
+        limit=args.limit,
+        idx_dir=args.idx_dir,
+        storage=cfg.storage,
+    )
+
+    def files(n: int) -> str:
+        return f"{n} shard" if n == 1 else f"{n} shards"
+
+    verb = "wrote" if shards.written else "already written:"
+    print(
+        f"{verb} {shards.pool_rows} pool rows in {files(len(shards.pool_files))} to {shards.pool}"
+        f" and {shards.test_rows} test rows in {files(len(shards.test_files))} to {shards.test}"
+        " (grayscale PNG, 10 classes)"
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Every benchmark beside its baseline; bench.json, bench.md and plots under --out."""
     try:
@@ -295,6 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--classes", type=int, default=10)
     shards.add_argument("--test-rows", type=int, default=0)
     shards.set_defaults(func=cmd_make_shards)
+
+    fmnist = sub.add_parser(
+        "fashion-mnist", help="Fashion-MNIST (apt-get install dataset-fashion-mnist) as shards"
+    )
+    _common(fmnist)
+    fmnist.add_argument("--out", default="data/fashion-mnist", help="gets pool/ and test/")
+    fmnist.add_argument("--rows-per-shard", type=int, default=10_000)
+    fmnist.add_argument("--limit", type=int, help="first N rows of each split only")
+    fmnist.add_argument("--idx-dir", help="folder of the IDX files (default: the Debian package's)")
+    fmnist.set_defaults(func=cmd_fashion_mnist)
     return parser
 
 

@@ -313,6 +313,8 @@ class ActiveLoop:
                 explore.ids.tolist(),
                 min(result.versions) if result.versions else started_version,
                 result.embeddings,
+                pool_rows=self.pool.num_rows,
+                bad_rows=result.bad_rows,
             )
         )
         self.rounds.append(

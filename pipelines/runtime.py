@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 from activestream.config import RayConfig, ScoringConfig, TrainingConfig
 
@@ -39,8 +40,28 @@ def init_ray(cfg: RayConfig) -> None:
         num_cpus=local_logical_cpus(cfg),
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": driver_path()}},
     )
+
+
+def driver_path() -> str:
+    """The driver's own import folders, for the workers of a local cluster.
+
+    A user's ``model.factory: "mypackage.nets:classifier"`` must import in the trainer and in
+    every scorer, not only in the driver; on a local cluster the workers run on this machine,
+    so giving them the driver's source folders (not the interpreter's own) does exactly that.
+    On a remote cluster, install the package on the nodes (image or wheel) instead.
+    """
+    skip = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    folders: list[str] = []
+    for entry in [os.getcwd(), *sys.path, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]:
+        real = os.path.realpath(entry) if entry else ""
+        if not real or not os.path.isdir(real) or real in folders:
+            continue
+        if any(real == s or real.startswith(s + os.sep) for s in skip):
+            continue
+        folders.append(real)
+    return os.pathsep.join(folders)
 
 
 def cluster_gpus() -> float:

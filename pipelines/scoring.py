@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from activestream import samplers
@@ -38,6 +39,7 @@ class ScoreResult:
     versions: Counter[int] = field(default_factory=Counter)
     first_seen: dict[int, float] = field(default_factory=dict)
     embeddings: np.ndarray | None = None  # (k, D) for ``top.ids``, diversity samplers only
+    bad_rows: int = 0  # encoded images that did not decode: skipped, never queried
 
     @property
     def rows_per_second(self) -> float:
@@ -60,6 +62,8 @@ def scorer_kwargs(
         "threads": cfg.scoring.threads_per_scorer,
         "nice": cfg.scoring.nice,
         "mc_samples": cfg.sampling.mc_samples,
+        "image_column": shards.image_column,
+        "encoded": shards.encoded,
     }
 
 
@@ -105,8 +109,13 @@ class _Round:
         self.start = time.perf_counter()
         self.k = k
         self.embedding: dict[str, np.ndarray] = {}
+        self.bad_rows = 0
 
     def push(self, batch: pa.Table) -> None:
+        if "ok" in batch.column_names:
+            ok = batch.column("ok")
+            self.bad_rows += batch.num_rows - (pc.sum(pc.cast(ok, pa.int64())).as_py() or 0)
+            batch = batch.filter(ok).drop_columns(["ok"])
         ids = batch.column("id").to_numpy(zero_copy_only=False)
         version = batch.column("model_version").to_numpy()
         self.top.push(ids, batch.column("score").to_numpy(), version)
@@ -142,6 +151,7 @@ class _Round:
             self.versions,
             self.first_seen,
             embeddings,
+            self.bad_rows,
         )
 
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 SHAPE_KEY = b"activestream.shape"
 CLASSES_KEY = b"activestream.classes"
-_COLUMNS = ("id", "pixels", "label")
+_COLUMNS = ("id", "image", "label")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,12 @@ class ShardSet:
         has_labels: Whether every file has a ``label`` column.
         uri: What the user gave, for messages and logs.
         file_rows: Rows per file, aligned with ``paths`` (lets callers rotate over a subset).
+        image_column: The column holding the images: ``pixels`` (decoded ``list<uint8>``) or an
+            encoded column (``binary`` or ``struct<bytes, path>``).
+        encoded: Whether ``image_column`` holds encoded images (PNG, JPEG, ...).
+        has_ids: Whether the files carry an ``id`` column; without one, ids are
+            ``<file name>#<row>``, stable as long as the files are not rewritten.
+        string_labels: Whether ``label`` holds class names (mapped to indices of ``classes``).
     """
 
     paths: tuple[str, ...]
@@ -80,6 +86,60 @@ class ShardSet:
     has_labels: bool
     uri: str
     file_rows: tuple[int, ...] = ()
+    image_column: str = "pixels"
+    encoded: bool = False
+    has_ids: bool = True
+    string_labels: bool = False
+
+    @property
+    def native(self) -> bool:
+        """Stored in the project's own layout (id, decoded pixels, integer labels)."""
+        return self.has_ids and not self.encoded and not self.string_labels
+
+    def generated_ids(self, index: int, start: int = 0, stop: int | None = None) -> pa.Array:
+        """Ids of rows ``[start, stop)`` of file ``index`` for files without an ``id`` column."""
+        name = self.paths[index].rsplit("/", 1)[-1]
+        stop = self.file_rows[index] if stop is None else stop
+        return pa.array([f"{name}#{row}" for row in range(start, stop)], pa.string())
+
+    def normalize(self, table: pa.Table, index: int, start: int = 0) -> pa.Table:
+        """Map a slice of file ``index`` (rows from ``start``) to ``id, <image>[, label]``.
+
+        Ids are generated when the file has none, and string labels become class indices
+        (``-1`` for a name outside ``classes``), so every consumer sees one layout.
+        """
+        columns: dict[str, Any] = {}
+        if "id" in table.column_names:
+            columns["id"] = table.column("id")
+        else:
+            columns["id"] = self.generated_ids(index, start, start + table.num_rows)
+        if self.image_column in table.column_names:
+            columns[self.image_column] = table.column(self.image_column)
+        if "label" in table.column_names:
+            label = table.column("label")
+            if self.string_labels:
+                positions = pc.index_in(label, value_set=pa.array(self.classes, pa.string()))
+                label = pc.fill_null(positions, -1).cast(pa.int64())
+            columns["label"] = label
+        return pa.table(columns)
+
+    def read_file(self, index: int, columns: Sequence[str] = ("id", "image", "label")) -> pa.Table:
+        """File ``index`` normalized (see :meth:`normalize`); ``image`` means the image column."""
+        wanted = [self.image_column if c == "image" else c for c in columns]
+        with self.filesystem.open_input_file(self.paths[index]) as handle:
+            pf = pq.ParquetFile(handle)
+            present = [c for c in wanted if c in pf.schema_arrow.names]
+            table = pf.read(columns=present)
+        return self.normalize(table, index)
+
+    def decode(self, column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """Image column -> float32 ``(N, C, H, W)`` in [0, 1] and a per-row ``ok`` mask."""
+        if self.encoded:
+            from activestream.sources.images import decode_images
+
+            return decode_images(column, self.shape)
+        x = pixels_to_array(column, self.shape)
+        return x, np.ones(len(x), dtype=bool)
 
     def subset(self, indices: Sequence[int]) -> ShardSet:
         """Return the shards at ``indices`` only (e.g. to score a few shards per round).
@@ -170,6 +230,29 @@ class _Footer:
     label_max: int | None
     label_min: int | None
     label_stats: bool
+    image_column: str = "pixels"
+    encoded: bool = False
+    string_labels: bool = False
+
+
+def _image_column(schema: pa.Schema, path: str) -> tuple[str, bool]:
+    """The column holding images: ``pixels`` (decoded) or the first encoded-image column."""
+    from activestream.sources.images import is_encoded_type
+
+    if "pixels" in schema.names:
+        if not _is_list_of(schema.field("pixels").type, pa.uint8()):
+            raise DataError(
+                f"Parquet file {path}: column 'pixels' is {schema.field('pixels').type}, "
+                "expected list<uint8> (flattened C*H*W bytes)"
+            )
+        return "pixels", False
+    encoded = [f.name for f in schema if is_encoded_type(f.type)]
+    if not encoded:
+        raise DataError(
+            f"Parquet file {path} has no image column: expected 'pixels' (list<uint8>) or an "
+            f"encoded-image column (binary, or struct<bytes, path>); has {schema.names}"
+        )
+    return ("image" if "image" in encoded else encoded[0]), True
 
 
 def _is_list_of(t: pa.DataType, value: pa.DataType) -> bool:
@@ -187,19 +270,21 @@ def _read_footer(fs: pafs.FileSystem, path: str) -> _Footer:
     except (OSError, pa.ArrowException) as err:
         raise DataError(f"cannot read Parquet file {path}: {err}") from None
     names = tuple(schema.names)
-    for column in ("id", "pixels"):
-        if column not in names:
-            raise DataError(f"Parquet file {path} has no {column!r} column (has {list(names)})")
-    if not _is_list_of(schema.field("pixels").type, pa.uint8()):
-        raise DataError(
-            f"Parquet file {path}: column 'pixels' is {schema.field('pixels').type}, "
-            "expected list<uint8> (flattened C*H*W bytes)"
-        )
+    image_column, encoded = _image_column(schema, path)
+    if "id" in names and not pa.types.is_string(schema.field("id").type):
+        if not pa.types.is_large_string(schema.field("id").type):
+            raise DataError(f"Parquet file {path}: column 'id' must be a string column")
     label_min = label_max = None
     label_stats = "label" in names
+    string_labels = False
     if "label" in names:
-        if not pa.types.is_integer(schema.field("label").type):
-            raise DataError(f"Parquet file {path}: column 'label' must be an integer column")
+        label_type = schema.field("label").type
+        string_labels = pa.types.is_string(label_type) or pa.types.is_large_string(label_type)
+        if not (pa.types.is_integer(label_type) or string_labels):
+            raise DataError(
+                f"Parquet file {path}: column 'label' must hold class indices or class names"
+            )
+    if "label" in names and not string_labels:
         col = names.index("label")
         for rg in range(meta.num_row_groups):
             stats = meta.row_group(rg).column(col).statistics
@@ -213,7 +298,48 @@ def _read_footer(fs: pafs.FileSystem, path: str) -> _Footer:
     kv = schema.metadata or {}
     shape = _parse_shape(kv[SHAPE_KEY], f"Parquet file {path}") if SHAPE_KEY in kv else None
     classes = _parse_classes(kv[CLASSES_KEY], f"Parquet file {path}") if CLASSES_KEY in kv else None
-    return _Footer(path, meta.num_rows, names, shape, classes, label_max, label_min, label_stats)
+    return _Footer(
+        path,
+        meta.num_rows,
+        names,
+        shape,
+        classes,
+        label_max,
+        label_min,
+        label_stats,
+        image_column,
+        encoded,
+        string_labels,
+    )
+
+
+def _sniff_shape(fs: pafs.FileSystem, footer: _Footer) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the first decodable image: the size every other image is resized to."""
+    from activestream.sources.images import encoded_bytes, image_info
+
+    with fs.open_input_file(footer.path) as handle:
+        pf = pq.ParquetFile(handle)
+        for rg in range(pf.num_row_groups):
+            column = pf.read_row_group(rg, columns=[footer.image_column]).column(0)
+            for data in encoded_bytes(column).to_pylist():
+                if not data:
+                    continue
+                try:
+                    mode, h, w, _ = image_info(data)
+                except Exception:  # noqa: BLE001 - a bad first image: try the next one
+                    continue
+                return (1 if mode == "L" else 3, h, w)
+    raise DataError(f"Parquet file {footer.path}: no decodable image to learn the image size from")
+
+
+def _string_classes(fs: pafs.FileSystem, footers: Sequence[_Footer]) -> tuple[str, ...]:
+    """Sorted distinct class names of string labels over every file."""
+    names: set[str] = set()
+    for f in footers:
+        with fs.open_input_file(f.path) as handle:
+            col = pq.ParquetFile(handle).read(columns=["label"]).column("label")
+        names.update(v for v in pc.unique(col).to_pylist() if v is not None)
+    return tuple(sorted(names))
 
 
 def _label_range(fs: pafs.FileSystem, footers: Sequence[_Footer]) -> tuple[int, int] | None:
@@ -221,7 +347,7 @@ def _label_range(fs: pafs.FileSystem, footers: Sequence[_Footer]) -> tuple[int, 
     lo: int | None = None
     hi: int | None = None
     for f in footers:
-        if "label" not in f.names:
+        if "label" not in f.names or f.string_labels:
             continue
         if f.label_stats:
             fmin, fmax = f.label_min, f.label_max
@@ -270,6 +396,19 @@ def open_shards(
     num_rows = sum(f.num_rows for f in footers)
     if num_rows == 0:
         raise DataError(f"empty data set: {uri} has {len(paths)} Parquet file(s) but no rows")
+    for attr, what in (
+        ("image_column", "image column"),
+        ("string_labels", "label type"),
+        ("encoded", "image encoding"),
+    ):
+        values = {getattr(f, attr) for f in footers}
+        if len(values) > 1:
+            odd = next(f for f in footers if getattr(f, attr) != getattr(footers[0], attr))
+            raise DataError(f"{uri}: {footers[0].path} and {odd.path} disagree on the {what}")
+    has_ids = {"id" in f.names for f in footers}
+    if len(has_ids) > 1:
+        raise DataError(f"{uri}: some files have an 'id' column and some do not")
+    first = footers[0]
 
     shapes = {f.shape for f in footers if f.shape is not None}
     if len(shapes) > 1:
@@ -286,6 +425,9 @@ def open_shards(
         final_shape = found
     elif shape is not None:
         final_shape = _parse_shape(shape, f"shape for {uri}")
+    elif first.encoded:
+        nonempty = next(f for f in footers if f.num_rows)
+        final_shape = _sniff_shape(fs, nonempty)
     else:
         raise DataError(
             f"{uri}: Parquet metadata 'activestream.shape' is missing; pass the image shape "
@@ -301,6 +443,8 @@ def open_shards(
         final_classes = tuple(str(c) for c in classes)
     elif class_sets:
         final_classes = class_sets.pop()
+    elif first.string_labels:
+        final_classes = _string_classes(fs, footers)
     else:
         # No metadata: labels are class indices, so name classes 0..max(label).
         span = _label_range(fs, footers)
@@ -317,6 +461,10 @@ def open_shards(
         has_labels=has_labels,
         uri=uri,
         file_rows=tuple(f.num_rows for f in footers),
+        image_column=first.image_column,
+        encoded=first.encoded,
+        has_ids=has_ids.pop(),
+        string_labels=first.string_labels,
     )
 
 
@@ -363,7 +511,30 @@ def pixels_to_array(pixels: pa.ListArray | pa.ChunkedArray, shape: Sequence[int]
 
 
 def _existing(shards: ShardSet, columns: Sequence[str]) -> list[str]:
-    return [c for c in columns if c != "label" or shards.has_labels]
+    """Requested columns as stored: ``image``/``pixels`` name the image column."""
+    out = []
+    for c in columns:
+        if c in ("image", "pixels"):
+            out.append(shards.image_column)
+        elif c == "label" and not shards.has_labels:
+            continue
+        elif c == "id" and not shards.has_ids:
+            continue
+        else:
+            out.append(c)
+    return out
+
+
+def _read_normalized(batch: dict[str, np.ndarray], shards: ShardSet, columns: Sequence[str]):
+    """Ray Data UDF: read whole files (one index per row) as normalized tables, batch by batch."""
+    for index in batch["file"].tolist():
+        with shards.filesystem.open_input_file(shards.paths[index]) as handle:
+            pf = pq.ParquetFile(handle)
+            start = 0
+            for rb in pf.iter_batches(batch_size=4096, columns=_existing(shards, columns)):
+                table = pa.Table.from_batches([rb])
+                yield shards.normalize(table, index, start)
+                start += table.num_rows
 
 
 def read_ray_dataset(
@@ -371,7 +542,7 @@ def read_ray_dataset(
     *,
     read_cpus: float = 0.25,
     read_concurrency: int | None = None,
-    columns: Sequence[str] = ("id", "pixels"),
+    columns: Sequence[str] = ("id", "image"),
     use_datasource_v2: bool = False,
 ) -> ray.data.Dataset:
     """Open a lazy, streaming Ray Dataset; nothing is read until it is iterated.
@@ -388,8 +559,23 @@ def read_ray_dataset(
             so this, not the pool size, bounds the memory of a pass. None: as many as fit.
         columns: Columns to read; ``label`` is dropped when the shards have none.
         use_datasource_v2: Use Ray's V2 reader (worth it for thousands of files on a cluster).
+
+    Files without an ``id`` column or with string labels are read by a Ray Data task per file
+    that generates ids and maps labels (:meth:`ShardSet.normalize`); the project's own layout
+    goes through ``read_parquet`` untouched.
     """
     import ray.data
+
+    if not shards.has_ids or (shards.string_labels and "label" in columns):
+        items = [{"file": i} for i in range(len(shards.paths))]
+        return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+            _read_normalized,
+            fn_kwargs={"shards": shards, "columns": tuple(columns)},
+            batch_size=1,
+            batch_format="numpy",
+            num_cpus=read_cpus,
+            concurrency=read_concurrency,
+        )
 
     ctx = ray.data.DataContext.get_current()
     previous = ctx.use_datasource_v2
@@ -413,17 +599,20 @@ def read_ray_dataset(
 def iter_batches(
     shards: ShardSet,
     batch_size: int,
-    columns: Sequence[str] = ("id", "pixels", "label"),
+    columns: Sequence[str] = ("id", "image", "label"),
 ) -> Iterator[pa.RecordBatch]:
-    """Stream record batches of at most ``batch_size`` rows, file by file, without Ray.
+    """Stream normalized record batches of at most ``batch_size`` rows, file by file, no Ray.
 
     Only columns present in a file are requested, so unlabeled shards simply yield no ``label``.
     """
-    for path in shards.paths:
+    for index, path in enumerate(shards.paths):
         with shards.filesystem.open_input_file(path) as handle:
             pf = pq.ParquetFile(handle)
-            wanted = [c for c in columns if c in pf.schema_arrow.names]
-            yield from pf.iter_batches(batch_size=batch_size, columns=wanted)
+            start = 0
+            for rb in pf.iter_batches(batch_size=batch_size, columns=_existing(shards, columns)):
+                table = shards.normalize(pa.Table.from_batches([rb]), index, start)
+                start += rb.num_rows
+                yield from table.to_batches()
 
 
 def load_arrays(shards: ShardSet) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -433,13 +622,10 @@ def load_arrays(shards: ShardSet) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
         ``(ids, x, labels)``: ids as an object array of ``str``, ``x`` float32 ``(N, C, H, W)``
         in ``[0, 1]``, labels int64 (``-1`` where null) or ``None`` when unlabeled.
     """
-    tables = []
-    for path in shards.paths:
-        with shards.filesystem.open_input_file(path) as handle:
-            tables.append(pq.ParquetFile(handle).read(columns=_existing(shards, _COLUMNS)))
+    tables = [shards.read_file(i, _COLUMNS) for i in range(len(shards.paths))]
     table = pa.concat_tables(tables, promote_options="default")
     ids = table.column("id").to_numpy(zero_copy_only=False).astype(object)
-    x = pixels_to_array(table.column("pixels"), shards.shape)
+    x, _ = shards.decode(table.column(shards.image_column))
     labels = None
     if shards.has_labels:
         labels = table.column("label").fill_null(-1).to_numpy().astype(np.int64, copy=False)

@@ -28,12 +28,10 @@ def ray_session() -> Iterator[None]:
     """Start Ray once; 8 logical CPUs so Serve, trainer and a scorer pool fit on 2 cores."""
     import ray
 
-    ray.init(
-        num_cpus=8,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
-    )
+    from activestream.config import RayConfig
+    from activestream.pipelines.runtime import init_ray
+
+    init_ray(RayConfig(num_cpus=8))
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield

@@ -49,7 +49,13 @@ def test_unknown_architecture_names_the_choices():
 # -- the contract check users run on their own models -----------------------------------------
 
 
-@pytest.mark.parametrize("arch", model_names())
+HEAVY = {"efficientnet_lite0"}  # pretrained: ~10 s of CPU each, covered in test_pretrained
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in model_names()],
+)
 def test_every_registered_model_passes_the_contract_check(arch):
     check_model(arch, shape=(3, 32, 32), num_classes=5)
 

@@ -124,9 +124,11 @@ def test_open_shards_garbage_file_names_the_file(tmp_path: Path) -> None:
         open_shards(str(tmp_path))
 
 
-def test_open_shards_missing_pixels_column_names_column_and_file(tmp_path: Path) -> None:
+def test_open_shards_missing_image_column_names_what_it_expects_and_the_file(
+    tmp_path: Path,
+) -> None:
     pq.write_table(pa.table({"id": ["a"], "label": [0]}), tmp_path / "nopix.parquet")
-    with pytest.raises(DataError, match=r"nopix\.parquet has no 'pixels' column"):
+    with pytest.raises(DataError, match=r"nopix\.parquet has no image column: expected 'pixels'"):
         open_shards(str(tmp_path))
 
 
