@@ -8,6 +8,7 @@ trainer uses it to turn labels into training rows; the Serve app uses it to rend
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -15,8 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from activestream.config import StorageConfig
+from activestream.sources.fs import DEFAULT_STORAGE
 from activestream.sources.idindex import IdIndex
-from activestream.sources.shards import ShardSet
+from activestream.sources.shards import ShardSet, grow_shards
 
 
 class UnknownItem(KeyError):
@@ -34,9 +37,19 @@ class ItemStore:
         cache_shards: Decoded shards to keep in memory.
     """
 
-    def __init__(self, shards: ShardSet, cache_shards: int = 2) -> None:
+    def __init__(
+        self,
+        shards: ShardSet,
+        cache_shards: int = 2,
+        *,
+        storage: StorageConfig = DEFAULT_STORAGE,
+        grow_every: float = 2.0,
+    ) -> None:
         self.shards = shards
         self.cache_shards = cache_shards
+        self.storage = storage
+        self.grow_every = grow_every
+        self._grown_at = time.monotonic()
         self._index: IdIndex | None = None
         self._cache: OrderedDict[int, pa.ChunkedArray] = OrderedDict()
 
@@ -60,14 +73,36 @@ class ItemStore:
             )
         return self._index
 
-    def _file_ids(self, f: int) -> pa.ChunkedArray | pa.Array:
-        if not self.shards.has_ids:
-            return self.shards.generated_ids(f)
-        with self.shards.filesystem.open_input_file(self.shards.paths[f]) as fh:
+    def _file_ids(self, f: int, shards: ShardSet | None = None) -> pa.ChunkedArray | pa.Array:
+        shards = shards or self.shards
+        if not shards.has_ids:
+            return shards.generated_ids(f)
+        with shards.filesystem.open_input_file(shards.paths[f]) as fh:
             return pq.read_table(fh, columns=["id"]).column("id")
 
+    def grow(self) -> int:
+        """Take in files that appeared under the pool's URI; returns how many rows came in."""
+        self._grown_at = time.monotonic()
+        bigger = grow_shards(self.shards, self.storage)
+        if bigger is None:
+            return 0
+        index = self.index
+        for f in range(len(self.shards.paths), len(bigger.paths)):
+            index.add_file(self._file_ids(f, bigger), name=bigger.paths[f])
+        added = bigger.num_rows - self.shards.num_rows
+        self.shards = bigger
+        return added
+
+    def _locate(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Locate ids; on a miss, look for new files first (at most every ``grow_every`` s)."""
+        files, rows, found = self.index.locate(list(ids))
+        if not found.all() and time.monotonic() - self._grown_at >= self.grow_every:
+            if self.grow():
+                files, rows, found = self.index.locate(list(ids))
+        return files, rows, found
+
     def __contains__(self, item_id: object) -> bool:
-        return isinstance(item_id, str) and item_id in self.index
+        return isinstance(item_id, str) and bool(self._locate([item_id])[2][0])
 
     def __len__(self) -> int:
         return len(self.index)
@@ -78,7 +113,8 @@ class ItemStore:
 
     def missing(self, ids: Sequence[str]) -> list[str]:
         """The ids of ``ids`` that are not in the pool."""
-        return self.index.missing(list(ids))
+        found = self._locate(list(ids))[2]
+        return [i for i, ok in zip(ids, found.tolist(), strict=True) if not ok]
 
     def _shard_pixels(self, f: int) -> pa.ChunkedArray:
         if f in self._cache:
@@ -95,7 +131,7 @@ class ItemStore:
     def get(self, ids: Sequence[str]) -> np.ndarray:
         """(len(ids), C, H, W) float32 in [0, 1]; raises :class:`UnknownItem` naming an id."""
         out = np.empty((len(ids), *self.shape), dtype=np.float32)
-        files, rows, found = self.index.locate(list(ids))
+        files, rows, found = self._locate(list(ids))
         if not found.all():
             missing = list(ids)[int(np.argmin(found))]
             raise UnknownItem(f"unknown id {missing!r}: not in the pool")
@@ -114,7 +150,7 @@ class ItemStore:
         Raises:
             UnknownItem: ``item_id`` is not in the pool.
         """
-        files, rows, found = self.index.locate([item_id])
+        files, rows, found = self._locate([item_id])
         if not found[0]:
             raise UnknownItem(f"unknown id {item_id!r}: not in the pool")
         if not self.shards.encoded:

@@ -35,9 +35,10 @@ from activestream.actors.queue import QueryQueue
 from activestream.actors.trainer import TrainerService
 from activestream.actors.weights import WeightsBoard, WeightsVersion
 from activestream.config import Config
+from activestream.errors import DataError
 from activestream.pipelines.runtime import trainer_gpus
 from activestream.pipelines.scoring import ScoreResult, stream_rounds
-from activestream.sources.shards import ShardSet
+from activestream.sources.shards import ShardSet, grow_shards
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
 
@@ -179,7 +180,7 @@ class ActiveLoop:
             .remote(
                 training=cfg.training,
                 model=cfg.model,
-                items=ItemStore(self.pool),
+                items=ItemStore(self.pool, storage=cfg.storage),
                 seed=cfg.seed,
                 publish=_publisher(self.board),
                 put=ray.put,  # owned by the trainer: scorers keep their weights while it restarts
@@ -197,7 +198,7 @@ class ActiveLoop:
             .options(num_cpus=0, max_concurrency=32, **control)
             .remote(
                 f"{cfg.state_dir}/labels",
-                items=ItemStore(self.pool),
+                items=ItemStore(self.pool, storage=cfg.storage),
                 storage=cfg.storage,
                 downstream=RayDownstream(self.trainer, self.queue, durability.forward_timeout),
                 sync_seconds=durability.sync_seconds,
@@ -258,6 +259,20 @@ class ActiveLoop:
             time.sleep(0.05)
 
     # -- scoring rounds -------------------------------------------------------------------
+    def _grow_pool(self) -> bool:
+        """Take in shards that appeared under the pool's URI; True when some did."""
+        try:
+            bigger = grow_shards(self.pool, self.cfg.storage)
+        except DataError as err:  # a malformed new file: say so, keep scoring the rest
+            message = f"DataError: {err}"
+            if message not in self.errors[-5:]:
+                self.errors.append(message)
+            return False
+        if bigger is None:
+            return False
+        self.pool = bigger
+        return True
+
     def _shards_for(self, index: int) -> ShardSet:
         per_round = self.cfg.scoring.shards_per_round
         n = len(self.pool.paths)
@@ -275,6 +290,7 @@ class ActiveLoop:
                 if last is not None and version < last + every:
                     self._stop.wait(0.05)
                     continue
+                self._grow_pool()
                 first = len(self.rounds)
                 plan = [self._shards_for(first + i) for i in range(self.cfg.scoring.stream_rounds)]
                 began = time.perf_counter()
@@ -285,6 +301,8 @@ class ActiveLoop:
                             continue  # scored ahead while the stream waited: all stale
                         self._finish_round(result, version, time.perf_counter() - began)
                         last = version
+                        if self._grow_pool():
+                            break  # new shards: the next pass plans rounds over them too
                         if not self._await_version(last + every):
                             break  # nothing new to score: let the scorers go
                         version, began = self.version(), time.perf_counter()

@@ -468,6 +468,49 @@ def open_shards(
     )
 
 
+def grow_shards(shards: ShardSet, storage: StorageConfig = DEFAULT_STORAGE) -> ShardSet | None:
+    """The same set plus files that appeared under its URI since it was opened; None if none.
+
+    Production pools keep growing: new shards land under the pool prefix while the service
+    runs. Only the listing and the new files' footers are read, so calling this every round is
+    cheap even with thousands of files on S3. Files that vanished are kept (their rows may be
+    labeled already); new files must match the set's layout.
+
+    Raises:
+        DataError: A new file is unreadable or has another layout (image column, ids, labels).
+    """
+    fs, base = resolve_uri(shards.uri, storage)
+    known = set(shards.paths)
+    try:
+        fresh = [p for p in _list_parquet(fs, base, shards.uri) if p not in known]
+    except DataError:
+        return None  # the prefix is briefly unreachable: keep scoring what we have
+    if not fresh:
+        return None
+    footers = [_read_footer(fs, p) for p in fresh]
+    for f in footers:
+        if (f.image_column, f.encoded, f.string_labels, "id" in f.names) != (
+            shards.image_column,
+            shards.encoded,
+            shards.string_labels,
+            shards.has_ids,
+        ):
+            raise DataError(f"new file {f.path} does not match the layout of {shards.uri}")
+        if f.shape is not None and f.shape != shards.shape:
+            raise DataError(
+                f"new file {f.path} has shape {list(f.shape)}, not {list(shards.shape)}"
+            )
+    footers = [f for f in footers if f.num_rows]
+    if not footers:
+        return None
+    return replace(
+        shards,
+        paths=shards.paths + tuple(f.path for f in footers),
+        file_rows=shards.file_rows + tuple(f.num_rows for f in footers),
+        num_rows=shards.num_rows + sum(f.num_rows for f in footers),
+    )
+
+
 def pixels_to_array(pixels: pa.ListArray | pa.ChunkedArray, shape: Sequence[int]) -> np.ndarray:
     """Decode a ``pixels`` column into float32 ``(N, C, H, W)`` in ``[0, 1]``.
 

@@ -37,6 +37,7 @@ def write_encoded(
     with_ids: bool = True,
     bad_rows: int = 0,
     seed: int = 0,
+    first_file: int = 0,
 ) -> dict[str, int]:
     """Write ``files`` Parquet files of JPEG/PNG images of mixed sizes with string labels.
 
@@ -47,16 +48,16 @@ def write_encoded(
     folder.mkdir(parents=True, exist_ok=True)
     truth: dict[str, int] = {}
     per_file = -(-rows // files)
-    for f in range(files):
+    for f in range(first_file, first_file + files):
         images, labels, ids = [], [], []
-        for r in range(min(per_file, rows - f * per_file)):
+        for r in range(min(per_file, rows - (f - first_file) * per_file)):
             label = int(rng.integers(len(NAMES)))
             size = (int(rng.integers(20, 40)), int(rng.integers(20, 40)))
             fmt = "PNG" if r % 2 else "JPEG"
             images.append(encode(image_for(label, size, rng), fmt))
             labels.append(NAMES[label])
             ids.append(f"img-{f}-{r}")
-        if f == files - 1:
+        if f == first_file + files - 1:
             for b in range(bad_rows):
                 images.append(encode(image_for(0, (24, 24), rng), "JPEG")[:60])
                 labels.append(NAMES[0])

@@ -1,0 +1,108 @@
+"""A pool that keeps growing: shards added under the pool's prefix while the service runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from encoded_data import write_encoded
+
+from activestream.actors.items import ItemStore
+from activestream.config import Config
+from activestream.sources.shards import grow_shards, open_shards
+
+
+def test_grow_shards_finds_only_the_new_files(tmp_path):
+    write_encoded(tmp_path, 10, files=2)
+    shards = open_shards(str(tmp_path))
+    assert grow_shards(shards) is None
+    write_encoded(tmp_path, 5, files=1, first_file=2)
+    bigger = grow_shards(shards)
+    assert bigger is not None
+    assert bigger.num_rows == 15 and len(bigger.paths) == 3
+    assert bigger.paths[:2] == shards.paths
+
+
+def test_a_new_file_with_another_layout_is_refused_by_name(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_encoded(tmp_path, 4, files=1)
+    shards = open_shards(str(tmp_path))
+    pq.write_table(
+        pa.table({"id": ["z"], "pixels": pa.array([[0] * 4], pa.list_(pa.uint8()))}),
+        tmp_path / "part-00009.parquet",
+    )
+    with pytest.raises(Exception, match="part-00009.parquet does not match the layout"):
+        grow_shards(shards)
+
+
+def test_the_item_store_learns_new_ids_when_asked_about_them(tmp_path):
+    write_encoded(tmp_path, 6, files=1)
+    store = ItemStore(open_shards(str(tmp_path)), grow_every=0.0)
+    assert "img-1-0" not in store
+    write_encoded(tmp_path, 3, files=1, first_file=1)
+    assert "img-1-0" in store
+    assert len(store) == 9 and store.get(["img-1-2"]).shape[0] == 1
+
+
+def test_the_pool_grows_on_the_loopback_s3_server(s3_server, s3_bucket, tmp_path):
+    import pyarrow.fs as pafs
+
+    from activestream.sources.fs import filesystem_for
+
+    local = tmp_path / "local"
+    write_encoded(local, 8, files=2)
+    fs, base = filesystem_for(f"s3://{s3_bucket}/pool", s3_server)
+
+    def upload(name: str) -> None:
+        pafs.copy_files(str(local / name), f"{base}/{name}", destination_filesystem=fs)
+
+    upload("part-00000.parquet")
+    upload("part-00001.parquet")
+    shards = open_shards(f"s3://{s3_bucket}/pool", s3_server)
+    write_encoded(local, 4, files=1, first_file=2)
+    upload("part-00002.parquet")
+    bigger = grow_shards(shards, s3_server)
+    assert bigger is not None and bigger.num_rows == 12
+    store = ItemStore(shards, storage=s3_server, grow_every=0.0)
+    assert "img-2-3" in store
+
+
+@pytest.mark.slow
+def test_shards_added_while_serving_are_scored_queried_and_labeled(run_service, tmp_path):
+    truth = write_encoded(tmp_path / "pool", 20, files=2)
+    cfg = Config().with_overrides(
+        {
+            "data.dataset": str(tmp_path / "pool"),
+            "data.cache_dir": str(tmp_path / "cache"),
+            "sampling.candidates": 64,
+            "sampling.explore_p": 0.0,
+            "training.buffer_size": 2,
+            "training.steps_per_update": 2,
+        }
+    )
+    with run_service(cfg) as base:
+        truth.update(write_encoded(tmp_path / "pool", 10, files=1, first_file=2, seed=3))
+        # A label on a new id is accepted at once: the ledger's store looks for new files.
+        answer = requests.post(
+            f"{base}/labels", json={"labels": [{"id": "img-2-0", "label": 1}]}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        assert requests.get(f"{base}/items/img-2-5/image", timeout=30).status_code == 200
+        # Labels keep coming, so versions advance and rounds take the new shard in.
+        deadline = time.monotonic() + 120
+        seen_new = False
+        while time.monotonic() < deadline and not seen_new:
+            metrics = requests.get(f"{base}/metrics", timeout=30).text
+            leased = requests.get(f"{base}/queries", params={"n": 4}, timeout=30).json()
+            ids = [q["id"] for q in leased["queries"]]
+            seen_new = "activestream_pool_items 30.0" in metrics and any(
+                i.startswith("img-2-") for i in ids
+            )
+            labels = [{"id": i, "label": truth[i]} for i in ids if i in truth]
+            if labels:
+                requests.post(f"{base}/labels", json={"labels": labels}, timeout=30)
+            time.sleep(0.5)
+        assert seen_new, "the new shard never reached the queries"
