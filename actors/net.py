@@ -105,3 +105,22 @@ def load_init_weights(net: nn.Module, uri: str, storage: StorageConfig = DEFAULT
             f"model.init_weights {uri} does not fit model.factory: keys {'; '.join(problems)}"
         )
     net.load_state_dict(fitted, strict=False)
+
+
+@torch.inference_mode()
+def head_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the final linear layer for ``x``: what a frozen backbone makes of it.
+
+    With ``train: head`` this never changes for an item, so the trainer and the scorers compute
+    it once and then run only the final layer on it.
+    """
+    captured: list[torch.Tensor] = []
+    hook = last_linear(net).register_forward_hook(
+        lambda _m, inputs, _out: captured.append(inputs[0])
+    )
+    try:
+        net.eval()
+        net(x)
+    finally:
+        hook.remove()
+    return captured[-1].flatten(1)

@@ -31,6 +31,13 @@ from activestream.sources.images import decode_images
 from activestream.sources.shards import pixels_to_array
 
 
+def features_to_array(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A ``fixed_size_list<float32>`` feature column -> float32 (N, D), without a copy."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = array.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(array), array.type.list_size).astype(np.float32, copy=False)
+
+
 def _worker_salt() -> int:
     """Distinct per Ray actor so random scores differ across the pool; 0 outside Ray."""
     try:
@@ -62,6 +69,8 @@ class Scorer:
             for diversity.
         image_column: The batch column holding images.
         encoded: Whether that column holds encoded images (decoded here, in the worker).
+        features: The column holds a frozen backbone's features (``train: head``): only the
+            final layer runs, so rescoring the pool after a new version costs a matrix product.
     """
 
     def __init__(
@@ -80,15 +89,18 @@ class Scorer:
         embed: bool | None = None,
         image_column: str = "pixels",
         encoded: bool = False,
+        features: bool = False,
     ) -> None:
         torch.set_num_threads(threads)
         self._image_column = image_column
         self._encoded = encoded
+        self._features = features
         if nice > 0:
             os.nice(nice)  # scoring is batch work: serving and labeling come first
         self._shape = tuple(shape)
         self._device = pick_device()
         model = model or ModelConfig()
+        self._p = model.dropout
         self._transform = model.transform()
         self._model = build_net(model, stored_shape=self._shape, num_classes=num_classes, seed=seed)
         self._model.to(self._device).eval()
@@ -166,6 +178,24 @@ class Scorer:
                     m.eval()
         return torch.stack(out).double().cpu().numpy()
 
+    @torch.inference_mode()
+    def feature_outputs(self, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Backbone features (N, D) -> probabilities, scores, embeddings (the features)."""
+        head = last_linear(self._model)
+        ft = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self._device)
+        probs = torch.softmax(head(ft).float(), dim=1).double().cpu().numpy()
+        if self._mc:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(self._mc_rng.integers(2**31)))
+                passes = [
+                    torch.softmax(head(torch.nn.functional.dropout(ft, self._p)).float(), dim=1)
+                    for _ in range(self._mc)
+                ]
+            scores = self._score(torch.stack(passes).double().cpu().numpy())
+        else:
+            scores = self._score(probs)
+        return probs, scores, (np.asarray(f, dtype=np.float32) if self.embed else None)
+
     def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(N, C, H, W) -> probabilities (N, C), scores (N,), embeddings (N, D) or None."""
         probs = self.predict_proba(x)
@@ -189,11 +219,17 @@ class Scorer:
         the round skips and counts them instead of failing the pass.
         """
         self._refresh()
-        if self._encoded:
-            x, ok = decode_images(batch.column(self._image_column), self._shape)
+        ok = None
+        if self._features:
+            probs, scores, embedding = self.feature_outputs(
+                features_to_array(batch.column(self._image_column))
+            )
         else:
-            x, ok = pixels_to_array(batch.column(self._image_column), self._shape), None
-        probs, scores, embedding = self.outputs(x)
+            if self._encoded:
+                x, ok = decode_images(batch.column(self._image_column), self._shape)
+            else:
+                x = pixels_to_array(batch.column(self._image_column), self._shape)
+            probs, scores, embedding = self.outputs(x)
         n = batch.num_rows
         columns = {
             "id": batch.column("id"),

@@ -29,10 +29,10 @@ from torch import nn
 from activestream.actors.checkpoints import CheckpointStore
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import AddResult, UnknownId, check_batch
-from activestream.actors.net import build_net, load_init_weights
+from activestream.actors.net import build_net, head_features, load_init_weights
 from activestream.actors.weights import WeightsVersion, state_to_numpy
 from activestream.config import ModelConfig, StorageConfig, TrainingConfig
-from activestream.models.parts import pick_device
+from activestream.models.parts import last_linear, pick_device
 from activestream.sources.fs import DEFAULT_STORAGE
 
 
@@ -101,7 +101,11 @@ class Trainer:
             weight_decay=training.weight_decay,
         )
         self._loss = nn.CrossEntropyLoss()
-        self._x: list[np.ndarray] = []  # (C, H, W) float32 per label, in arrival order
+        # Per label, in arrival order: the stored pixels as uint8 (C, H, W) (4x smaller than
+        # floats; the transform runs per minibatch), or with ``train: head`` the frozen
+        # backbone's features, computed once, so a step runs the final layer only.
+        self._x: list[np.ndarray] = []
+        self._head = last_linear(self.model)
         self._y: list[int] = []
         self._ids: dict[str, int] = {}  # id -> row in _x/_y
         self._trained = 0  # rows [0, _trained) have been trained on; the rest is the buffer
@@ -172,8 +176,33 @@ class Trainer:
             self.applied = max(self.applied, start + len(records))
             return self.applied
 
+    def _rows_for(self, ids: list[str]) -> list[np.ndarray]:
+        """What the trainer keeps per label (see ``_x``) for pool items ``ids``."""
+        if not ids:
+            return []
+        pixels = self.items.get(ids)
+        if self.model_cfg.train == "head":
+            with self._model_lock:
+                x = torch.from_numpy(self.transform(pixels)).to(self.device)
+                return list(head_features(self.model, x).float().cpu().numpy())
+        return list(np.rint(pixels * 255).astype(np.uint8))
+
+    def _inputs(self, rows: np.ndarray) -> torch.Tensor:
+        """Kept rows -> what the model (or, with ``train: head``, the final layer) takes."""
+        if self.model_cfg.train == "head":
+            return torch.from_numpy(rows).to(self.device, non_blocking=True)
+        x = self.transform(np.divide(rows, 255, dtype=np.float32))
+        return torch.from_numpy(x).to(self.device, non_blocking=True)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.model_cfg.train == "head":
+            if self._head.training and self.model_cfg.dropout > 0:
+                x = nn.functional.dropout(x, self.model_cfg.dropout, training=True)
+            return self._head(x)
+        return self.model(x)
+
     def _apply(self, fresh: Mapping[str, int], changed: Mapping[str, int]) -> None:
-        pixels = self.transform(self.items.get(list(fresh))) if fresh else []
+        pixels = self._rows_for(list(fresh))
         for (item_id, label), x in zip(fresh.items(), pixels, strict=True):
             self._ids[item_id] = len(self._y)
             self._x.append(x)
@@ -222,21 +251,21 @@ class Trainer:
             start, end = self._trained, len(self._y)
             if end == start:
                 return
-            x = torch.from_numpy(np.stack(self._x[:end]))
+            x = np.stack(self._x[:end])
             y = torch.as_tensor(self._y[:end], dtype=torch.long)
         with self._model_lock, torch.random.fork_rng(devices=[]):
             # Dropout draws from torch's global generator: give it this trainer's own stream.
             torch.set_rng_state(self._torch_state)
             began = time.perf_counter()
-            self._record_hits(x[start:end], y[start:end])
+            self._record_hits(self._inputs(x[start:end]), y[start:end])
             self._train_mode()
             cfg = self.training
             for _ in range(cfg.steps_per_update):
                 rows = self._minibatch(start, end)
-                xb = x[rows].to(self.device, non_blocking=True)
+                xb = self._inputs(x[rows])
                 yb = y[rows].to(self.device, non_blocking=True)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self._loss(self.model(xb), yb)
+                loss = self._loss(self._logits(xb), yb)
                 loss.backward()
                 self.optimizer.step()
                 self.train_steps += 1
@@ -258,15 +287,13 @@ class Trainer:
             self.model.train()
             return
         self.model.eval()
-        for m in self.model.modules():
-            if isinstance(m, nn.modules.dropout._DropoutNd):
-                m.train()
+        self._head.train()  # only the final layer learns; dropout on features in _logits
 
     @torch.inference_mode()
     def _record_hits(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Prequential accuracy: the model's answer on new labels before it learns them."""
         self.model.eval()
-        pred = self.model(x.to(self.device)).argmax(dim=1).cpu()
+        pred = self._logits(x).argmax(dim=1).cpu()
         self.recent_hits.extend((pred == y).tolist())
 
     def _minibatch(self, start: int, end: int) -> np.ndarray:
@@ -289,6 +316,23 @@ class Trainer:
             self.model.eval()
             logits = self.model(torch.from_numpy(x).to(self.device))
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def features(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Stored pixels (N, C, H, W) -> the frozen backbone's features (N, D), batch by batch."""
+        out = []
+        with self._model_lock:
+            for i in range(0, len(x), batch_size):
+                xb = torch.from_numpy(self.transform(x[i : i + batch_size])).to(self.device)
+                out.append(head_features(self.model, xb).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self._head.in_features), np.float32)
+
+    @torch.inference_mode()
+    def evaluate_features(self, f: np.ndarray, y: np.ndarray) -> float:
+        """Accuracy of the final layer on precomputed features (``train: head``)."""
+        with self._model_lock:
+            logits = self._head(torch.from_numpy(np.asarray(f, np.float32)).to(self.device))
+            pred = logits.argmax(dim=1).cpu().numpy()
+        return float((pred == np.asarray(y)).mean()) if len(y) else 0.0
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
         """Accuracy on a held-out split."""
@@ -339,7 +383,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             ids = state["ids"]
-            self._x = list(self.transform(self.items.get(ids))) if ids else []
+            self._x = self._rows_for(list(ids))
             self._y = list(state["labels"])
             self._ids = {item: row for row, item in enumerate(ids)}
             self._trained = state["trained"]

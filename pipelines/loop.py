@@ -36,6 +36,7 @@ from activestream.actors.trainer import TrainerService
 from activestream.actors.weights import WeightsBoard, WeightsVersion
 from activestream.config import Config
 from activestream.errors import DataError
+from activestream.pipelines.features import ensure_features
 from activestream.pipelines.runtime import trainer_gpus
 from activestream.pipelines.scoring import ScoreResult, stream_rounds
 from activestream.sources.shards import ShardSet, grow_shards
@@ -273,13 +274,20 @@ class ActiveLoop:
         self.pool = bigger
         return True
 
-    def _shards_for(self, index: int) -> ShardSet:
-        per_round = self.cfg.scoring.shards_per_round
-        n = len(self.pool.paths)
-        if per_round is None or per_round >= n:
+    def _scoring_source(self) -> ShardSet:
+        """What rounds read: the pool, or with ``train: head`` its backbone features."""
+        if self.cfg.model.train != "head":
             return self.pool
+        weights = ray.get(self.board.latest.remote())
+        return ensure_features(self.cfg, self.pool, weights)
+
+    def _shards_for(self, source: ShardSet, index: int) -> ShardSet:
+        per_round = self.cfg.scoring.shards_per_round
+        n = len(source.paths)
+        if per_round is None or per_round >= n:
+            return source
         start = (index * per_round) % n
-        return self.pool.subset([(start + i) % n for i in range(per_round)])
+        return source.subset([(start + i) % n for i in range(per_round)])
 
     def _run(self) -> None:
         every = self.cfg.scoring.rescore_every
@@ -291,8 +299,12 @@ class ActiveLoop:
                     self._stop.wait(0.05)
                     continue
                 self._grow_pool()
+                source = self._scoring_source()
                 first = len(self.rounds)
-                plan = [self._shards_for(first + i) for i in range(self.cfg.scoring.stream_rounds)]
+                plan = [
+                    self._shards_for(source, first + i)
+                    for i in range(self.cfg.scoring.stream_rounds)
+                ]
                 began = time.perf_counter()
                 rounds = stream_rounds(self.cfg, plan, board=self.board)
                 try:

@@ -37,6 +37,9 @@ def init_ray(cfg: RayConfig) -> None:
         ray.init(address=cfg.address, log_to_driver=False)
         return
     ray.init(
+        # "local" always starts a new cluster: Ray would otherwise attach to any cluster it
+        # finds running on this machine (another user's, another test run) and fail on num_cpus.
+        address="local",
         num_cpus=local_logical_cpus(cfg),
         include_dashboard=False,
         log_to_driver=False,

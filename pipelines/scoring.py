@@ -64,6 +64,7 @@ def scorer_kwargs(
         "mc_samples": cfg.sampling.mc_samples,
         "image_column": shards.image_column,
         "encoded": shards.encoded,
+        "features": shards.image_column == "feature",  # see pipelines.features
     }
 
 

@@ -81,11 +81,27 @@ def run_once(
     rng = np.random.default_rng(seed)
     k = min(cfg.sampling.candidates, len(ids))
     pending: deque[list[str]] = deque()
-    labels, accuracy = [0], [trainer.evaluate(x_test, y_test)]
+    if cfg.model.train == "head":  # a frozen backbone: its features once, the head each round
+        f_pool, f_test = trainer.features(x_pool), trainer.features(x_test)
+
+        def outputs() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            return scorer.feature_outputs(f_pool)
+
+        def evaluate() -> float:
+            return trainer.evaluate_features(f_test, y_test)
+    else:
+
+        def outputs() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            return scorer.outputs(x_pool)
+
+        def evaluate() -> float:
+            return trainer.evaluate(x_test, y_test)
+
+    labels, accuracy = [0], [evaluate()]
     asked = 0
     while asked < budget or pending:
         if asked < budget:
-            _, scores, embedding = scorer.outputs(x_pool)
+            _, scores, embedding = outputs()
             top = samplers.TopK(k)
             top.push(ids, scores)
             best = top.result()
@@ -105,7 +121,7 @@ def run_once(
                 trainer.partial_fit()  # a no-op when the buffer is empty
                 scorer.set_weights(trainer.state_arrays(), trainer.version)
                 labels.append(trainer.labels_seen)
-                accuracy.append(trainer.evaluate(x_test, y_test))
+                accuracy.append(evaluate())
     return Curve(labels, accuracy, time.perf_counter() - began)
 
 
