@@ -4,6 +4,10 @@ The store reads only the ``id`` column of every shard up front into a compact
 :class:`~activestream.sources.idindex.IdIndex` (about 30 bytes per item, not a Python dict) and
 fetches pixels of labeled items on demand, keeping a couple of decoded shards cached. The
 trainer uses it to turn labels into training rows; the Serve app uses it to render images.
+
+An image folder read in place (``ShardSet.kind == "images"``) has one file per item: its index is
+built from the relative paths alone (no image is opened), in parts of a million ids, and
+:meth:`ItemStore.get` reads just the requested files.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from activestream.config import StorageConfig
 from activestream.sources.fs import DEFAULT_STORAGE
 from activestream.sources.idindex import IdIndex
 from activestream.sources.shards import ShardSet, grow_shards
+
+#: Ids of an image folder per index part: one Arrow array each, far below the 2 GiB that int32
+#: string offsets allow, and a million parts' overhead never arises for a million files.
+_INDEX_PART = 1 << 20
 
 
 class UnknownItem(KeyError):
@@ -51,6 +59,9 @@ class ItemStore:
         self.grow_every = grow_every
         self._grown_at = time.monotonic()
         self._index: IdIndex | None = None
+        # Image folders: the first image (file) of each index part; part p, row r is image
+        # _part_starts[p] + r. Parquet sets index one part per file, so no table is needed.
+        self._part_starts: list[int] = []
         self._cache: OrderedDict[int, pa.ChunkedArray] = OrderedDict()
 
     @property
@@ -67,11 +78,26 @@ class ItemStore:
     def index(self) -> IdIndex:
         """Id -> (file, row), about 30 bytes per item (built on first use)."""
         if self._index is None:
-            self._index = IdIndex.build(
-                (self._file_ids(f) for f in range(len(self.shards.paths))),
-                names=list(self.shards.paths),
-            )
+            if self.shards.images:
+                parts = self._image_parts(self.shards, 0)
+                self._index = IdIndex.build(
+                    (ids for _, ids in parts), names=[self.shards.uri] * len(parts)
+                )
+                self._part_starts = [lo for lo, _ in parts]
+            else:
+                self._index = IdIndex.build(
+                    (self._file_ids(f) for f in range(len(self.shards.paths))),
+                    names=list(self.shards.paths),
+                )
         return self._index
+
+    @staticmethod
+    def _image_parts(shards: ShardSet, start: int) -> list[tuple[int, pa.Array]]:
+        """(first image, ids) of an image folder's files from ``start`` on, from paths only."""
+        return [
+            (lo, pa.array(shards.image_ids(shards.paths[lo : lo + _INDEX_PART]), pa.string()))
+            for lo in range(start, len(shards.paths), _INDEX_PART)
+        ]
 
     def _file_ids(self, f: int, shards: ShardSet | None = None) -> pa.ChunkedArray | pa.Array:
         shards = shards or self.shards
@@ -87,18 +113,32 @@ class ItemStore:
         if bigger is None:
             return 0
         index = self.index
-        for f in range(len(self.shards.paths), len(bigger.paths)):
-            index.add_file(self._file_ids(f, bigger), name=bigger.paths[f])
+        if bigger.images:
+            for lo, ids in self._image_parts(bigger, len(self.shards.paths)):
+                index.add_file(ids, name=bigger.uri)
+                self._part_starts.append(lo)
+        else:
+            for f in range(len(self.shards.paths), len(bigger.paths)):
+                index.add_file(self._file_ids(f, bigger), name=bigger.paths[f])
         added = bigger.num_rows - self.shards.num_rows
         self.shards = bigger
         return added
 
     def _locate(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Locate ids; on a miss, look for new files first (at most every ``grow_every`` s)."""
+        """Locate ids as (file, row); on a miss, look for new files first.
+
+        New files are looked for at most every ``grow_every`` seconds, so a stream of unknown
+        ids cannot turn into a stream of listings.
+        """
         files, rows, found = self.index.locate(list(ids))
         if not found.all() and time.monotonic() - self._grown_at >= self.grow_every:
             if self.grow():
                 files, rows, found = self.index.locate(list(ids))
+        if self.shards.images:  # (index part, row) -> (image file, row 0)
+            starts = np.asarray(self._part_starts, dtype=np.int64)
+            parts = np.where(found, files, 0)
+            files = np.where(found, starts[parts] + rows, -1)
+            rows = np.where(found, 0, -1)
         return files, rows, found
 
     def __contains__(self, item_id: object) -> bool:
@@ -135,6 +175,12 @@ class ItemStore:
         if not found.all():
             missing = list(ids)[int(np.argmin(found))]
             raise UnknownItem(f"unknown id {missing!r}: not in the pool")
+        if self.shards.images:
+            # One file per item: read just those files (concurrently), each once.
+            unique, inverse = np.unique(files, return_inverse=True)
+            raw = self.shards.read_image_bytes([self.shards.paths[f] for f in unique.tolist()])
+            out[:] = self.shards.decode(raw)[0][inverse.reshape(-1)]
+            return out
         by_shard: dict[int, list[tuple[int, int]]] = {}
         for i, (f, row) in enumerate(zip(files.tolist(), rows.tolist(), strict=True)):
             by_shard.setdefault(f, []).append((i, row))
@@ -147,6 +193,8 @@ class ItemStore:
     def original(self, item_id: str) -> tuple[bytes, str] | None:
         """The stored bytes and media type of an encoded image; None for decoded pixels.
 
+        For an image folder these are the file's bytes (empty if it vanished).
+
         Raises:
             UnknownItem: ``item_id`` is not in the pool.
         """
@@ -158,7 +206,11 @@ class ItemStore:
         from activestream.sources.images import encoded_bytes, image_info
 
         f, row = int(files[0]), int(rows[0])
-        data = encoded_bytes(self._shard_pixels(f).take(pa.array([row], pa.int64()))).to_pylist()
+        if self.shards.images:  # the image file itself, byte for byte
+            data = self.shards.read_image_bytes([self.shards.paths[f]]).to_pylist()
+        else:
+            taken = self._shard_pixels(f).take(pa.array([row], pa.int64()))
+            data = encoded_bytes(taken).to_pylist()
         raw = data[0] or b""
         try:
             media = image_info(raw)[3]

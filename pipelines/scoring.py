@@ -128,6 +128,11 @@ class _Round:
             self.first_seen.setdefault(v, time.time())
         self.rows += batch.num_rows
 
+    @property
+    def consumed(self) -> int:
+        """Rows read so far, undecodable ones included."""
+        return self.rows + self.bad_rows
+
     def _keep_embeddings(self, ids: np.ndarray, column: Any) -> None:
         """Hold embeddings of rows that may end in the top-k; prune to it now and then."""
         array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
@@ -235,10 +240,11 @@ def stream_rounds(
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         while batch.num_rows and index < len(rounds):
             # Rows arrive in plan order, but a block may span rounds: split it at the boundary.
-            take = min(batch.num_rows, rounds[index].num_rows - round_.rows)
+            # Count rows read, undecodable ones included, or a round would eat the next one's.
+            take = min(batch.num_rows, rounds[index].num_rows - round_.consumed)
             round_.push(batch.slice(0, take))
             batch = batch.slice(take)
-            if round_.rows == rounds[index].num_rows:
+            if round_.consumed == rounds[index].num_rows:
                 yield round_.result()
                 index += 1
                 round_ = _Round(cfg.sampling.candidates, rng)

@@ -59,8 +59,14 @@ def run_once(
     seed: int,
     budget: int,
     answer_delay: int = 0,
+    feature_cache: dict[str, np.ndarray] | None = None,
 ) -> Curve:
-    """One simulated labeling session; ``answer_delay`` is in rounds (labels arrive late)."""
+    """One simulated labeling session; ``answer_delay`` is in rounds (labels arrive late).
+
+    With ``train: head`` and a backbone that does not depend on the seed (pretrained weights),
+    pass the same ``feature_cache`` dict to every run: the pool's and test split's features
+    are then computed once for all seeds and strategies.
+    """
     began = time.perf_counter()
     ids, x_pool, y_pool, x_test, y_test = _ground_truth(pool, test)
     truth = dict(zip(ids.tolist(), y_pool.tolist(), strict=True))
@@ -82,7 +88,10 @@ def run_once(
     k = min(cfg.sampling.candidates, len(ids))
     pending: deque[list[str]] = deque()
     if cfg.model.train == "head":  # a frozen backbone: its features once, the head each round
-        f_pool, f_test = trainer.features(x_pool), trainer.features(x_test)
+        cache = feature_cache if feature_cache is not None else {}
+        if "pool" not in cache:
+            cache["pool"], cache["test"] = trainer.features(x_pool), trainer.features(x_test)
+        f_pool, f_test = cache["pool"], cache["test"]
 
         def outputs() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             return scorer.feature_outputs(f_pool)
@@ -204,15 +213,20 @@ def simulate(
     dataset: str = "digits",
     progress: bool = True,
     mode: str = "pool",
+    share_features: bool = False,
 ) -> dict[str, Any]:
     """Run every strategy (random always included) for ``seeds`` seeds; the results dict.
 
     ``mode`` is ``pool`` (pool-based: score the pool, lease the best) or ``stream``
-    (stream-based: decide per arriving record, see :func:`run_stream`).
+    (stream-based: decide per arriving record, see :func:`run_stream`). ``share_features``
+    (with ``train: head`` and pretrained weights, which do not depend on the seed) computes the
+    backbone's features once for every run.
     """
     from tqdm.auto import tqdm
 
     names = list(dict.fromkeys([*strategies, "random"]))
+    # A pretrained, frozen backbone is the same for every seed: its features once per study.
+    shared: dict[str, np.ndarray] | None = {} if share_features else None
     runs = [(s, cfg.seed + i) for s in names for i in range(seeds)]
     curves: dict[str, list[Curve]] = {s: [] for s in names}
     for strategy, seed in tqdm(runs, desc="simulating", unit="run", disable=not progress):
@@ -227,6 +241,7 @@ def simulate(
                 seed=seed,
                 budget=budget,
                 answer_delay=answer_delay,
+                feature_cache=shared,
             )
         curves[strategy].append(curve)
     out: dict[str, Any] = {

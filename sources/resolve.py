@@ -2,54 +2,34 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from activestream.config import Config
+from activestream.config import Config, StorageConfig
 from activestream.errors import DataError
 from activestream.sources.digits import write_digits_shards
 from activestream.sources.fs import invalidate_cache, is_s3, join_path, resolve_uri
-from activestream.sources.imagefolder import (
-    IMAGE_SUFFIXES,
-    folder_fingerprint,
-    image_files,
-    image_folder_to_shards,
-)
+from activestream.sources.imagefolder import open_image_folder, scan_folder
 from activestream.sources.shards import ShardSet, open_shards
-from activestream.sources.writing import read_manifest, write_manifest
 
 
-def _has_images(root: Path) -> bool:
-    return any(
-        p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        for d in root.iterdir()
-        if d.is_dir()
-        for p in d.rglob("*")
-    )
+def open_source(uri: str, storage: StorageConfig) -> ShardSet:
+    """Open Parquet shards, or a folder of class sub-folders of images in place.
 
-
-def _open_local_or_images(path: Path, cache_dir: str) -> ShardSet:
-    """Open Parquet shards, or convert an image folder once into the cache and open that."""
-    if path.is_dir() and not any(path.rglob("*.parquet")) and _has_images(path):
-        classes, files = image_files(path)
-        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-        out = Path(cache_dir) / f"images-{key}"
-        manifest_path = out / "_SUCCESS.json"
-        fingerprint = folder_fingerprint(path, files)
-        manifest = read_manifest(manifest_path)
-        if manifest is not None and manifest.get("fingerprint") == fingerprint:
-            try:
-                return open_shards(str(out))
-            except DataError:
-                pass  # damaged cache: convert again
-        manifest_path.unlink(missing_ok=True)
-        shards = image_folder_to_shards(str(path), str(out))
-        write_manifest(manifest_path, {"source": str(path.resolve()), "fingerprint": fingerprint})
-        return shards
-    return open_shards(str(path))
+    One listing decides: a folder holding any Parquet file is a shard set (as before); one
+    holding images in class sub-folders is opened where it lies
+    (:func:`~activestream.sources.imagefolder.open_image_folder`), nothing converted or cached.
+    Anything else goes to :func:`~activestream.sources.shards.open_shards`, whose errors say
+    what is missing.
+    """
+    fs, base = resolve_uri(uri, storage)
+    scan = scan_folder(fs, base, stop_at_parquet=True)
+    if scan is not None and not scan.has_parquet and scan.files:
+        return open_image_folder(uri, storage, scan=scan)
+    return open_shards(uri, storage)
 
 
 def resolve_dataset(cfg: Config) -> tuple[ShardSet, ShardSet | None]:
@@ -58,8 +38,9 @@ def resolve_dataset(cfg: Config) -> tuple[ShardSet, ShardSet | None]:
     ``"digits"`` writes (once) and opens the bundled digits. Any other value is a local path or
     ``s3://`` prefix: when it holds ``pool/`` and ``test/`` (the layout :func:`write_digits_shards`
     and the synthetic generator write) both are returned, otherwise the whole source is the pool
-    and there is no test split. A local folder of class sub-folders with images is converted to
-    shards under ``cfg.data.cache_dir`` first (reused while the images are unchanged).
+    and there is no test split. A folder of class sub-folders with images (locally or on S3) is
+    read in place, so opening it costs a listing, not a conversion; use
+    :func:`~activestream.sources.imagefolder.image_folder_to_shards` to convert one explicitly.
 
     Raises:
         DataError: The source is missing, empty or malformed.
@@ -79,14 +60,29 @@ def resolve_dataset(cfg: Config) -> tuple[ShardSet, ShardSet | None]:
         infos = fs.get_file_info([join_path(base, "pool"), join_path(base, "test")])
         if all(i.type == pafs.FileType.Directory for i in infos):
             pool_uri, test_uri = uri.rstrip("/") + "/pool", uri.rstrip("/") + "/test"
-            return open_shards(pool_uri, cfg.storage), open_shards(test_uri, cfg.storage)
-        return open_shards(uri, cfg.storage), None
+            return _same_classes(
+                open_source(pool_uri, cfg.storage), open_source(test_uri, cfg.storage)
+            )
+        return open_source(uri, cfg.storage), None
     path = Path(uri).expanduser()
     if not path.exists():
         raise DataError(f"data set not found: {uri} (no such file or directory)")
     if (path / "pool").is_dir() and (path / "test").is_dir():
-        return (
-            _open_local_or_images(path / "pool", data.cache_dir),
-            _open_local_or_images(path / "test", data.cache_dir),
+        return _same_classes(
+            open_source(str(path / "pool"), cfg.storage),
+            open_source(str(path / "test"), cfg.storage),
         )
-    return _open_local_or_images(path, data.cache_dir), None
+    return open_source(str(path), cfg.storage), None
+
+
+def _same_classes(pool: ShardSet, test: ShardSet) -> tuple[ShardSet, ShardSet]:
+    """Give ``pool/`` and ``test/`` image folders one class list: the union of their folders.
+
+    Each folder's classes are its own sub-folders, so a class missing from ``test/`` would
+    otherwise shift every later label index there. The labels of an image set come from its
+    paths and its class list alone, so widening the list re-labels nothing that was right.
+    """
+    if not (pool.images and test.images) or pool.classes == test.classes:
+        return pool, test
+    classes = tuple(sorted(set(pool.classes) | set(test.classes)))
+    return replace(pool, classes=classes), replace(test, classes=classes)

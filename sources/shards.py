@@ -9,6 +9,12 @@ One format means one zero-copy path into the scorer: each shard is a Parquet fil
 The schema metadata keys ``activestream.shape`` (JSON ``[C, H, W]``) and ``activestream.classes``
 (JSON list of class names) travel with every file, so a reader needs nothing but the file.
 
+A folder of images (``root/<class_name>/<file>.png``) is a second kind of set, read in place:
+its "files" are the images themselves, one row each (see
+:func:`activestream.sources.imagefolder.open_image_folder`), so a million JPEGs need no
+conversion before the first pass. Every reader below handles both kinds and yields the same
+normalized layout (``id``, image column, ``label``).
+
 Opening a source reads only Parquet footers (cheap even on S3 with thousands of shards) and turns
 every problem a user can fix (unreadable file, missing column, inconsistent shape, no rows) into a
 :class:`~activestream.errors.DataError` naming the file. Pixels are decoded lazily, batch by
@@ -34,7 +40,7 @@ import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +58,14 @@ if TYPE_CHECKING:
 SHAPE_KEY = b"activestream.shape"
 CLASSES_KEY = b"activestream.classes"
 _COLUMNS = ("id", "image", "label")
+#: Images one Ray read task of an image folder reads: enough that a million files make about a
+#: thousand tasks and blocks, not a million.
+IMAGES_PER_READ_TASK = 1024
+#: Images per table a read task yields, so a task never holds more than this many files' bytes
+#: in one piece.
+_IMAGES_PER_YIELD = 256
+#: Concurrent file reads when many images are fetched at once (hides S3 and NFS latency).
+_READ_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,10 @@ class ShardSet:
         has_ids: Whether the files carry an ``id`` column; without one, ids are
             ``<file name>#<row>``, stable as long as the files are not rewritten.
         string_labels: Whether ``label`` holds class names (mapped to indices of ``classes``).
+        kind: ``"parquet"`` (shards) or ``"images"``: an image folder read in place, where each
+            entry of ``paths`` is one image file (``file_rows`` all 1), the id is its POSIX path
+            relative to ``root`` and the label the index of its class sub-folder in ``classes``.
+        root: The folder an image set's ids are relative to, as ``filesystem`` expects it.
     """
 
     paths: tuple[str, ...]
@@ -90,23 +108,84 @@ class ShardSet:
     encoded: bool = False
     has_ids: bool = True
     string_labels: bool = False
+    kind: Literal["parquet", "images"] = "parquet"
+    root: str = ""
 
     @property
     def native(self) -> bool:
         """Stored in the project's own layout (id, decoded pixels, integer labels)."""
-        return self.has_ids and not self.encoded and not self.string_labels
+        return (
+            self.kind == "parquet" and self.has_ids and not self.encoded and not self.string_labels
+        )
+
+    @property
+    def images(self) -> bool:
+        """An image folder read in place: one file per image, ids from relative paths."""
+        return self.kind == "images"
+
+    def image_ids(self, paths: Sequence[str]) -> list[str]:
+        """Ids of image files of an image set: their POSIX paths relative to ``root``.
+
+        Computed from the path alone, so an index over a million images needs no file read.
+        """
+        prefix = self.root.rstrip("/") + "/"
+        return [p[len(prefix) :] if p.startswith(prefix) else p for p in paths]
+
+    def image_labels(self, ids: Sequence[str]) -> pa.Array:
+        """Class indices of image ids: the first path component names the class (-1: unknown)."""
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        return pa.array([lookup.get(i.split("/", 1)[0], -1) for i in ids], pa.int64())
+
+    def read_image_bytes(self, paths: Sequence[str]) -> pa.Array:
+        """The bytes of image files, concurrently; null where a file cannot be read.
+
+        A file that vanished or cannot be opened becomes a null row, which :meth:`decode` flags
+        as not ok: one bad file must not stop a pass over millions.
+        """
+
+        def read(path: str) -> bytes | None:
+            try:
+                with self.filesystem.open_input_stream(path) as handle:
+                    return handle.read()
+            except (OSError, pa.ArrowException):
+                return None
+
+        if len(paths) <= 1:
+            return pa.array([read(p) for p in paths], pa.binary())
+        with ThreadPoolExecutor(max_workers=min(_READ_THREADS, len(paths))) as pool:
+            return pa.array(list(pool.map(read, paths)), pa.binary())
+
+    def read_images(
+        self, paths: Sequence[str], columns: Sequence[str] = ("id", "image", "label")
+    ) -> pa.Table:
+        """Image files of an image set as a normalized table: ``id``, then what ``columns`` asks.
+
+        ``image`` (or the image column's name) reads the files' bytes; ``id`` and ``label`` come
+        from the paths alone. Takes paths rather than indices so a Ray read task can be handed
+        just its own chunk of a set whose ``paths`` it never sees (see :func:`read_ray_dataset`).
+        """
+        ids = self.image_ids(paths)
+        out: dict[str, Any] = {"id": pa.array(ids, pa.string())}
+        if "image" in columns or self.image_column in columns:
+            out[self.image_column] = self.read_image_bytes(paths)
+        if "label" in columns:
+            out["label"] = self.image_labels(ids)
+        return pa.table(out)
 
     def generated_ids(self, index: int, start: int = 0, stop: int | None = None) -> pa.Array:
         """Ids of rows ``[start, stop)`` of file ``index`` for files without an ``id`` column."""
-        name = self.paths[index].rsplit("/", 1)[-1]
         stop = self.file_rows[index] if stop is None else stop
+        if self.images:
+            return pa.array(self.image_ids([self.paths[index]])[start:stop], pa.string())
+        name = self.paths[index].rsplit("/", 1)[-1]
         return pa.array([f"{name}#{row}" for row in range(start, stop)], pa.string())
 
     def normalize(self, table: pa.Table, index: int, start: int = 0) -> pa.Table:
         """Map a slice of file ``index`` (rows from ``start``) to ``id, <image>[, label]``.
 
-        Ids are generated when the file has none, and string labels become class indices
-        (``-1`` for a name outside ``classes``), so every consumer sees one layout.
+        Ids are generated when the file has none (for an image set: the relative path), and
+        string labels become class indices (``-1`` for a name outside ``classes``), so every
+        consumer sees one layout.
         """
         columns: dict[str, Any] = {}
         if "id" in table.column_names:
@@ -125,6 +204,8 @@ class ShardSet:
 
     def read_file(self, index: int, columns: Sequence[str] = ("id", "image", "label")) -> pa.Table:
         """File ``index`` normalized (see :meth:`normalize`); ``image`` means the image column."""
+        if self.images:
+            return self.read_images([self.paths[index]], columns)
         wanted = [self.image_column if c == "image" else c for c in columns]
         with self.filesystem.open_input_file(self.paths[index]) as handle:
             pf = pq.ParquetFile(handle)
@@ -476,9 +557,18 @@ def grow_shards(shards: ShardSet, storage: StorageConfig = DEFAULT_STORAGE) -> S
     cheap even with thousands of files on S3. Files that vanished are kept (their rows may be
     labeled already); new files must match the set's layout.
 
+    An image folder (``kind="images"``) grows by new image files under its class sub-folders
+    (see :func:`activestream.sources.imagefolder.grow_image_folder`); a new class sub-folder
+    holding images is refused with a :class:`DataError`.
+
     Raises:
-        DataError: A new file is unreadable or has another layout (image column, ids, labels).
+        DataError: A new file is unreadable or has another layout (image column, ids, labels),
+            or a new class folder appeared under an image folder.
     """
+    if shards.images:
+        from activestream.sources.imagefolder import grow_image_folder
+
+        return grow_image_folder(shards, storage)
     fs, base = resolve_uri(shards.uri, storage)
     known = set(shards.paths)
     try:
@@ -568,6 +658,49 @@ def _existing(shards: ShardSet, columns: Sequence[str]) -> list[str]:
     return out
 
 
+def _read_image_chunks(
+    batch: pa.Table, shards: ShardSet, files: Any, rows: Any, columns: Sequence[str]
+) -> Iterator[pa.Table]:
+    """Ray Data UDF: read the image files of each chunk a row names, as normalized tables.
+
+    A row is ``{"start", "stop"}``: a range of ``rows``, the positions of the set's paths in
+    ``files`` (its distinct paths). Both arrays come from the object store by reference and
+    map without a copy, so a task never deserializes more than the range it reads.
+    """
+    import ray
+
+    names: pa.Array = ray.get(files)
+    positions: np.ndarray = ray.get(rows)
+    for start, stop in zip(
+        batch.column("start").to_pylist(), batch.column("stop").to_pylist(), strict=True
+    ):
+        paths = names.take(pa.array(positions[start:stop])).to_pylist()
+        for lo in range(0, len(paths), _IMAGES_PER_YIELD):
+            yield shards.read_images(paths[lo : lo + _IMAGES_PER_YIELD], columns)
+
+
+def _distinct_paths(paths: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
+    """The distinct paths, and the position of each path among them.
+
+    A set scored 20 rounds in one stream repeats every path 20 times: its distinct paths are
+    held once, and each repeat costs 4 bytes.
+    """
+    distinct = dict.fromkeys(paths)
+    lookup = {p: i for i, p in enumerate(distinct)}
+    dtype = np.int32 if len(lookup) < 2**31 else np.int64
+    positions = np.fromiter(map(lookup.__getitem__, paths), dtype=dtype, count=len(paths))
+    return pa.array(list(distinct), pa.string()), positions
+
+
+def _image_chunk_size(n: int) -> int:
+    """Images per read task: up to :data:`IMAGES_PER_READ_TASK`, fewer for small folders.
+
+    A small folder is still cut into about 16 chunks (of at least 64 images), so it is read by
+    several tasks at once rather than one.
+    """
+    return max(1, min(IMAGES_PER_READ_TASK, max(64, -(-n // 16))))
+
+
 def _read_normalized(batch: dict[str, np.ndarray], shards: ShardSet, columns: Sequence[str]):
     """Ray Data UDF: read whole files (one index per row) as normalized tables, batch by batch."""
     for index in batch["file"].tolist():
@@ -606,8 +739,36 @@ def read_ray_dataset(
     Files without an ``id`` column or with string labels are read by a Ray Data task per file
     that generates ids and maps labels (:meth:`ShardSet.normalize`); the project's own layout
     goes through ``read_parquet`` untouched.
+
+    An image folder is read by the same kind of UDF, but each row fed to ``from_items`` names a
+    range of consecutive image files (:data:`IMAGES_PER_READ_TASK` at most), so a million files
+    make about a thousand read tasks and blocks. The paths themselves go to the object store
+    once, deduplicated (a streamed set may repeat the pool for many rounds), and the UDF gets
+    the set without its ``paths``: no task deserializes the whole folder's listing. Files are
+    only read (concurrently) here; decoding happens in the scorers.
     """
     import ray.data
+
+    if shards.images:
+        files, rows = _distinct_paths(shards.paths)
+        size = _image_chunk_size(len(rows))
+        chunks = [
+            {"start": lo, "stop": min(lo + size, len(rows))} for lo in range(0, len(rows), size)
+        ]
+        kwargs = {
+            "shards": replace(shards, paths=(), file_rows=(), num_rows=0),
+            "files": ray.put(files),
+            "rows": ray.put(rows),
+            "columns": tuple(columns),
+        }
+        return ray.data.from_items(chunks, override_num_blocks=max(1, len(chunks))).map_batches(
+            _read_image_chunks,
+            fn_kwargs=kwargs,
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=read_cpus,
+            concurrency=read_concurrency,
+        )
 
     if not shards.has_ids or (shards.string_labels and "label" in columns):
         items = [{"file": i} for i in range(len(shards.paths))]
@@ -647,7 +808,13 @@ def iter_batches(
     """Stream normalized record batches of at most ``batch_size`` rows, file by file, no Ray.
 
     Only columns present in a file are requested, so unlabeled shards simply yield no ``label``.
+    An image folder is read ``batch_size`` files at a time.
     """
+    if shards.images:
+        for lo in range(0, len(shards.paths), batch_size):
+            table = shards.read_images(shards.paths[lo : lo + batch_size], columns)
+            yield from table.to_batches()
+        return
     for index, path in enumerate(shards.paths):
         with shards.filesystem.open_input_file(path) as handle:
             pf = pq.ParquetFile(handle)
@@ -665,7 +832,13 @@ def load_arrays(shards: ShardSet) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
         ``(ids, x, labels)``: ids as an object array of ``str``, ``x`` float32 ``(N, C, H, W)``
         in ``[0, 1]``, labels int64 (``-1`` where null) or ``None`` when unlabeled.
     """
-    tables = [shards.read_file(i, _COLUMNS) for i in range(len(shards.paths))]
+    if shards.images:
+        paths = shards.paths
+        tables = [
+            shards.read_images(paths[i : i + 4096], _COLUMNS) for i in range(0, len(paths), 4096)
+        ]
+    else:
+        tables = [shards.read_file(i, _COLUMNS) for i in range(len(shards.paths))]
     table = pa.concat_tables(tables, promote_options="default")
     ids = table.column("id").to_numpy(zero_copy_only=False).astype(object)
     x, _ = shards.decode(table.column(shards.image_column))
@@ -676,7 +849,13 @@ def load_arrays(shards: ShardSet) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
 
 
 def ground_truth(shards: ShardSet) -> dict[str, int]:
-    """Id -> label of a labeled set: the oracle of simulations, benchmarks and tests."""
+    """Id -> label of a labeled set: the oracle of simulations, benchmarks and tests.
+
+    An image folder's labels come from its paths, so no image is read.
+    """
+    if shards.images:
+        ids = shards.image_ids(shards.paths)
+        return dict(zip(ids, shards.image_labels(ids).to_pylist(), strict=True))
     ids, _, labels = load_arrays(shards)
     if labels is None:
         raise DataError(f"{shards.uri}: no label column, so no ground truth")

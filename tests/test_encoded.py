@@ -94,3 +94,17 @@ def test_a_scoring_pass_over_encoded_images_skips_and_counts_bad_rows(ray_sessio
     assert result.bad_rows == 3
     assert result.rows == 40
     assert all("#" in i for i in result.top.ids.tolist())
+
+
+@pytest.mark.slow
+def test_streamed_rounds_split_at_their_boundaries_even_with_bad_rows(ray_session, tmp_path):
+    from activestream.config import Config
+    from activestream.pipelines.scoring import stream_rounds
+
+    write_encoded(tmp_path / "pool", 20, files=2, bad_rows=2, with_ids=False)
+    shards = open_shards(str(tmp_path / "pool"))
+    cfg = Config().with_overrides(
+        {"data.cache_dir": str(tmp_path / "cache"), "sampling.candidates": 8}
+    )
+    results = list(stream_rounds(cfg, [shards, shards]))
+    assert [(r.rows, r.bad_rows) for r in results] == [(20, 2), (20, 2)]

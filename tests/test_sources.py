@@ -387,15 +387,22 @@ def test_resolve_plain_directory_is_the_pool_only(tmp_path: Path) -> None:
     assert pool.num_rows == 5 and test is None
 
 
-def test_resolve_image_folder_converts_once_into_cache(tmp_path: Path) -> None:
+def test_resolve_image_folder_is_read_in_place_with_the_converted_ids(tmp_path: Path) -> None:
     root = _image_folder(tmp_path / "imgs")
     cfg = _config(str(root), tmp_path / "cache")
     pool, test = resolve_dataset(cfg)
     assert test is None and pool.num_rows == 6 and pool.classes == ("cat", "dog")
-    assert all(p.startswith(str(tmp_path / "cache")) for p in pool.paths)
-    mtimes = [Path(p).stat().st_mtime_ns for p in pool.paths]
+    assert pool.kind == "images" and all(p.startswith(str(root)) for p in pool.paths)
+    assert not (tmp_path / "cache").exists()  # nothing converted, nothing cached
     again, _ = resolve_dataset(cfg)
-    assert again == pool and [Path(p).stat().st_mtime_ns for p in again.paths] == mtimes
+    assert again == pool
+    # The explicit conversion is still there, and agrees on ids, labels and pixels.
+    converted = image_folder_to_shards(str(root), str(tmp_path / "out"))
+    ids, x, labels = load_arrays(pool)
+    ids_c, x_c, labels_c = load_arrays(converted)
+    assert list(ids) == list(ids_c) and labels is not None and labels_c is not None
+    assert labels.tolist() == labels_c.tolist()
+    np.testing.assert_array_equal(x, x_c)
 
 
 def test_resolve_missing_path_raises(tmp_path: Path) -> None:
