@@ -101,10 +101,12 @@ class Trainer:
             weight_decay=training.weight_decay,
         )
         self._loss = nn.CrossEntropyLoss()
-        # Per label, in arrival order: the stored pixels as uint8 (C, H, W) (4x smaller than
-        # floats; the transform runs per minibatch), or with ``train: head`` the frozen
-        # backbone's features, computed once, so a step runs the final layer only.
-        self._x: list[np.ndarray] = []
+        # Row -> what a training step needs of that label: the stored pixels as uint8
+        # (C, H, W) (4x smaller than floats; the transform runs per minibatch), or with
+        # ``train: head`` the frozen backbone's features, computed once. Only rows the policy
+        # can still draw are held (the buffer and the replay reservoir; every row for
+        # ``full``): the rest are fetched again by id from the pool if ever needed.
+        self._x: dict[int, np.ndarray] = {}
         self._head = last_linear(self.model)
         self._y: list[int] = []
         self._ids: dict[str, int] = {}  # id -> row in _x/_y
@@ -205,7 +207,7 @@ class Trainer:
         pixels = self._rows_for(list(fresh))
         for (item_id, label), x in zip(fresh.items(), pixels, strict=True):
             self._ids[item_id] = len(self._y)
-            self._x.append(x)
+            self._x[len(self._y)] = x
             self._y.append(label)
         for item_id, label in changed.items():
             self._y[self._ids[item_id]] = label
@@ -251,18 +253,20 @@ class Trainer:
             start, end = self._trained, len(self._y)
             if end == start:
                 return
-            x = np.stack(self._x[:end])
+            held = dict(self._x)  # a shallow snapshot: arrays are never modified in place
             y = torch.as_tensor(self._y[:end], dtype=torch.long)
         with self._model_lock, torch.random.fork_rng(devices=[]):
             # Dropout draws from torch's global generator: give it this trainer's own stream.
             torch.set_rng_state(self._torch_state)
             began = time.perf_counter()
-            self._record_hits(self._inputs(x[start:end]), y[start:end])
+            self._record_hits(
+                self._inputs(np.stack([held[r] for r in range(start, end)])), y[start:end]
+            )
             self._train_mode()
             cfg = self.training
             for _ in range(cfg.steps_per_update):
                 rows = self._minibatch(start, end)
-                xb = self._inputs(x[rows])
+                xb = self._inputs(np.stack([held[r] for r in rows.tolist()]))
                 yb = y[rows].to(self.device, non_blocking=True)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = self._loss(self._logits(xb), yb)
@@ -273,9 +277,28 @@ class Trainer:
             with self._lock:
                 self._reservoir.add(range(start, end))
                 self._trained = end
+                self._forget()
             self.version += 1
             self.train_seconds += time.perf_counter() - began
             self._torch_state = torch.get_rng_state()
+
+    def _needed_rows(self) -> set[int]:
+        """Rows the policy may still draw: the buffer, plus the reservoir (or all, ``full``)."""
+        if self.training.policy == "full":
+            return set(range(len(self._y)))
+        buffer = set(range(self._trained, len(self._y)))
+        return buffer | set(self._reservoir.rows) if self.training.policy == "replay" else buffer
+
+    def _forget(self) -> None:
+        """Drop what no future step can draw (called under the label lock)."""
+        needed = self._needed_rows()
+        for row in [r for r in self._x if r not in needed]:
+            del self._x[row]
+
+    @property
+    def held_rows(self) -> int:
+        """Labels whose pixels or features are in memory now."""
+        return len(self._x)
 
     def _train_mode(self) -> None:
         """Training mode; with ``train: head`` only dropout switches to it.
@@ -383,12 +406,13 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             ids = state["ids"]
-            self._x = self._rows_for(list(ids))
             self._y = list(state["labels"])
             self._ids = {item: row for row, item in enumerate(ids)}
             self._trained = state["trained"]
             self._reservoir.rows = list(state["reservoir"])
             self._reservoir.seen = state["reservoir_seen"]
+            rows = sorted(self._needed_rows())
+            self._x = dict(zip(rows, self._rows_for([ids[r] for r in rows]), strict=True))
             self._rng.bit_generator.state = state["rng"]
             self._torch_state = state["torch_rng"]
             self.version = state["version"]

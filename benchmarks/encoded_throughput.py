@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 BEGIN, END = "<!-- encoded_throughput:begin -->", "<!-- encoded_throughput:end -->"
 
@@ -57,13 +58,13 @@ def write_jpeg_shards(src: str, out: Path, rows: int, rows_per_shard: int) -> No
         pq.write_table(table, out / f"part-{start // rows_per_shard:05d}.parquet")
 
 
-class _Shards:  # an IterableDataset over Parquet files, split across workers by file
+class _Shards(torch.utils.data.IterableDataset):  # Parquet files, split across workers by file
     def __init__(self, paths: list[str], shape: tuple[int, int, int], batch: int) -> None:
+        super().__init__()
         self.paths, self.shape, self.batch = paths, shape, batch
 
     def __iter__(self):  # noqa: ANN204
         import pyarrow.parquet as pq
-        import torch
 
         from activestream.sources.images import decode_images
 

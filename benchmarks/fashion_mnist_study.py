@@ -85,7 +85,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"{s['seeds']} seeds, budget {s['budget']} labels, buffer 16, exploration p 0.9; "
         f"{data['machine']['cores']} cores ({data['machine']['cpu']}).",
         "",
-        "| setup | sampler | final accuracy | labels to reach random's final | share of random's |",
+        "| setup | sampler | final accuracy | labels to reach random's final "
+        "| share of the budget |",
         "|---|---|---|---|---|",
     ]
     for name, r in data["setups"].items():

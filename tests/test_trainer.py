@@ -209,3 +209,17 @@ def test_a_restored_checkpoint_continues_exactly_where_it_stopped(digits):
     first = first_labels(truth, 1)[0]
     with pytest.raises(LabelConflict):
         restored.add_labels([{"id": first["id"], "label": (first["label"] + 1) % 10}])
+
+
+@pytest.mark.parametrize(
+    ("policy", "most"),
+    [("new_only", 0), ("replay", 4), ("full", 24)],
+)
+def test_the_trainer_holds_only_the_pixels_its_policy_can_still_draw(digits, policy, most):
+    pool, _, truth = digits
+    trainer = make_trainer(pool, policy=policy, buffer_size=8, replay_capacity=4)
+    for start in (0, 8, 16):
+        trainer.add_labels(first_labels(truth, 8, start))
+        trainer.partial_fit()
+    assert trainer.labels_seen == 24
+    assert trainer.held_rows == most
