@@ -30,3 +30,11 @@ def test_a_changed_number_in_the_json_changes_the_page():
     before = head_rescore.render_markdown(data)
     data["results"][0]["ratio"] += 1.0
     assert head_rescore.render_markdown(data) != before
+
+
+def test_the_readme_figures_are_rendered_from_the_json():
+    from activestream.benchmarks import report
+
+    text = (DOCS.parent / "README.md").read_text()
+    section = text.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
+    assert section == "\n" + report.render(report.load())

@@ -333,3 +333,37 @@ def test_a_scoring_pass_reads_the_folder_in_place(ray_session, folder, tmp_path:
     assert sorted(result.top.ids.tolist()) == sorted(set(truth) - {truncated})
     scored = pq.read_table(out)
     assert sorted(scored.column("id").to_pylist()) == sorted(truth)  # every image, once
+
+
+@pytest.mark.slow
+def test_a_folder_read_in_place_is_queried_labeled_and_shown_through_serve(
+    run_service, tmp_path: Path
+) -> None:
+    import requests
+
+    truth, truncated = _make_folder(tmp_path / "data", per_class=6)
+    cfg = _config(tmp_path / "data", tmp_path / "cache").with_overrides(
+        {
+            "training.buffer_size": 4,
+            "training.steps_per_update": 2,
+            "sampling.candidates": 32,
+            "model.resize": 16,
+        }
+    )
+    with run_service(cfg) as base:
+        leased = requests.get(f"{base}/queries", params={"n": 4}, timeout=30).json()["queries"]
+        ids = [q["id"] for q in leased]
+        assert ids and all(i in truth and i != truncated for i in ids)
+        image = requests.get(f"{base}/items/{ids[0]}/image", timeout=30)
+        assert image.content == (tmp_path / "data" / ids[0]).read_bytes()
+        before = requests.get(f"{base}/model", timeout=30).json()["version"]
+        labels = [{"id": i, "label": truth[i]} for i in ids]
+        answer = requests.post(f"{base}/labels", json={"labels": labels}, timeout=30)
+        assert answer.json()["accepted"] == len(ids)
+        deadline = time.monotonic() + 60
+        while requests.get(f"{base}/model", timeout=30).json()["version"] <= before:
+            assert time.monotonic() < deadline, "no new version after labels"
+            time.sleep(0.2)
+    assert not (tmp_path / "cache").exists() or not any(
+        p.suffix == ".parquet" and "images-" in str(p) for p in (tmp_path / "cache").rglob("*")
+    )
