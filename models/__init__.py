@@ -9,9 +9,9 @@ from activestream.models.registry import (
     ModelFactory,
     Shape,
     build_model,
-    get_factory,
     model_names,
     register_model,
+    resolve,
 )
 
 
@@ -29,7 +29,7 @@ __all__ = [
     "Shape",
     "build_model",
     "check_model",
-    "get_factory",
     "model_names",
     "register_model",
+    "resolve",
 ]

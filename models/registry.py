@@ -102,11 +102,6 @@ def resolve(factory: str) -> ModelFactory:
     )
 
 
-def get_factory(name: str) -> ModelFactory:
-    """Alias of :func:`resolve`, kept for callers that think in registered names."""
-    return resolve(name)
-
-
 def call_factory(
     fn: ModelFactory,
     num_classes: int,

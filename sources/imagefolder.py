@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -299,15 +298,6 @@ def grow_image_folder(
         file_rows=shards.file_rows + (1,) * len(fresh),
         num_rows=shards.num_rows + len(fresh),
     )
-
-
-def folder_fingerprint(root: Path, files: Sequence[tuple[str, int]]) -> str:
-    """Hash of names, labels, sizes and mtimes: changes whenever an image is added or edited."""
-    digest = hashlib.sha256()
-    for rel, label in files:
-        st = (root / rel).stat()
-        digest.update(f"{rel}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 def image_folder_to_shards(
