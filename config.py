@@ -2,12 +2,12 @@
 
 Every section forbids unknown keys, so a typo in a YAML file fails loudly with the key's dotted
 path instead of silently running with a default. Defaults run on a laptop: bundled digits, the
-compact CNN, ``buffer_size`` 16, entropy sampling with exploration ``p`` 0.9.
+compact CNN, ``buffer_size`` 16, margin sampling with exploration ``p`` 0.9.
 
 Example:
     >>> cfg = Config()
     >>> cfg.training.buffer_size, cfg.sampling.sampler, cfg.sampling.explore_p
-    (16, 'entropy', 0.9)
+    (16, 'margin', 0.9)
     >>> cfg.with_overrides({"sampling.k": 8}).sampling.k
     8
 """
@@ -191,7 +191,11 @@ class ScoringConfig(_Section):
 class SamplingConfig(_Section):
     """How scores become queries."""
 
-    sampler: str = "entropy"
+    sampler: str = Field(
+        "margin",
+        description="A registered sampler, 'auto' (a bandit over them) or "
+        "'package.module:function'.",
+    )
     explore_p: float = Field(0.9, ge=0.0, le=1.0, description="Probability a slot exploits.")
     k: int = Field(16, ge=1, description="Queries handed out per request by default.")
     candidates: int = Field(
@@ -200,6 +204,31 @@ class SamplingConfig(_Section):
     lease_seconds: float = Field(300.0, gt=0.0)
     mc_samples: int = Field(
         8, ge=1, description="Stochastic passes T per batch for samplers over MC-dropout samples."
+    )
+    auto_gamma: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="sampler 'auto': the bandit's exploration share (each arm keeps at least "
+        "auto_gamma / arms of the draws).",
+    )
+    cold_start: bool = Field(
+        True,
+        description="Ask at random until the model proves ready (prequential accuracy over "
+        "the last warmup_labels reaches warmup_accuracy, or warmup_max_labels are in).",
+    )
+    warmup_labels: int = Field(
+        20, ge=1, description="Fewest random labels before the model may choose queries."
+    )
+    warmup_accuracy: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.01,
+        description="Prequential accuracy that ends the cold start; above 1 keeps it for "
+        "warmup_max_labels (a fixed warm-up).",
+    )
+    warmup_max_labels: int = Field(
+        200, ge=1, description="Labels after which the cold start ends whatever the evidence."
     )
 
     @field_validator("sampler")

@@ -47,8 +47,11 @@ class Downstream(Protocol):
     def trainer_offset(self) -> int:
         """Log records the trainer holds."""
 
-    def retire(self, ids: Sequence[str]) -> None:
-        """Tell the query queue never to hand these ids out again."""
+    def retire(self, ids: Sequence[str], labels: Sequence[int] | None = None) -> None:
+        """Tell the query queue never to hand these ids out again.
+
+        ``labels``, when given, score the sampler that chose each id (``sampler: auto``).
+        """
 
     def retired(self) -> int:
         """How many labeled ids the query queue knows."""
@@ -160,7 +163,11 @@ class LabelLedger:
         ok = True
         if self.downstream is not None and logged:  # repeats were retired when first logged
             ok = self._forward(start, logged)
-            self._call(self.downstream.retire, [str(r["id"]) for r in logged])
+            self._call(
+                self.downstream.retire,
+                [str(r["id"]) for r in logged],
+                [int(r["label"]) for r in logged],
+            )
         return AddResult(
             accepted=len(logged), duplicates=checked.duplicates, trainer_ok=ok and self.trainer_ok
         )

@@ -10,6 +10,17 @@ ranked candidate, and each lease picks its exploited items from the best availab
 with the sampler's batch selection, so one batch of queries spreads over the embedding space
 instead of repeating one confusion.
 
+While ``warming`` (cold start, on by default in the loop) every slot explores: an untrained
+model's uncertainty is noise, so the first labels are a uniform sample of the pool until the
+caller sees the model is ready (:func:`activestream.samplers.warmed_up`) and calls
+:meth:`end_warmup`.
+
+With ``sampler: auto`` a round carries one ranked list per arm (each probability sampler and
+random) and each lease asks an EXP3 bandit (:class:`activestream.samplers.auto.Exp3`) which
+arm fills its exploited slots. The queue remembers which arm chose each item and what the
+model predicted for it; when the label arrives (:meth:`mark_labeled` with labels) the arm
+earns the pick's prequential error.
+
 Plain class, clock injected: tests move time by hand.
 """
 
@@ -17,12 +28,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from activestream.config import SamplingConfig
+from activestream.samplers.auto import Exp3
+from activestream.samplers.cold_start import warmed_up
 from activestream.samplers.selection import select_queries
 
 
@@ -48,6 +62,9 @@ class QueryQueue:
             None ranks by score alone.
         pool_factor: A diverse batch of n is chosen among the best ``pool_factor * n``
             available candidates (at least 64).
+        warmup: Start in the cold-start phase: every slot explores until :meth:`end_warmup`.
+        arms: Arm names for ``sampler: auto``; None ranks by the one sampler's scores.
+        gamma: The bandit's exploration share (``arms`` only).
     """
 
     def __init__(
@@ -59,6 +76,9 @@ class QueryQueue:
         clock: Callable[[], float] = time.monotonic,
         batch: Callable[..., np.ndarray] | None = None,
         pool_factor: int = 8,
+        warmup: bool = False,
+        arms: Sequence[str] | None = None,
+        gamma: float = 0.3,
     ) -> None:
         self.explore_p = explore_p
         self.lease_seconds = lease_seconds
@@ -66,6 +86,11 @@ class QueryQueue:
         self._clock = clock
         self._batch = batch
         self.pool_factor = pool_factor
+        self.warming = warmup
+        self.bandit = None if arms is None else Exp3(arms, gamma, np.random.default_rng([seed, 1]))
+        self._arm_ranked: list[list[str]] = []
+        self._pred: dict[str, int] = {}
+        self._chosen_by: dict[str, tuple[int, float, int, int]] = {}  # arm, p, batch n, pred
         self._embedding: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._ranked: list[str] = []
@@ -91,13 +116,18 @@ class QueryQueue:
         *,
         pool_rows: int | None = None,
         bad_rows: int | None = None,
+        arm_ranked: Sequence[Sequence[str]] | None = None,
+        preds: Mapping[str, int] | None = None,
     ) -> None:
         """Replace the candidates with a finished round's (ranked best first).
 
         ``pool_rows`` and ``bad_rows`` (images that did not decode) are what the round saw;
-        they are only reported, in :meth:`stats`.
+        they are only reported, in :meth:`stats`. ``arm_ranked`` (one ranked id list per arm)
+        and ``preds`` (the round model's class for those ids) feed the ``auto`` bandit.
         """
         with self._lock:
+            self._arm_ranked = [[str(i) for i in r] for r in arm_ranked or []]
+            self._pred = {str(i): int(c) for i, c in (preds or {}).items()}
             if pool_rows is not None:
                 self.pool_rows = int(pool_rows)
             if bad_rows is not None:
@@ -122,6 +152,7 @@ class QueryQueue:
     def _expire(self, now: float) -> None:
         for item in [i for i, until in self._leases.items() if until <= now]:
             del self._leases[item]
+            self._chosen_by.pop(item, None)  # unanswered: the arm is neither paid nor blamed
 
     def lease(self, n: int) -> list[Query]:
         """Lease up to ``n`` items that are neither labeled nor leased."""
@@ -131,15 +162,26 @@ class QueryQueue:
             now = self._clock()
             self._expire(now)
             blocked = self._labeled | self._leases.keys()
+            ranked, arm, chance = self._ranked, -1, 1.0
+            if self.warming:
+                pass  # every slot explores: the model's ranking means nothing yet
+            elif self.bandit is not None and self._arm_ranked:
+                arm, chance = self.bandit.choose()
+                ranked = self._arm_ranked[arm]
+            else:
+                ranked = self._diverse_first(n, blocked)
             picks = select_queries(
-                self._diverse_first(n, blocked),
+                ranked,
                 self._random,
                 k=n,
-                p=self.explore_p,
+                p=0.0 if self.warming else self.explore_p,
                 rng=self._rng,
                 exclude=blocked,
             )
             out = []
+            exploited = [p.id for p in picks if not p.explored and p.id in self._pred]
+            for item in exploited if arm >= 0 else []:
+                self._chosen_by[item] = (arm, chance, len(exploited), self._pred[item])
             for pick in picks:
                 self._leases[pick.id] = now + self.lease_seconds
                 score, version = self._score.get(pick.id, (0.0, self.round_version))
@@ -163,18 +205,38 @@ class QueryQueue:
         first = set(chosen)
         return chosen + [i for i in self._ranked if i not in first]
 
-    def mark_labeled(self, ids: Iterable[str]) -> None:
-        """Never hand these ids out again."""
+    def end_warmup(self) -> None:
+        """Hand query choice to the model's scores (the cold start is over, for good)."""
+        with self._lock:
+            self.warming = False
+
+    def mark_labeled(self, ids: Iterable[str], labels: Iterable[int] | None = None) -> None:
+        """Never hand these ids out again; with ``labels``, reward the arms that chose them."""
+        ids = list(ids)
         with self._lock:
             for item in ids:
                 self._labeled.add(item)
                 self._leases.pop(item, None)
+            if labels is None or self.bandit is None:
+                return
+            for item, label in zip(ids, labels, strict=True):
+                chosen = self._chosen_by.pop(item, None)
+                if chosen is not None:
+                    arm, chance, batch, pred = chosen
+                    # A batch's picks share one draw: each carries 1/batch of its reward.
+                    self.bandit.update(arm, float(pred != int(label)) / batch, chance)
+
+    def arms(self) -> dict[str, dict[str, float]] | None:
+        """The ``auto`` bandit's state per arm (probability, pulls, rewards); None without it."""
+        with self._lock:
+            return None if self.bandit is None else self.bandit.summary()
 
     def release(self, ids: Iterable[str]) -> None:
         """Give leases back early (an annotator skipped the items)."""
         with self._lock:
             for item in ids:
                 self._leases.pop(item, None)
+                self._chosen_by.pop(item, None)
 
     def depth(self) -> int:
         """Ranked candidates that could still be leased now."""
@@ -197,4 +259,17 @@ class QueryQueue:
                 "explored_total": self.explored_total,
                 "pool_rows": self.pool_rows,
                 "bad_rows": self.bad_rows,
+                "warming": int(self.warming),
             }
+
+
+def cold_start_over(sampling: SamplingConfig, prequential: tuple[int, list[bool]]) -> bool:
+    """Whether the trainer's prequential record (labels, recent hits) ends the cold start."""
+    labels, hits = prequential
+    return warmed_up(
+        hits,
+        labels=labels,
+        min_labels=sampling.warmup_labels,
+        accuracy=sampling.warmup_accuracy,
+        max_labels=sampling.warmup_max_labels,
+    )

@@ -106,6 +106,7 @@ class Scorer:
         self._model.to(self._device).eval()
         self._score = samplers.get(sampler, rng=np.random.default_rng([seed, _worker_salt()]))
         spec = samplers.spec(sampler)
+        self.arms = spec.arms  # auto: scores come as (N, A), one column per arm
         self._mc = mc_samples if spec.inputs == ("samples",) else 0
         if self._mc and not any(
             isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self._model.modules()
@@ -231,6 +232,12 @@ class Scorer:
                 x = pixels_to_array(batch.column(self._image_column), self._shape)
             probs, scores, embedding = self.outputs(x)
         n = batch.num_rows
+        arm_scores = None
+        if self.arms is not None:  # auto: rank by the arms' mean, keep every arm's column
+            arm_scores = pa.FixedSizeListArray.from_arrays(
+                pa.array(scores.reshape(-1), pa.float64()), len(self.arms)
+            )
+            scores = scores.mean(axis=1) if n else np.zeros(0)
         columns = {
             "id": batch.column("id"),
             "score": pa.array(scores, pa.float64()),
@@ -243,6 +250,8 @@ class Scorer:
             columns["embedding"] = pa.FixedSizeListArray.from_arrays(
                 pa.array(flat, pa.float32()), dim
             )
+        if arm_scores is not None:
+            columns["arm_scores"] = arm_scores
         if ok is not None:
             columns["ok"] = pa.array(ok, pa.bool_())
         return pa.table(columns)

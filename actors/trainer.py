@@ -259,7 +259,7 @@ class Trainer:
             # Dropout draws from torch's global generator: give it this trainer's own stream.
             torch.set_rng_state(self._torch_state)
             began = time.perf_counter()
-            self._record_hits(
+            hits = self._prequential_hits(
                 self._inputs(np.stack([held[r] for r in range(start, end)])), y[start:end]
             )
             self._train_mode()
@@ -275,10 +275,11 @@ class Trainer:
                 self.train_steps += 1
             self.model.eval()
             with self._lock:
+                self.recent_hits.extend(hits)
                 self._reservoir.add(range(start, end))
                 self._trained = end
                 self._forget()
-            self.version += 1
+                self.version += 1  # with _trained, under one lock: model_info reads both
             self.train_seconds += time.perf_counter() - began
             self._torch_state = torch.get_rng_state()
 
@@ -313,11 +314,11 @@ class Trainer:
         self._head.train()  # only the final layer learns; dropout on features in _logits
 
     @torch.inference_mode()
-    def _record_hits(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _prequential_hits(self, x: torch.Tensor, y: torch.Tensor) -> list[bool]:
         """Prequential accuracy: the model's answer on new labels before it learns them."""
         self.model.eval()
         pred = self._logits(x).argmax(dim=1).cpu()
-        self.recent_hits.extend((pred == y).tolist())
+        return (pred == y).tolist()
 
     def _minibatch(self, start: int, end: int) -> np.ndarray:
         cfg, rng = self.training, self._rng
@@ -420,11 +421,19 @@ class Trainer:
             self.applied = state.get("log_offset", 0)
             self.model.eval()
 
+    def prequential(self) -> tuple[int, list[bool]]:
+        """Labels trained on so far and the newest (up to 100) prequential outcomes."""
+        with self._lock:
+            return self._trained, list(self.recent_hits)
+
     def model_info(self) -> dict[str, Any]:
         """Version, label count, architecture and class names (the ``GET /model`` answer)."""
+        with self._lock:
+            version, trained = self.version, self._trained
         return {
-            "version": self.version,
+            "version": version,
             "labels_seen": self.labels_seen,
+            "labels_trained": trained,
             "arch": self.model_cfg.factory,
             "classes": list(self.items.classes),
             "train_steps": self.train_steps,

@@ -1,26 +1,27 @@
-"""The seed's open questions, answered with data.
+"""The study: does active learning beat random, where, by how much, and with which settings.
 
-Run it with ``python -m activestream.benchmarks.study --out docs``.
+    python -m activestream.benchmarks.study                    # every part, ~1 h on 2 cores
+    python -m activestream.benchmarks.study --only digits,stream
+    python -m activestream.benchmarks.study --render           # docs/study.md from the JSON
 
-One command runs the oracle simulator over every question and writes ``docs/study.md`` with
-its plots under ``docs/study/``:
+Every part runs the in-process oracle simulator (the loop's real trainer, scorer and queue
+classes, ground truth as the annotator) with the defaults unless it says otherwise, and writes
+its results to ``docs/study/<part>.json``; ``docs/study.md`` is rendered from those files by
+:func:`render_markdown`, so no number on the page is typed. The parts:
 
-1. every sampler (the new BALD, k-center and cluster-margin included) against random, on the
-   bundled digits and on a harder synthetic set;
-2. how much to buffer: buffer size 1, 8, 32, 128 against labels needed and wall time;
-3. train on everything or only on new data: ``new_only`` / ``replay`` / ``full`` on a stream
-   whose class mix shifts (classes arrive in order), accuracy on old and new classes;
-4. how much to explore: p in {1.0, 0.9, 0.7, 0.5};
-5. stream-based selection (ask or skip each arriving record) against random at the same budget.
-
-``--quick`` (2 seeds, smaller budget) checks the pipeline in a few minutes; the default is the
-study (5 seeds, budget 400).
+- ``digits``, ``gratings``, ``fashion_cnn``, ``fashion_head``: every sampler, ``auto`` and
+  random on the bundled digits, synthetic gratings, Fashion-MNIST with a randomly initialised
+  CNN, and Fashion-MNIST with the ImageNet-pretrained EfficientNet-Lite0 (head only);
+- ``stream``: stream-based selection (ask or skip each arriving record) on digits;
+- ``buffer`` and ``explore``: how much to buffer, how much to explore (margin, digits);
+- ``policy``: training policy on a stream whose classes arrive in order.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,310 +31,307 @@ import numpy as np
 
 from activestream import samplers
 from activestream.benchmarks import forgetting
+from activestream.benchmarks.pages import write_section
 from activestream.config import Config
-from activestream.pipelines.simulate import labels_to_reach, plot_curves, run_once, simulate
+from activestream.pipelines.curves import compare
+from activestream.pipelines.simulate import plot_curves, simulate
 from activestream.sources.resolve import resolve_dataset
-from activestream.sources.synthetic import make_synthetic_shards
+
+BEGIN, END = "<!-- study:begin -->", "<!-- study:end -->"
+FASHION_HEAD = {
+    "model.factory": "efficientnet_lite0",
+    "model.train": "head",
+    "model.resize": 64,
+    "model.normalize": "imagenet",
+    "model.dropout": 0.2,
+}
+#: Sampler parts: (title, data, config overrides, budget).
+SETUPS: dict[str, tuple[str, str, dict[str, Any], int]] = {
+    "digits": ("Bundled digits, CNN from scratch", "digits", {}, 400),
+    "gratings": ("Synthetic gratings (16x16), CNN from scratch", "gratings", {}, 400),
+    "fashion_cnn": ("Fashion-MNIST, CNN from scratch", "fashion", {}, 256),
+    "fashion_head": (
+        "Fashion-MNIST, pretrained EfficientNet-Lite0, head only",
+        "fashion",
+        FASHION_HEAD,
+        256,
+    ),
+}
+PARTS = [*SETUPS, "stream", "buffer", "explore", "policy"]
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _row(name: str, r: dict[str, Any], target: float, budget: int) -> str:
-    need = labels_to_reach(r["labels"], r["accuracy_mean"], target)
-    share = f"{need} ({need / budget:.0%})" if need is not None else "not reached"
-    final = f"{r['accuracy_mean'][-1]:.3f} ± {r['accuracy_std'][-1]:.3f}"
-    return f"| {name} | {final} | {share} | {r['seconds_mean']:.1f} |"
+def _data(kind: str, cache: Path, rows: int) -> str:
+    """The dataset value for ``kind``, writing its shards under ``cache`` once."""
+    if kind == "digits":
+        return "digits"
+    folder = cache / kind
+    if not (folder / "pool").exists():
+        if kind == "gratings":
+            from activestream.sources.synthetic import make_synthetic_shards
+
+            make_synthetic_shards(
+                str(folder), rows, rows_per_shard=500, shape=(1, 16, 16), test_rows=1000,
+                progress=False,
+            )  # fmt: skip
+        else:
+            from activestream.sources.fashion_mnist import write_fashion_mnist_shards
+
+            write_fashion_mnist_shards(str(folder), limit=rows, progress=False)
+    return str(folder)
 
 
-def _need(r: dict[str, Any], target: float) -> int | None:
-    return labels_to_reach(r["labels"], r["accuracy_mean"], target)
-
-
-def _answer(strategies: dict[str, dict[str, Any]], target: float, budget: int) -> str:
-    """One data-driven sentence: which setting needs fewest labels, which runs fastest."""
-    reached = {n: _need(r, target) for n, r in strategies.items()}
-    reached = {n: v for n, v in reached.items() if v is not None}
-    fastest = min(strategies, key=lambda n: strategies[n]["seconds_mean"])
-    best_acc = max(strategies, key=lambda n: strategies[n]["accuracy_mean"][-1])
-    parts = [f"highest final accuracy: **{best_acc}**"]
-    if reached:
-        fewest = min(reached.values())
-        winners = [n for n, v in reached.items() if v == fewest]
-        parts.insert(
-            0,
-            f"fewest labels to random's final accuracy: **{', '.join(winners)}** "
-            f"({fewest} of {budget})",
-        )
-    else:
-        parts.insert(0, f"no setting reached random's final accuracy within {budget} labels")
-    parts.append(f"fastest: **{fastest}** ({strategies[fastest]['seconds_mean']:.1f} s per run)")
-    return "Answer from this run: " + "; ".join(parts) + "."
-
-
-def samplers_part(cfg: Config, dataset: str, seeds: int, budget: int, out: Path) -> str:
+def _simulate(
+    cfg: Config, strategies: list[str], seeds: int, budget: int, workers: int, **kw: Any
+) -> dict[str, Any]:
     pool, test = resolve_dataset(cfg)
-    names = [n for n in samplers.names() if n != "random"]
     began = time.perf_counter()
-    results = simulate(
-        cfg, pool, test, strategies=names, seeds=seeds, budget=budget, dataset=dataset
-    )
-    plot_curves(results, out / f"samplers-{dataset}.png")
-    target = results["random_final_accuracy"]
-    ranked = sorted(
-        results["strategies"].items(),
-        key=lambda kv: _need(kv[1], target) or 1e9,
-    )
-    lines = [
-        f"### {dataset}: {len(names)} samplers vs random ({seeds} seeds, budget {budget})",
-        "",
-        f"Random's final accuracy: {target:.3f}. Ran in {time.perf_counter() - began:.0f} s.",
-        "",
-        "| sampler | final accuracy | labels to random's final | seconds per run |",
-        "|---|---|---|---|",
-        *[_row(n, r, target, budget) for n, r in ranked],
-        "",
-        _answer(results["strategies"], target, budget),
-        "",
-        f"![{dataset}](study/samplers-{dataset}.png)",
-        "",
-    ]
-    (out / f"samplers-{dataset}.json").write_text(json.dumps(results, indent=2))
-    return "\n".join(lines)
-
-
-def _curves(cfg: Config, strategy: str, seeds: int, budget: int) -> dict[str, Any]:
-    pool, test = resolve_dataset(cfg)
-    runs = [
-        run_once(cfg, pool, test, strategy=strategy, seed=cfg.seed + s, budget=budget)
-        for s in range(seeds)
-    ]
-    acc = np.array([r.accuracy for r in runs])
-    return {
-        "labels": runs[0].labels,
-        "accuracy_mean": acc.mean(axis=0).round(5).tolist(),
-        "accuracy_std": acc.std(axis=0).round(5).tolist(),
-        "seconds_mean": float(np.mean([r.seconds for r in runs])),
-    }
-
-
-def knob_part(
-    cfg: Config,
-    title: str,
-    key: str,
-    values: list[Any],
-    seeds: int,
-    budget: int,
-    target: float,
-    out: Path,
-    slug: str,
-) -> str:
-    results: dict[str, Any] = {"dataset": "digits", "config": {"seeds": seeds}, "strategies": {}}
-    for value in values:
-        _say(f"  {key} = {value}")
-        tuned = cfg.with_overrides({key: value})
-        results["strategies"][f"{key.split('.')[-1]}={value}"] = _curves(
-            tuned, "margin", seeds, budget
-        )
-    results["random_final_accuracy"] = target
-    plot_curves(results, out / f"{slug}.png")
-    (out / f"{slug}.json").write_text(json.dumps(results, indent=2))
-    return "\n".join(
-        [
-            f"### {title} (margin sampler, digits, {seeds} seeds, budget {budget})",
-            "",
-            "| setting | final accuracy | labels to random's final | seconds per run |",
-            "|---|---|---|---|",
-            *[_row(n, r, target, budget) for n, r in results["strategies"].items()],
-            "",
-            _answer(results["strategies"], target, budget),
-            "",
-            f"![{slug}](study/{slug}.png)",
-            "",
-        ]
-    )
-
-
-def policy_part(cfg: Config, seeds: int, out: Path) -> str:
-    table = {}
-    for policy in ("new_only", "replay", "full"):
-        _say(f"  policy {policy}")
-        runs = [forgetting.run(cfg, policy, seed) for seed in range(seeds)]
-        table[policy] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
-    (out / "policies.json").write_text(json.dumps(table, indent=2))
-    _plot_policies(table, out / "policies.png")
-    return "\n".join(
-        [
-            f"### Training policy on a shifting stream (digits, classes in order, {seeds} seeds)",
-            "",
-            "| policy | accuracy on the first classes (0-1) | on the last classes (8-9) "
-            "| on all | training seconds |",
-            "|---|---|---|---|---|",
-            *[
-                f"| {p} | {r['first_classes_accuracy']:.3f} | {r['last_classes_accuracy']:.3f} "
-                f"| {r['all_classes_accuracy']:.3f} | {r['train_seconds']:.1f} |"
-                for p, r in table.items()
-            ],
-            "",
-            _policy_answer(table),
-            "",
-            "![policies](study/policies.png)",
-            "",
-        ]
-    )
-
-
-def _policy_answer(table: dict[str, dict[str, float]]) -> str:
-    def best(key: str) -> str:
-        return max(table, key=lambda p: table[p][key])
-
-    fastest = min(table, key=lambda p: table[p]["train_seconds"])
-    return (
-        "Answer from this run: the first classes are best kept by "
-        f"**{best('first_classes_accuracy')}**, the newest classes best learned by "
-        f"**{best('last_classes_accuracy')}**, all classes by "
-        f"**{best('all_classes_accuracy')}**; fastest to train: **{fastest}** "
-        f"({table[fastest]['train_seconds']:.1f} s vs "
-        f"{max(r['train_seconds'] for r in table.values()):.1f} s for the slowest)."
-    )
-
-
-def _plot_policies(table: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = ["first_classes_accuracy", "last_classes_accuracy", "all_classes_accuracy"]
-    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=120)
-    width = 0.25
-    for i, key in enumerate(keys):
-        ax.bar(
-            np.arange(len(table)) + (i - 1) * width,
-            [table[p][key] for p in table],
-            width,
-            label=key.replace("_", " ").replace(" accuracy", ""),
-        )
-    ax.set_xticks(range(len(table)), list(table))
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title("training policy on a class-incremental stream")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def stream_part(cfg: Config, seeds: int, budget: int, out: Path) -> str:
-    pool, test = resolve_dataset(cfg)
     results = simulate(
         cfg,
         pool,
         test,
-        strategies=["variable_uncertainty"],
+        strategies=strategies,
         seeds=seeds,
         budget=budget,
-        mode="stream",
+        progress=True,
+        workers=workers,
+        share_features=cfg.model.train == "head",
+        **kw,
     )
-    plot_curves(results, out / "stream.png")
-    (out / "stream.json").write_text(json.dumps(results, indent=2))
-    target = results["random_final_accuracy"]
-    return "\n".join(
-        [
-            f"### Stream-based selection (digits as a stream of {pool.num_rows} records, "
-            f"budget {budget} labels, {seeds} seeds)",
-            "",
-            "| strategy | final accuracy | labels to random's final | seconds per run |",
-            "|---|---|---|---|",
-            *[_row(n, r, target, budget) for n, r in results["strategies"].items()],
-            "",
-            _answer(results["strategies"], target, budget),
-            "",
-            "![stream](study/stream.png)",
-            "",
-        ]
+    results["seconds"] = round(time.perf_counter() - began, 1)
+    results["pool_rows"], results["test_rows"] = pool.num_rows, test.num_rows
+    results["compare"] = compare(results)
+    return results
+
+
+def run_part(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    """Run one part; its JSON-ready results."""
+    seeds, workers = args.seeds, args.workers
+    base = Config().with_overrides({"data.cache_dir": str(cache)})
+    if part in SETUPS:
+        title, kind, overrides, budget = SETUPS[part]
+        budget = args.budget or budget
+        cfg = base.with_overrides({"data.dataset": _data(kind, cache, args.rows), **overrides})
+        names = [*samplers.names(), "auto"]
+        results = _simulate(cfg, names, seeds, budget, workers, dataset=title)
+    elif part == "stream":
+        strategies = ["variable_uncertainty", "auto"]
+        results = _simulate(base, strategies, seeds, args.budget or 400, workers, mode="stream")
+    elif part in ("buffer", "explore"):
+        key, values = {
+            "buffer": ("training.buffer_size", [1, 4, 16, 64]),
+            "explore": ("sampling.explore_p", [1.0, 0.9, 0.7, 0.5]),
+        }[part]
+        results = {"key": key, "settings": {}}
+        for value in values:
+            _say(f"  {key} = {value}")
+            tuned = base.with_overrides({key: value})
+            r = _simulate(tuned, ["margin"], seeds, args.budget or 400, workers)
+            results["settings"][str(value)] = r
+    else:
+        table = {}
+        for policy in ("new_only", "replay", "full"):
+            _say(f"  policy {policy}")
+            runs = [forgetting.run(base, policy, seed) for seed in range(seeds)]
+            table[policy] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+        results = {"policies": table}
+    results["seeds"] = seeds
+    return results
+
+
+# -- rendering ----------------------------------------------------------------------------------
+def _fmt_need(need: int | None, budget: int) -> str:
+    return "not reached" if need is None else f"{need} ({need / budget:.0%})"
+
+
+def _sampler_table(results: dict[str, Any]) -> list[str]:
+    budget = results["config"]["budget"]
+    table = results["compare"]
+    order = sorted(table, key=lambda n: (-table[n]["auc"], n))
+    lines = [
+        "| sampler | final accuracy | AUC | labels to random's final | stays above random from "
+        "| worst gap (SE) | s/run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in order:
+        c = table[name]
+        above = c["stays_above_from"]
+        lines.append(
+            f"| {'**' + name + '**' if name == 'auto' else name} | "
+            f"{c['final']:.3f} ± {c['final_std']:.3f} | {c['auc']:.3f} | "
+            f"{_fmt_need(c['labels_to_random_final'], budget)} | "
+            f"{'never' if above is None else above} | {c['worst_gap_se']:+.1f} | "
+            f"{c['seconds_mean']:.1f} |"
+        )
+    return lines
+
+
+def _verdict(results: dict[str, Any]) -> str:
+    table = results["compare"]
+    others = {n: c for n, c in table.items() if n != "random"}
+    best = max(others, key=lambda n: others[n]["auc"])
+    below = [n for n, c in others.items() if c["worst_gap_se"] < -1.0]
+    auto = table.get("auto")
+    parts = [f"best AUC: **{best}** ({others[best]['auc']:.3f} vs random's "]
+    parts[0] += f"{table['random']['auc']:.3f})"
+    if auto is not None:
+        parts.append(
+            f"auto: AUC {auto['auc']:.3f}, worst point {auto['worst_gap_se']:+.1f} SE from random"
+        )
+    parts.append(
+        "more than one SE below random somewhere: "
+        + (", ".join(sorted(below)) if below else "none")
+    )
+    return "From this run: " + "; ".join(parts) + "."
+
+
+def _arm_line(results: dict[str, Any]) -> str:
+    pulls = results["strategies"].get("auto", {}).get("arm_pulls")
+    if not pulls:
+        return ""
+    total = sum(pulls.values()) or 1
+    shares = ", ".join(f"{a} {n / total:.0%}" for a, n in sorted(pulls.items()))
+    return f"Batches `auto` gave each arm, over all seeds: {shares}.\n"
+
+
+def _setup_section(part: str, r: dict[str, Any]) -> list[str]:
+    title = SETUPS[part][0] if part in SETUPS else "Stream-based selection, digits"
+    budget = r["config"]["budget"]
+    return [
+        f"## {title}",
+        "",
+        f"{r['pool_rows']:,} pool and {r['test_rows']:,} test images, {r['seeds']} seeds, "
+        f"budget {budget}; random's final accuracy {r['random_final_accuracy']:.3f}; "
+        f"{r['seconds'] / 60:.0f} min for all runs.",
+        "",
+        *_sampler_table(r),
+        "",
+        _verdict(r),
+        "",
+        _arm_line(r),
+        f"![{part}](study/{part}.png)",
+        "",
+    ]
+
+
+def _knob_section(part: str, r: dict[str, Any]) -> list[str]:
+    title = {"buffer": "How much to buffer", "explore": "How much to explore"}[part]
+    random_final = None
+    budget = next(iter(r["settings"].values()))["config"]["budget"]
+    lines = [
+        f"## {title} (margin, digits, {r['seeds']} seeds, budget {budget})",
+        "",
+        f"| {r['key'].split('.')[-1]} | margin final | margin AUC | random AUC "
+        "| labels to random's final | s/run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for value, s in r["settings"].items():
+        m, rnd = s["compare"]["margin"], s["compare"]["random"]
+        random_final = s["random_final_accuracy"]
+        lines.append(
+            f"| {value} | {m['final']:.3f} | {m['auc']:.3f} | {rnd['auc']:.3f} | "
+            f"{_fmt_need(m['labels_to_random_final'], budget)} | {m['seconds_mean']:.1f} |"
+        )
+    lines += ["", f"Random's final accuracy under each setting: about {random_final:.3f}.", ""]
+    return lines
+
+
+def _policy_section(r: dict[str, Any]) -> list[str]:
+    table = r["policies"]
+    return [
+        f"## Training policy on a shifting stream (digits, classes in order, {r['seeds']} seeds)",
+        "",
+        "| policy | first classes (0-1) | last classes (8-9) | all | training seconds |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {p} | {t['first_classes_accuracy']:.3f} | {t['last_classes_accuracy']:.3f} "
+            f"| {t['all_classes_accuracy']:.3f} | {t['train_seconds']:.1f} |"
+            for p, t in table.items()
+        ],
+        "",
+    ]
+
+
+def render_markdown(data: dict[str, dict[str, Any]], machine: dict[str, Any]) -> str:
+    """The page's generated section from every part's results (parts not run are skipped)."""
+    lines = [
+        f"Machine: {machine['cores']} cores ({machine['cpu']}), GPUs: "
+        f"{', '.join(machine['gpus']) or 'none'}; {machine['when']}.",
+        "",
+        "AUC is the mean accuracy over the label range (1.0 is perfect from the first label). "
+        "*Stays above random from* is the first label count after which the sampler's mean is "
+        "never below random's; *worst gap* is the sampler's lowest point relative to random, in "
+        "standard errors of the difference (negative: below random).",
+        "",
+    ]
+    for part in PARTS:
+        if part not in data:
+            continue
+        r = data[part]
+        if part in SETUPS or part == "stream":
+            lines += _setup_section(part, r)
+        elif part in ("buffer", "explore"):
+            lines += _knob_section(part, r)
+        else:
+            lines += _policy_section(r)
+    return "\n".join(lines) + "\n"
+
+
+def load(out: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every part's committed JSON under ``out`` and the machine record."""
+    data = {
+        p: json.loads((out / f"{p}.json").read_text())
+        for p in PARTS
+        if (out / f"{p}.json").exists()
+    }
+    return data, json.loads((out / "machine.json").read_text())
+
+
+def render_page(out: Path, page: Path) -> None:
+    """Rewrite the generated section of ``page`` from the JSON under ``out``."""
+    data, machine = load(out)
+    write_section(
+        page,
+        BEGIN,
+        END,
+        render_markdown(data, machine),
+        "# Study: active learning against random\n\n"
+        "Generated by `python -m activestream.benchmarks.study --render` from "
+        "`docs/study/*.json`; do not edit the section by hand.\n\n",
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="docs")
-    parser.add_argument("--seeds", type=int, help="override the number of seeds")
-    parser.add_argument("--budget", type=int, help="override the label budget")
-    parser.add_argument("--pool-rows", type=int, default=2000, help="synthetic pool rows")
-    args = parser.parse_args()
-    seeds, budget = (2, 160) if args.quick else (5, 400)
-    seeds, budget = args.seeds or seeds, args.budget or budget
-    docs = Path(args.out)
-    out = docs / "study"
-    out.mkdir(parents=True, exist_ok=True)
-    cache = tempfile.mkdtemp(prefix="activestream-study-")
-    digits = Config().with_overrides({"data.cache_dir": cache})
-    synthetic_dir = f"{cache}/synthetic"
-    make_synthetic_shards(
-        synthetic_dir,
-        args.pool_rows,
-        rows_per_shard=500,
-        shape=(1, 16, 16),
-        test_rows=1000,
-        progress=False,
-    )
-    synthetic = digits.with_overrides({"data.dataset": synthetic_dir})
-    began = time.perf_counter()
-    sections = []
-    _say("1/5 samplers on digits")
-    sections.append(samplers_part(digits, "digits", seeds, budget, out))
-    target = json.loads((out / "samplers-digits.json").read_text())["random_final_accuracy"]
-    _say("1/5 samplers on synthetic gratings")
-    sections.append(samplers_part(synthetic, "synthetic", seeds, budget, out))
-    _say("2/5 buffer size")
-    sections.append(
-        knob_part(
-            digits,
-            "How much to buffer",
-            "training.buffer_size",
-            [1, 8, 32, 128],
-            seeds,
-            budget,
-            target,
-            out,
-            "buffer",
-        )
-    )
-    _say("3/5 training policy")
-    sections.append(policy_part(digits, seeds, out))
-    _say("4/5 exploration")
-    sections.append(
-        knob_part(
-            digits,
-            "How much to explore",
-            "sampling.explore_p",
-            [1.0, 0.9, 0.7, 0.5],
-            seeds,
-            budget,
-            target,
-            out,
-            "explore",
-        )
-    )
-    _say("5/5 stream-based selection")
-    sections.append(stream_part(digits, seeds, budget, out))
-    minutes = (time.perf_counter() - began) / 60
     from activestream.benchmarks.suite import machine
 
-    m = machine()
-    header = (
-        "# Study: answers to the seed's open questions\n\n"
-        "Produced by `python -m activestream.benchmarks.study"
-        f"{' --quick' if args.quick else ''}` in {minutes:.0f} minutes on {m['cores']} cores "
-        f"({m['cpu']}), GPUs: "
-        f"{', '.join(m['gpus']) or 'none'}, {m['when']}. Every number is the mean over seeds of "
-        "the in-process oracle simulator (the loop's real trainer, scorer and queue classes, "
-        "ground truth as the annotator), p = 0.9 and buffer 16 unless a section varies them.\n\n"
-    )
-    (docs / "study.md").write_text(header + "\n".join(sections) + "\n")
-    _say(f"wrote {docs / 'study.md'} in {minutes:.1f} min")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/study")
+    parser.add_argument("--only", help=f"comma-separated parts of: {', '.join(PARTS)}")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, help="one label budget for every part")
+    parser.add_argument("--rows", type=int, default=2000, help="pool rows of gratings, Fashion")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
+    parser.add_argument("--render", action="store_true", help="only re-render docs/study.md")
+    args = parser.parse_args()
+    out = Path(args.out)
+    parts = PARTS if not args.only else [p for p in args.only.split(",") if p]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown parts {unknown}; known: {', '.join(PARTS)}")
+    if not args.render:
+        out.mkdir(parents=True, exist_ok=True)
+        cache = Path(tempfile.mkdtemp(prefix="activestream-study-"))
+        (out / "machine.json").write_text(json.dumps(machine(), indent=1))
+        for i, part in enumerate(parts, 1):
+            _say(f"{i}/{len(parts)} {part}")
+            results = run_part(part, args, cache)
+            (out / f"{part}.json").write_text(json.dumps(results, indent=1))
+            if "strategies" in results:
+                plot_curves(results, out / f"{part}.png")
+    render_page(out, out.parent / "study.md")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ class QueryItem(BaseModel):
     id: str
     score: float
     model_version: int
+    explored: bool = False  # a random pick (exploration or cold start), not the sampler's
 
 
 class Queries(BaseModel):
@@ -103,6 +104,7 @@ class ModelInfo(BaseModel):
 
     version: int
     labels_seen: int
+    labels_trained: int | None = None  # of labels_seen, those this version was trained on
     arch: str
     classes: list[str]
     recent_accuracy: float | None = None
@@ -299,7 +301,10 @@ class LabelingAPI:
         return Queries(
             model_version=await self.version(),
             queries=[
-                QueryItem(id=q.id, score=q.score, model_version=q.model_version) for q in leased
+                QueryItem(
+                    id=q.id, score=q.score, model_version=q.model_version, explored=q.explored
+                )
+                for q in leased
             ],
         )
 
@@ -436,6 +441,21 @@ class LabelingAPI:
             "Items of the last round whose image did not decode (skipped, never queried)",
             registry=registry,
         ).set(queue.get("bad_rows", 0))
+        Gauge(
+            "activestream_cold_start",
+            "1 while queries are random picks until the model proves ready",
+            registry=registry,
+        ).set(queue.get("warming", 0))
+        arms = await self.queue.arms.remote()
+        if arms:  # sampler: auto
+            chance = Gauge(
+                "activestream_sampler_arm_probability",
+                "Chance that the auto bandit picks each sampler for the next batch",
+                ["arm"],
+                registry=registry,
+            )
+            for arm, state in arms.items():
+                chance.labels(arm=arm).set(state["probability"])
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     async def page(self) -> HTMLResponse:

@@ -7,6 +7,7 @@ code 2; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -119,8 +120,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 )
             continue
         Config().with_overrides({"sampling.sampler": name})  # one-line error for unknown names
-    if args.budget < 1 or args.seeds < 1 or args.answer_delay < 0:
-        raise ActivestreamError("--budget and --seeds must be >= 1, --answer-delay >= 0")
+    if args.budget < 1 or args.seeds < 1 or args.answer_delay < 0 or args.workers < 1:
+        raise ActivestreamError("--budget, --seeds and --workers must be >= 1, --answer-delay >= 0")
     cfg = _load(
         args,
         {
@@ -145,6 +146,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         answer_delay=args.answer_delay,
         dataset=cfg.data.dataset,
         mode=args.mode,
+        workers=args.workers,
     )
     out = Path(args.out)
     write_results(results, out)
@@ -190,6 +192,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"final checkpoint skipped: {err}".splitlines()[0], file=sys.stderr)
         ray.shutdown()
     return 0
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    """Label a running service from ground truth at a set pace; its learning curve out."""
+    import json
+
+    from activestream.pipelines.annotate import Oracle
+    from activestream.pipelines.realloop import ground_truth
+
+    _check_pace(args)
+    cfg = _load(args, {"data.dataset": args.dataset})
+    truth, x_test, y_test = ground_truth(cfg)
+    oracle = Oracle(
+        args.url,
+        truth,
+        x_test,
+        y_test,
+        annotators=args.annotators,
+        rate=args.rate,
+        budget=args.budget,
+        token=os.environ.get("ACTIVESTREAM_TOKEN"),
+    )
+    report = oracle.run()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "annotate.json").write_text(json.dumps(report, indent=1))
+    last = report["curve"][-1] if report["curve"] else None
+    if last is not None:
+        print(
+            f"posted {report['posted']} labels in {report['seconds_to_post_budget']:.0f} s; "
+            f"model version {last['version']} trained on {last['labels']}: "
+            f"held-out accuracy {last['accuracy']:.3f}"
+        )
+    print(f"wrote {out / 'annotate.json'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The real loop on the bundled digits: serve, oracle annotators, the sampler vs random."""
+    from activestream.pipelines.realloop import demo
+
+    _check_pace(args)
+    cfg = _load(args, {"data.dataset": args.dataset})
+    demo(cfg, Path(args.out), budget=args.budget, annotators=args.annotators, rate=args.rate)
+    return 0
+
+
+def _check_pace(args: argparse.Namespace) -> None:
+    if args.annotators < 1 or args.budget < 1 or not args.rate > 0:
+        raise ActivestreamError("--annotators and --budget must be >= 1, --rate > 0")
+
+
+def _pace(parser: argparse.ArgumentParser, budget: int) -> None:
+    parser.add_argument(
+        "--dataset", help="'digits' or shards with pool/ and test/ (default digits)"
+    )
+    parser.add_argument("--annotators", type=int, default=4, help="people labeling at once")
+    parser.add_argument("--rate", type=float, default=2.0, help="labels per second per person")
+    parser.add_argument("--budget", type=int, default=budget, help="labels to post in all")
 
 
 def cmd_make_shards(args: argparse.Namespace) -> int:
@@ -283,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dataset", help="'digits' or shards with pool/ and test/ (default digits)")
     sim.add_argument(
         "--samplers",
-        help="comma-separated (default entropy,margin,random; stream: variable_uncertainty)",
+        help="comma-separated, 'auto' for the bandit over them (default entropy,margin,random; "
+        "stream: variable_uncertainty)",
     )
     sim.add_argument(
         "--mode",
@@ -297,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--policy", help="training policy: new_only, replay or full")
     sim.add_argument("--seeds", type=int, default=5)
     sim.add_argument("--answer-delay", type=int, default=0, help="rounds before labels arrive")
+    sim.add_argument("--workers", type=int, default=1, help="runs at once, each in its own process")
     sim.add_argument("--out", default="results/sim")
     sim.set_defaults(func=cmd_simulate)
 
@@ -307,6 +370,23 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)
     srv.set_defaults(func=cmd_serve)
+
+    ann = sub.add_parser(
+        "annotate", help="oracle annotators labeling a running service from ground truth"
+    )
+    _common(ann)
+    ann.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
+    _pace(ann, 320)
+    ann.add_argument("--out", default="results/annotate")
+    ann.set_defaults(func=cmd_annotate)
+
+    demo = sub.add_parser(
+        "demo", help="the real loop: serve + oracle annotators, the sampler against random"
+    )
+    _common(demo)
+    _pace(demo, 320)
+    demo.add_argument("--out", default="results/demo")
+    demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks beside their baselines, table and plots")
     bench.add_argument("--quick", action="store_true", help="laptop-sized, under 10 minutes")

@@ -31,7 +31,7 @@ from activestream.actors.checkpoints import CheckpointStore
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import AddResult
 from activestream.actors.ledger import LabelLedger
-from activestream.actors.queue import QueryQueue
+from activestream.actors.queue import QueryQueue, cold_start_over
 from activestream.actors.trainer import TrainerService
 from activestream.actors.weights import WeightsBoard, WeightsVersion
 from activestream.config import Config
@@ -87,8 +87,8 @@ class RayDownstream:
     def trainer_offset(self) -> int:  # noqa: D102
         return int(ray.get(self.trainer.applied_offset.remote(), timeout=self.timeout))
 
-    def retire(self, ids: list[str]) -> None:  # noqa: D102
-        ray.get(self.queue.mark_labeled.remote(ids), timeout=self.timeout)
+    def retire(self, ids: list[str], labels: list[int] | None = None) -> None:  # noqa: D102
+        ray.get(self.queue.mark_labeled.remote(ids, labels), timeout=self.timeout)
 
     def retired(self) -> int:  # noqa: D102
         return int(ray.get(self.queue.stats.remote(), timeout=self.timeout)["labeled"])
@@ -144,6 +144,8 @@ class ActiveLoop:
         self.trainer: Any = None
         self.queue: Any = None
         self.ledger: Any = None
+        self._ready = False  # the model has earned the hand-over from the cold start
+        self._checked_version = -1
 
     def start(self) -> None:
         """Create the actors, publish version 0 and start scoring rounds in the background."""
@@ -166,6 +168,9 @@ class ActiveLoop:
                 lease_seconds=cfg.sampling.lease_seconds,
                 seed=cfg.seed,
                 batch=samplers.spec(cfg.sampling.sampler).batch,
+                warmup=cfg.sampling.cold_start,
+                arms=samplers.spec(cfg.sampling.sampler).arms,
+                gamma=cfg.sampling.auto_gamma,
             )
         )
         durability = cfg.durability
@@ -296,6 +301,7 @@ class ActiveLoop:
             try:
                 version = self.version()
                 if last is not None and version < last + every:
+                    self._hand_over(version)
                     self._stop.wait(0.05)
                     continue
                 self._grow_pool()
@@ -327,11 +333,29 @@ class ActiveLoop:
     def _await_version(self, target: int) -> bool:
         """Wait up to ``scoring.linger_seconds`` for version ``target``; False on timeout."""
         deadline = time.monotonic() + self.cfg.scoring.linger_seconds
-        while self.version() < target:
+        while (version := self.version()) < target:
+            self._hand_over(version)
             if self._stop.is_set() or time.monotonic() >= deadline:
                 return False
             self._stop.wait(0.02)
+        self._hand_over(version)
         return not self._stop.is_set()
+
+    def _hand_over(self, version: int) -> None:
+        """End the queue's cold start once the trainer's prequential record says it is ready.
+
+        Checked at every new version, not only when a round finishes: rounds can take
+        several versions, and the last round's ranking is the model's already. A queue that
+        restarted comes back cold and is handed over again at the next version.
+        """
+        if not self.cfg.sampling.cold_start or version == self._checked_version:
+            return
+        self._checked_version = version
+        if not self._ready:
+            prequential = ray.get(self.trainer.prequential.remote())
+            self._ready = cold_start_over(self.cfg.sampling, prequential)
+        if self._ready and ray.get(self.queue.stats.remote())["warming"]:
+            ray.get(self.queue.end_warmup.remote())
 
     def _finish_round(self, result: ScoreResult, started_version: int, seconds: float) -> None:
         top, explore = result.top, result.explore
@@ -345,8 +369,11 @@ class ActiveLoop:
                 result.embeddings,
                 pool_rows=self.pool.num_rows,
                 bad_rows=result.bad_rows,
+                arm_ranked=[t.ids.tolist() for t in result.arm_tops or []] or None,
+                preds=result.preds,
             )
         )
+        self._hand_over(self.version())
         self.rounds.append(
             RoundStats(
                 len(self.rounds),

@@ -40,6 +40,8 @@ class ScoreResult:
     first_seen: dict[int, float] = field(default_factory=dict)
     embeddings: np.ndarray | None = None  # (k, D) for ``top.ids``, diversity samplers only
     bad_rows: int = 0  # encoded images that did not decode: skipped, never queried
+    arm_tops: list[samplers.TopKResult] | None = None  # ``auto``: the best rows of each arm
+    preds: dict[str, int] | None = None  # ``auto``: the model's class for every arm's best
 
     @property
     def rows_per_second(self) -> float:
@@ -111,6 +113,8 @@ class _Round:
         self.k = k
         self.embedding: dict[str, np.ndarray] = {}
         self.bad_rows = 0
+        self.arm_tops: list[samplers.TopK] = []
+        self.preds: dict[str, int] = {}
 
     def push(self, batch: pa.Table) -> None:
         if "ok" in batch.column_names:
@@ -122,6 +126,8 @@ class _Round:
         self.top.push(ids, batch.column("score").to_numpy(), version)
         if "embedding" in batch.column_names:
             self._keep_embeddings(ids, batch.column("embedding"))
+        if "arm_scores" in batch.column_names:
+            self._push_arms(ids, batch.column("arm_scores"), batch.column("pred"), version)
         self.explore.push(ids, self.rng.random(batch.num_rows), version)
         self.versions.update(version.tolist())
         for v in np.unique(version).tolist():
@@ -143,6 +149,20 @@ class _Round:
             keep = set(self.top.result().ids.tolist())
             self.embedding = {i: e for i, e in self.embedding.items() if i in keep}
 
+    def _push_arms(self, ids: np.ndarray, column: Any, pred: Any, version: np.ndarray) -> None:
+        """Each arm's own top-k, and the predicted class of rows that may end in one."""
+        array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+        arms = array.type.list_size
+        scores = array.flatten().to_numpy().reshape(-1, arms)  # (n, A)
+        if not self.arm_tops:
+            self.arm_tops = [samplers.TopK(self.k) for _ in range(arms)]
+        for a, top in enumerate(self.arm_tops):
+            top.push(ids, scores[:, a], version)
+        self.preds.update(zip(ids.tolist(), pred.to_numpy().tolist(), strict=True))
+        if len(self.preds) > 4 * self.k * arms:
+            keep = {i for top in self.arm_tops for i in top.result().ids.tolist()}
+            self.preds = {i: c for i, c in self.preds.items() if i in keep}
+
     def result(self) -> ScoreResult:
         seconds = time.perf_counter() - self.start
         top = self.top.result()
@@ -158,6 +178,8 @@ class _Round:
             self.first_seen,
             embeddings,
             self.bad_rows,
+            [t.result() for t in self.arm_tops] or None,
+            self.preds or None,
         )
 
 

@@ -13,10 +13,13 @@ Outputs follow the CLI contract: ``results.json`` and ``learning_curves.png``.
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,12 @@ import numpy as np
 
 from activestream import samplers
 from activestream.actors.items import ItemStore
-from activestream.actors.queue import QueryQueue
+from activestream.actors.queue import QueryQueue, cold_start_over
 from activestream.actors.scorer import Scorer
 from activestream.actors.trainer import Trainer
 from activestream.config import Config
+from activestream.pipelines.curves import labels_to_reach
+from activestream.samplers.auto import Exp3
 from activestream.sources.shards import ShardSet, load_arrays
 
 
@@ -39,6 +44,7 @@ class Curve:
     labels: list[int]
     accuracy: list[float]
     seconds: float
+    arms: dict[str, dict[str, float]] | None = None  # ``auto``: the bandit at the end
 
 
 def _ground_truth(pool: ShardSet, test: ShardSet) -> tuple[np.ndarray, ...]:
@@ -80,9 +86,19 @@ def run_once(
         mc_samples=cfg.sampling.mc_samples,
     )
     scorer.set_weights(trainer.state_arrays(), trainer.version)
-    p = 1.0 if strategy == "random" else cfg.sampling.explore_p
-    batch = samplers.spec(strategy).batch
-    queue = QueryQueue(explore_p=p, lease_seconds=1e9, seed=seed, batch=batch)
+    spec = samplers.spec(strategy)
+    # Random is a cold start that never ends: with the same seed it asks exactly what a
+    # sampler's cold start asks, so the two curves differ only from the hand-over on.
+    passive = strategy == "random"
+    queue = QueryQueue(
+        explore_p=cfg.sampling.explore_p,
+        lease_seconds=1e9,
+        seed=seed,
+        batch=spec.batch,
+        warmup=passive or cfg.sampling.cold_start,
+        arms=spec.arms,
+        gamma=cfg.sampling.auto_gamma,
+    )
     row_of = {item: row for row, item in enumerate(ids.tolist())}
     rng = np.random.default_rng(seed)
     k = min(cfg.sampling.candidates, len(ids))
@@ -110,13 +126,28 @@ def run_once(
     asked = 0
     while asked < budget or pending:
         if asked < budget:
-            _, scores, embedding = outputs()
+            probs, scores, embedding = outputs()
+            arm_ranked, preds = None, None
+            if spec.arms is not None:  # auto: (N, A), one ranked list per arm
+                arm_ranked = [_top_ids(ids, scores[:, a], k) for a in range(scores.shape[1])]
+                rows = np.unique(np.concatenate([[row_of[i] for i in r] for r in arm_ranked]))
+                preds = dict(zip(ids[rows].tolist(), probs[rows].argmax(1).tolist(), strict=True))
+                scores = scores.mean(axis=1)
             top = samplers.TopK(k)
             top.push(ids, scores)
             best = top.result()
             sample = ids[rng.permutation(len(ids))[:k]]
             chosen = None if embedding is None else embedding[[row_of[i] for i in best.ids]]
-            queue.update_round(best.ids, best.scores, best.versions, sample, scorer.version, chosen)
+            queue.update_round(
+                best.ids,
+                best.scores,
+                best.versions,
+                sample,
+                scorer.version,
+                chosen,
+                arm_ranked=arm_ranked,
+                preds=preds,
+            )
             batch = queue.lease(min(cfg.training.buffer_size, budget - asked))
             if not batch:
                 break
@@ -125,16 +156,26 @@ def run_once(
         if len(pending) > answer_delay or asked >= budget:
             answered = pending.popleft()
             trainer.add_labels([{"id": i, "label": truth[i]} for i in answered])
-            queue.mark_labeled(answered)
+            queue.mark_labeled(answered, [truth[i] for i in answered])
             if trainer.step_if_ready() or asked >= budget:
                 trainer.partial_fit()  # a no-op when the buffer is empty
                 scorer.set_weights(trainer.state_arrays(), trainer.version)
+                hand_over = queue.warming and not passive
+                if hand_over and cold_start_over(cfg.sampling, trainer.prequential()):
+                    queue.end_warmup()
                 labels.append(trainer.labels_seen)
                 accuracy.append(evaluate())
-    return Curve(labels, accuracy, time.perf_counter() - began)
+    return Curve(labels, accuracy, time.perf_counter() - began, queue.arms())
 
 
-STREAM_STRATEGIES = ("variable_uncertainty", "random")
+def _top_ids(ids: np.ndarray, scores: np.ndarray, k: int) -> list[str]:
+    top = samplers.TopK(k)
+    top.push(ids, scores)
+    return top.result().ids.tolist()
+
+
+STREAM_STRATEGIES = ("variable_uncertainty", "random", "auto")
+_STREAM_ARMS = ("variable_uncertainty", "random")
 
 
 def run_stream(
@@ -151,7 +192,10 @@ def run_stream(
     The pool is replayed as a stream in a seeded order. ``variable_uncertainty`` asks when the
     current model's top probability falls under an adaptive threshold, spending at most
     ``budget / len(stream)`` of the records; ``random`` asks each record with that probability.
-    Asked records are answered from the ground truth and trained on as buffers fill.
+    ``auto`` lets an EXP3 bandit pick one of the two for each buffer of asked records, paid
+    with their prequential error. With ``sampling.cold_start`` the first records are asked at
+    random until the model proves ready, as in pool mode. Asked records are answered from the
+    ground truth and trained on as buffers fill.
     """
     began = time.perf_counter()
     ids, x_pool, y_pool, x_test, y_test = _ground_truth(pool, test)
@@ -160,23 +204,41 @@ def run_stream(
     trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=seed)
     rng = np.random.default_rng(seed)
     fraction = min(1.0, budget / len(ids))
-    chooser = samplers.VariableUncertainty(fraction) if strategy != "random" else None
+    chooser = samplers.VariableUncertainty(fraction)
+    bandit = None
+    arm, chance = _STREAM_ARMS.index(strategy) if strategy != "auto" else 0, 1.0
+    if strategy == "auto":
+        bandit = Exp3(_STREAM_ARMS, cfg.sampling.auto_gamma, np.random.default_rng([seed, 1]))
+        arm, chance = bandit.choose()
+    warming = cfg.sampling.cold_start and strategy != "random"
+    errors: list[float] = []  # prequential errors of the current arm's asked records
     labels, accuracy = [0], [trainer.evaluate(x_test, y_test)]
     asked = 0
     for row in rng.permutation(len(ids)):
         if asked >= budget:
             break
-        if chooser is not None:
-            ask = chooser.ask(trainer.predict_proba(x_pool[row : row + 1])[0])
-        else:
+        probs = None
+        if bandit is not None or (not warming and arm == 0):
+            probs = trainer.predict_proba(x_pool[row : row + 1])[0]
+        if warming or arm == 1:
             ask = bool(rng.random() < fraction)
+        else:
+            ask = chooser.ask(probs)
         if not ask:
             continue
         asked += 1
         trainer.add_labels([{"id": str(ids[row]), "label": int(y_pool[row])}])
+        if bandit is not None and not warming and probs is not None:
+            errors.append(float(probs.argmax() != y_pool[row]))
+            if len(errors) == cfg.training.buffer_size:
+                bandit.update(arm, float(np.mean(errors)), chance)
+                errors = []
+                arm, chance = bandit.choose()
         if trainer.step_if_ready():
             labels.append(trainer.labels_seen)
             accuracy.append(trainer.evaluate(x_test, y_test))
+            if warming and cold_start_over(cfg.sampling, trainer.prequential()):
+                warming = False
     if trainer.buffered:
         trainer.partial_fit()
         labels.append(trainer.labels_seen)
@@ -184,21 +246,48 @@ def run_stream(
     # One grid for every seed: accuracy at each buffer of labels, held after the stream ends.
     grid = list(range(0, budget + 1, cfg.training.buffer_size))
     held = np.interp(grid, labels, accuracy, right=accuracy[-1])
-    return Curve(grid, held.round(5).tolist(), time.perf_counter() - began)
+    arms = None if bandit is None else bandit.summary()
+    return Curve(grid, held.round(5).tolist(), time.perf_counter() - began, arms)
 
 
-def labels_to_reach(labels: Sequence[int], accuracy: Sequence[float], target: float) -> int | None:
-    """First label count whose accuracy reaches ``target``, or None.
+_FEATURES: dict[str, dict[str, np.ndarray]] = {}  # per process: backbone features per setup
 
-    >>> labels_to_reach([0, 16, 32], [0.1, 0.8, 0.9], 0.8)
-    16
-    >>> labels_to_reach([0, 16], [0.1, 0.5], 0.9) is None
-    True
-    """
-    for n, acc in zip(labels, accuracy, strict=True):
-        if acc >= target - 1e-12:
-            return int(n)
-    return None
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_task(
+    cfg_json: str,
+    pool: ShardSet,
+    test: ShardSet,
+    strategy: str,
+    seed: int,
+    *,
+    budget: int,
+    answer_delay: int,
+    mode: str,
+    share_features: bool,
+) -> Curve:
+    """One run, from picklable arguments (so a worker process can run it)."""
+    cfg = Config.model_validate_json(cfg_json)
+    if mode == "stream":
+        return run_stream(cfg, pool, test, strategy=strategy, seed=seed, budget=budget)
+    # A pretrained, frozen backbone is the same for every seed: its features once per setup.
+    key = json.dumps([cfg.model.model_dump(mode="json"), pool.paths, test.paths])
+    cache = _FEATURES.setdefault(key, {}) if share_features else None
+    return run_once(
+        cfg,
+        pool,
+        test,
+        strategy=strategy,
+        seed=seed,
+        budget=budget,
+        answer_delay=answer_delay,
+        feature_cache=cache,
+    )
 
 
 def simulate(
@@ -214,8 +303,12 @@ def simulate(
     progress: bool = True,
     mode: str = "pool",
     share_features: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run every strategy (random always included) for ``seeds`` seeds; the results dict.
+
+    ``workers`` > 1 runs that many runs at once in separate processes (one torch thread
+    each); the results are the same as one at a time, seed for seed.
 
     ``mode`` is ``pool`` (pool-based: score the pool, lease the best) or ``stream``
     (stream-based: decide per arriving record, see :func:`run_stream`). ``share_features``
@@ -225,25 +318,56 @@ def simulate(
     from tqdm.auto import tqdm
 
     names = list(dict.fromkeys([*strategies, "random"]))
-    # A pretrained, frozen backbone is the same for every seed: its features once per study.
-    shared: dict[str, np.ndarray] | None = {} if share_features else None
     runs = [(s, cfg.seed + i) for s in names for i in range(seeds)]
     curves: dict[str, list[Curve]] = {s: [] for s in names}
-    for strategy, seed in tqdm(runs, desc="simulating", unit="run", disable=not progress):
-        if mode == "stream":
-            curve = run_stream(cfg, pool, test, strategy=strategy, seed=seed, budget=budget)
-        else:
-            curve = run_once(
-                cfg,
-                pool,
-                test,
-                strategy=strategy,
-                seed=seed,
-                budget=budget,
-                answer_delay=answer_delay,
-                feature_cache=shared,
-            )
-        curves[strategy].append(curve)
+    task = functools.partial(
+        _run_task,
+        cfg.model_dump_json(),
+        pool,
+        test,
+        budget=budget,
+        answer_delay=answer_delay,
+        mode=mode,
+        share_features=share_features,
+    )
+    bar = tqdm(total=len(runs), desc="simulating", unit="run", disable=not progress)
+    if workers <= 1:
+        for strategy, seed in runs:
+            curves[strategy].append(task(strategy, seed))
+            bar.update()
+    else:
+        spawn = multiprocessing.get_context("spawn")  # torch and fork do not mix
+        with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_one_thread) as ex:
+            futures = {ex.submit(task, s, seed): (s, seed) for s, seed in runs}
+            done: dict[tuple[str, int], Curve] = {}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                bar.update()
+        for strategy, seed in runs:  # seed order, whatever order they finished in
+            curves[strategy].append(done[(strategy, seed)])
+    bar.close()
+    return summarize(
+        cfg,
+        curves,
+        budget=budget,
+        seeds=seeds,
+        dataset=dataset,
+        answer_delay=answer_delay,
+        mode=mode,
+    )
+
+
+def summarize(
+    cfg: Config,
+    curves: dict[str, list[Curve]],
+    *,
+    budget: int,
+    seeds: int,
+    dataset: str,
+    answer_delay: int = 0,
+    mode: str = "pool",
+) -> dict[str, Any]:
+    """Per-seed curves of each strategy (random included) -> the results dict (mean, std)."""
     out: dict[str, Any] = {
         "dataset": dataset,
         "config": {
@@ -264,6 +388,9 @@ def simulate(
             "accuracy_std": acc.std(axis=0).round(5).tolist(),
             "seconds_mean": float(np.mean([c.seconds for c in runs_])),
         }
+        if runs_[0].arms is not None:  # auto: how often each arm chose, over all seeds
+            pulls = {a: sum(c.arms[a]["pulls"] for c in runs_ if c.arms) for a in runs_[0].arms}
+            out["strategies"][strategy]["arm_pulls"] = pulls
     target = out["strategies"]["random"]["accuracy_mean"][-1]
     out["random_final_accuracy"] = target
     out["labels_to_reach_random_final"] = {

@@ -15,6 +15,7 @@ tested and reused anywhere.
 
 from activestream.samplers.bald import bald
 from activestream.samplers.cluster_margin import cluster_margin_select
+from activestream.samplers.cold_start import warmed_up
 from activestream.samplers.entropy import entropy
 from activestream.samplers.exploration import ExploreResult, explore_mix
 from activestream.samplers.kcenter import kcenter_greedy
@@ -57,4 +58,5 @@ __all__ = [
     "register",
     "register_factory",
     "spec",
+    "warmed_up",
 ]

@@ -44,6 +44,8 @@ class SamplerSpec:
         deterministic: Same input, same scores, whatever the generator.
         batch: Optional :data:`BatchFn` picking a diverse batch of k candidates from their
             scores and embeddings; None means the plain top-k by score.
+        arms: Set for ``auto`` only: the scorer returns (N, A) scores, one column per arm
+            named here, and the queue's bandit picks an arm per batch.
     """
 
     name: str
@@ -52,6 +54,7 @@ class SamplerSpec:
     uncertainty: bool = True
     deterministic: bool = True
     batch: BatchFn | None = None
+    arms: tuple[str, ...] | None = None
 
 
 _REGISTRY: dict[str, SamplerSpec] = {}
@@ -139,11 +142,15 @@ def spec(name: str) -> SamplerSpec:
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name == "auto":  # a bandit over the registered samplers, not one of them
+        from activestream.samplers.auto import AUTO
+
+        return AUTO
     if ":" in name:
         return _import_spec(name)
     raise ValueError(
         f"unknown sampler {name!r}; known samplers: {', '.join(names())}, "
-        "or 'package.module:function'"
+        "'auto' (a bandit over them), or 'package.module:function'"
     )
 
 

@@ -11,7 +11,8 @@ def test_defaults_run_without_a_file():
     assert cfg == Config()
     assert cfg.data.dataset == "digits"
     assert cfg.training.buffer_size == 16
-    assert (cfg.sampling.sampler, cfg.sampling.explore_p) == ("entropy", 0.9)
+    assert (cfg.sampling.sampler, cfg.sampling.explore_p) == ("margin", 0.9)
+    assert cfg.sampling.cold_start
 
 
 def test_yaml_overrides_only_the_keys_it_names(tmp_path: Path):

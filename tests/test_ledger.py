@@ -38,9 +38,9 @@ class LocalDownstream:
         self._check()
         return self.trainer.applied
 
-    def retire(self, ids):
+    def retire(self, ids, labels=None):
         self._check()
-        self.queue.mark_labeled(ids)
+        self.queue.mark_labeled(ids, labels)
 
     def retired(self):
         self._check()

@@ -118,3 +118,17 @@ def test_resnet18_gets_a_dropout_layer_so_bald_passes_disagree():
 def test_bald_without_dropout_is_refused_with_the_setting_to_change():
     with pytest.raises(ValueError, match=r"set model.dropout > 0"):
         Scorer(model=ModelConfig(dropout=0.0), shape=(1, 8, 8), num_classes=10, sampler="bald")
+
+
+def test_an_auto_scorer_keeps_every_arms_scores_and_ranks_by_their_mean():
+    from activestream import samplers
+    from activestream.sources.shards import pixels_to_array
+
+    scorer = Scorer(shape=(1, 8, 8), num_classes=10, sampler="auto")
+    batch = _batch(6)
+    out = scorer(batch)
+    arms = np.array(out.column("arm_scores").to_pylist())  # (N, A)
+    assert arms.shape == (6, len(samplers.spec("auto").arms))
+    probs = scorer.predict_proba(pixels_to_array(batch.column("pixels"), (1, 8, 8)))
+    np.testing.assert_allclose(arms[:, 1], samplers.get("margin")(probs))
+    np.testing.assert_allclose(out.column("score").to_numpy(), arms.mean(axis=1))

@@ -76,3 +76,15 @@ def test_closing_a_stream_early_ends_the_pass(ray_session, digits):
     rounds.close()
     assert first.rows == pool.num_rows
     assert score_pass(cfg, pool).rows == pool.num_rows  # the cluster is free for the next pass
+
+
+def test_an_auto_round_keeps_each_arms_own_top_k_and_their_predictions(ray_session, digits):
+    cfg, pool = digits
+    cfg = cfg.with_overrides({"sampling.sampler": "auto", "sampling.candidates": 16})
+    rounds = stream_rounds(cfg, [pool])
+    result = next(rounds)
+    rounds.close()
+    assert result.arm_tops is not None and len(result.arm_tops) == 5
+    assert all(len(top.ids) == 16 for top in result.arm_tops)
+    assert len({tuple(top.ids.tolist()) for top in result.arm_tops}) > 1
+    assert set(result.preds) >= {i for top in result.arm_tops for i in top.ids.tolist()}

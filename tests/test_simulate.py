@@ -101,5 +101,32 @@ def test_stream_mode_rejects_a_pool_sampler_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "activestream: error: --mode stream takes samplers variable_uncertainty, random, "
-        "got 'margin'"
+        "auto, got 'margin'"
     )
+
+
+@pytest.mark.slow
+def test_auto_runs_the_whole_simulation_and_says_which_arms_chose(tmp_path):
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path)})
+    pool, test = resolve_dataset(cfg)
+    results = simulate(cfg, pool, test, strategies=["auto"], seeds=1, budget=128, progress=False)
+    auto = results["strategies"]["auto"]
+    assert auto["labels"][-1] == 128
+    assert auto["accuracy_mean"][-1] > auto["accuracy_mean"][0]
+    pulls = auto["arm_pulls"]
+    assert set(pulls) == {"entropy", "margin", "least_confidence", "ratio", "random"}
+    # One draw per leased batch of 16 after the cold start, which takes at least 20 labels.
+    assert 1 <= sum(pulls.values()) <= (128 - 32) // 16
+
+
+@pytest.mark.slow
+def test_stream_mode_auto_spends_its_budget_and_learns(tmp_path):
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path)})
+    pool, test = resolve_dataset(cfg)
+    results = simulate(
+        cfg, pool, test, strategies=["auto"], seeds=1, budget=96, progress=False, mode="stream"
+    )
+    auto = results["strategies"]["auto"]
+    assert auto["labels"][-1] == 96
+    assert auto["accuracy_mean"][-1] > auto["accuracy_mean"][0] + 0.3
+    assert sum(auto["arm_pulls"].values()) >= 1

@@ -1,0 +1,282 @@
+"""The oracle annotator: people at a set pace, answering from the ground truth, over HTTP.
+
+The in-process simulator runs the loop's classes in lockstep: score, lease, answer, train.
+A running service is asynchronous: annotators lease from the last finished round while the
+trainer is a version or more ahead, and several people label at once. This client measures what
+that costs. It drives a running ``activestream serve`` exactly as people do: each of
+``annotators`` threads leases one query (``GET /queries``), spends ``1 / rate`` seconds on it
+and posts the true label (``POST /labels``). A watcher thread follows ``GET /model`` and, for
+every new version, scores the held-out split through ``POST /predict``, so the learning curve
+is measured on what the service serves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import requests
+
+from activestream.errors import ActivestreamError
+
+
+@dataclass
+class Point:
+    """Held-out accuracy of one model version."""
+
+    version: int
+    labels: int  # labels this version was trained on
+    accuracy: float
+    seconds: float  # since the first label was asked for
+
+
+@dataclass
+class Tally:
+    """Counters of one session, shared by the annotator threads (under ``lock``)."""
+
+    reserved: int = 0
+    posted: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    explored: int = 0
+    empty_leases: int = 0
+    staleness: list[int] = field(default_factory=list)  # versions behind, per exploited pick
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Oracle:
+    """Label a running service from ground truth; measure its learning curve on the way.
+
+    Args:
+        url: Base URL of the service, e.g. ``http://127.0.0.1:8000``.
+        truth: Label of every pool id.
+        x_test: (N, C, H, W) held-out images in [0, 1], as the pool stores them.
+        y_test: (N,) their labels.
+        annotators: People labeling at once.
+        rate: Labels per second each person manages.
+        budget: Labels to post in all.
+        token: Bearer token when the service asks for one.
+        timeout: Seconds one HTTP request may take.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        truth: dict[str, int],
+        x_test: np.ndarray,
+        y_test: np.ndarray,
+        *,
+        annotators: int = 4,
+        rate: float = 2.0,
+        budget: int = 320,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.truth = truth
+        self.x_test = x_test
+        self.y_test = y_test
+        self.annotators = annotators
+        self.rate = rate
+        self.budget = budget
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout = timeout
+        self.tally = Tally()
+        self.points: list[Point] = []
+        self._done = threading.Event()
+        self._began = 0.0
+
+    # -- one person -------------------------------------------------------------------------
+    def _annotate(self, who: int) -> None:
+        session = requests.Session()
+        due = time.monotonic()  # when this person may post the next label
+        while not self._done.is_set():
+            with self.tally.lock:
+                if self.tally.reserved >= self.budget:
+                    return
+                self.tally.reserved += 1
+            try:
+                query = self._lease(session)
+                if query is None:  # nothing to ask yet (first round still scoring)
+                    with self.tally.lock:
+                        self.tally.reserved -= 1
+                        self.tally.empty_leases += 1
+                    time.sleep(0.1)
+                    continue
+                # Looking at the image: the pace includes the time the requests took.
+                due = max(due + 1.0 / self.rate, time.monotonic())
+                time.sleep(max(0.0, due - time.monotonic()))
+                self._post(session, query, who)
+            except requests.RequestException as err:
+                with self.tally.lock:
+                    self.tally.reserved -= 1
+                    self.tally.errors.append(f"{type(err).__name__}: {err}")
+                time.sleep(0.5)
+
+    def _lease(self, session: requests.Session) -> dict[str, Any] | None:
+        r = session.get(f"{self.url}/queries", params={"n": 1}, timeout=self.timeout)
+        r.raise_for_status()
+        answer = r.json()
+        if not answer["queries"]:
+            return None
+        query = answer["queries"][0]
+        query["behind"] = answer["model_version"] - query["model_version"]
+        return query
+
+    def _post(self, session: requests.Session, query: dict[str, Any], who: int) -> None:
+        body = {
+            "labels": [{"id": query["id"], "label": self.truth[query["id"]]}],
+            "annotator": f"oracle-{who}",
+        }
+        r = session.post(f"{self.url}/labels", json=body, headers=self.headers, timeout=30)
+        r.raise_for_status()
+        answer = r.json()
+        with self.tally.lock:
+            self.tally.posted += 1
+            self.tally.accepted += answer["accepted"]
+            self.tally.duplicates += answer["duplicates"]
+            self.tally.explored += bool(query.get("explored"))
+            if not query.get("explored"):
+                self.tally.staleness.append(int(query["behind"]))
+
+    # -- the learning curve -----------------------------------------------------------------
+    def _model(self, session: requests.Session) -> dict[str, Any]:
+        r = session.get(f"{self.url}/model", timeout=self.timeout)
+        r.raise_for_status()
+        return r.json()
+
+    def _accuracy(self, session: requests.Session) -> tuple[int, float]:
+        """Accuracy on the held-out split; the version that answered every chunk (or -1)."""
+        versions, right = set(), 0
+        flat = self.x_test.reshape(len(self.x_test), -1)
+        for i in range(0, len(flat), 1024):
+            chunk = np.round(flat[i : i + 1024], 4).tolist()
+            r = session.post(
+                f"{self.url}/predict",
+                json={"inputs": chunk},
+                headers=self.headers,
+                timeout=self.timeout,
+            )
+            r.raise_for_status()
+            answer = r.json()
+            versions.add(answer["model_version"])
+            pred = np.array([p["label"] for p in answer["predictions"]])
+            right += int((pred == self.y_test[i : i + 1024]).sum())
+        return (versions.pop() if len(versions) == 1 else -1), right / len(flat)
+
+    def _watch(self) -> None:
+        session = requests.Session()
+        seen = -1
+        while True:
+            stopping = self._done.is_set()
+            try:
+                info = self._model(session)
+                if info["version"] != seen:
+                    version, acc = self._accuracy(session)
+                    if version == info["version"]:  # no new version landed in between
+                        seen = version
+                        self.points.append(
+                            Point(version, info["labels_trained"], acc, self._elapsed())
+                        )
+            except requests.RequestException as err:
+                self.tally.errors.append(f"watch: {type(err).__name__}: {err}")
+            if stopping:
+                return
+            self._done.wait(0.2)
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._began
+
+    # -- the session ------------------------------------------------------------------------
+    def run(self, *, settle: float = 60.0, progress: bool = True) -> dict[str, Any]:
+        """Post ``budget`` labels, wait for the model to train on them, return the report.
+
+        ``settle`` bounds the wait after the last label for the trainer to take in the whole
+        budget (a buffer that is not full yet is never trained, so the wait ends early when
+        only a partial buffer is left).
+        """
+        from tqdm.auto import tqdm
+
+        self._began = time.perf_counter()
+        self._check_service()
+        watcher = threading.Thread(target=self._watch, name="oracle-watch", daemon=True)
+        watcher.start()
+        people = [
+            threading.Thread(target=self._annotate, args=(i,), name=f"oracle-{i}", daemon=True)
+            for i in range(self.annotators)
+        ]
+        for t in people:
+            t.start()
+        bar = tqdm(
+            total=self.budget, unit="label", desc="labeling", mininterval=1.0, disable=not progress
+        )
+        while any(t.is_alive() for t in people):
+            time.sleep(0.25)
+            last = self.points[-1] if self.points else None
+            if last is not None:
+                bar.set_postfix(
+                    version=last.version, accuracy=f"{last.accuracy:.3f}", refresh=False
+                )
+            bar.update(self.tally.posted - bar.n)
+        bar.update(self.tally.posted - bar.n)
+        bar.close()
+        labeled_at = self._elapsed()
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:  # the last full buffer trains and is evaluated
+            last = self.points[-1] if self.points else None
+            if last is not None and last.labels >= self.tally.accepted:
+                break
+            time.sleep(0.25)
+        self._done.set()
+        watcher.join(timeout=self.timeout * 2)
+        return self.report(labeled_at)
+
+    def _check_service(self) -> None:
+        try:
+            r = requests.get(f"{self.url}/healthz", timeout=self.timeout)
+            r.raise_for_status()
+        except requests.RequestException as err:
+            raise ActivestreamError(f"{self.url}: the service does not answer ({err})") from None
+
+    def report(self, labeled_at: float) -> dict[str, Any]:
+        """What happened: counters, the curve, and time to post the budget."""
+        t = self.tally
+        return {
+            "annotators": self.annotators,
+            "rate_per_annotator": self.rate,
+            "budget": self.budget,
+            "posted": t.posted,
+            "accepted": t.accepted,
+            "duplicates": t.duplicates,
+            "explored": t.explored,
+            "empty_leases": t.empty_leases,
+            "mean_versions_behind": (
+                round(float(np.mean(t.staleness)), 2) if t.staleness else None
+            ),
+            "errors": t.errors[-10:],
+            "seconds_to_post_budget": round(labeled_at, 2),
+            "curve": [vars(p) for p in self.points],
+        }
+
+
+def curve_on_grid(points: list[dict[str, Any]], grid: list[int]) -> list[float]:
+    """Accuracy at each label count of ``grid``: the newest version trained on at most that many.
+
+    A version read while the trainer held ``n`` labels stands for every count from ``n`` on,
+    until the next version; before the first version, the first accuracy stands.
+
+    >>> pts = [{"labels": 0, "accuracy": 0.1}, {"labels": 16, "accuracy": 0.5}]
+    >>> curve_on_grid(pts, [0, 8, 16, 32])
+    [0.1, 0.1, 0.5, 0.5]
+    """
+    labels = np.array([p["labels"] for p in points])
+    acc = np.array([p["accuracy"] for p in points])
+    out = []
+    for n in grid:
+        i = np.flatnonzero(labels <= n)
+        out.append(float(acc[i[-1]] if i.size else acc[0]))
+    return out

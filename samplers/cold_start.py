@@ -1,0 +1,63 @@
+"""Cold start: when to stop asking at random and start trusting the model's uncertainty.
+
+An untrained model's uncertainty is noise, and uncertainty sampling on it spends the first
+labels on whatever a random network happens to be unsure about: often one corner of the input
+space, so the next model is worse than one trained on a random sample (Attenberg & Provost
+2010, "Why label when you can search?"; Hacohen, Dekel & Weinshall 2022, "Active learning on a
+budget", who show that at small budgets typical or random picks beat uncertainty). Early
+queries are therefore drawn uniformly at random, and the model earns the hand-over with its
+own evidence: the prequential accuracy (predict each new label before training on it) over the
+last ``window`` labels. Random picks make that an unbiased estimate of its pool accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def warmed_up(
+    hits: Sequence[bool],
+    *,
+    labels: int | None = None,
+    min_labels: int,
+    accuracy: float,
+    max_labels: int,
+    window: int | None = None,
+) -> bool:
+    """Whether the model may now choose the queries it exploits.
+
+    True when ``n >= max_labels``, or when ``n >= min_labels`` and
+    ``mean(hits[-window:]) >= accuracy``, with n the labels trained on so far.
+
+    Args:
+        hits: Prequential outcomes of the labels so far, oldest first: True where the model
+            predicted the label right before it trained on it. The newest ``window`` suffice.
+        labels: Labels trained on so far; None means ``len(hits)``.
+        min_labels: Never hand over before this many labels (the fixed warm-up).
+        accuracy: Prequential accuracy over the window that proves the model ready; above 1
+            disables the evidence rule, leaving a fixed warm-up of ``max_labels``.
+        max_labels: Hand over after this many labels whatever the evidence.
+        window: Labels the accuracy is measured over; None uses ``min_labels``.
+
+    Returns:
+        True once the model's own scores should pick the exploited queries.
+
+    Six of the last eight right (0.75) clears 0.7; before eight labels nothing does:
+
+    >>> warmed_up([False] * 12 + [True] * 6 + [False] * 2, min_labels=8, accuracy=0.7,
+    ...           max_labels=100)
+    True
+    >>> warmed_up([True] * 7, min_labels=8, accuracy=0.7, max_labels=100)
+    False
+    >>> warmed_up([False] * 100, min_labels=8, accuracy=0.7, max_labels=100)
+    True
+    """
+    n = len(hits) if labels is None else labels
+    if n >= max_labels:
+        return True
+    if n < min_labels:
+        return False
+    recent = np.asarray(hits[-(window or min_labels) :], dtype=bool)
+    return bool(recent.mean() >= accuracy)
