@@ -12,10 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from activestream.pipelines.curves import area_under_curve, labels_to_reach
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- real_workloads:begin -->", "<!-- real_workloads:end -->"
 SOURCES = {
-    "study": "docs/fashion-mnist/study.json",
+    "fashion_cnn": "docs/study/fashion_cnn.json",
+    "fashion_head": "docs/study/fashion_head.json",
     "rescore": "docs/head-rescore/head_rescore.json",
     "jpeg": "docs/encoded-throughput/encoded_throughput.json",
     "scale": "docs/scale/pool_scale.json",
@@ -29,17 +32,18 @@ def load(root: Path = ROOT) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     """The README section: one line per figure, each naming its page."""
-    study, rescore, jpeg, scale = data["study"], data["rescore"], data["jpeg"], data["scale"]
+    rescore, jpeg, scale = data["rescore"], data["jpeg"], data["scale"]
     lines = ["| figure | measured | page |", "|---|---|---|"]
-    for setup, r in study["setups"].items():
+    for key, setup in (("fashion_cnn", "CNN from scratch"), ("fashion_head", "pretrained head")):
+        r = data[key]
         budget = r["config"]["budget"]
-        for sampler in ("margin", "entropy"):
-            need = r["labels_to_reach_random_final"].get(sampler)
+        for sampler in ("margin", "auto"):
+            need = r["compare"][sampler]["labels_to_random_final"]
             share = "not reached" if need is None else f"{need} labels ({need / budget:.0%})"
             lines.append(
                 f"| Fashion-MNIST, {setup}, {sampler}: labels to reach random's final accuracy "
                 f"({r['random_final_accuracy']:.3f}) of {budget} | {share} | "
-                "[fashion-mnist](docs/fashion-mnist.md) |"
+                "[study](docs/study.md) |"
             )
     ray_pass = next(r for r in rescore["results"] if r["name"] == "ray_pass")
     lines.append(
@@ -62,11 +66,92 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LEARNING_BEGIN, LEARNING_END = "<!-- active_learning:begin -->", "<!-- active_learning:end -->"
+LEARNING_SOURCES = {
+    "digits": "docs/study/digits.json",
+    "fashion_head": "docs/study/fashion_head.json",
+    "fashion_cnn": "docs/study/fashion_cnn.json",
+    "gratings": "docs/study/gratings.json",
+    "stream": "docs/study/stream.json",
+    "knobs": "docs/knobs/knobs.json",
+    "real_loop": "docs/real-loop/real_loop.json",
+}
+
+
+def load_learning(root: Path = ROOT) -> dict[str, Any]:
+    """The study's, the knob table's and the real loop's JSON, by short name."""
+    return {n: json.loads((root / p).read_text()) for n, p in LEARNING_SOURCES.items()}
+
+
+def _versus_random(c: dict[str, Any], rnd: dict[str, Any], budget: int) -> str:
+    need = c["labels_to_random_final"]
+    share = "not reached" if need is None else f"{need} of {budget} labels ({need / budget:.0%})"
+    above = c["stays_above_from"]
+    if above is None:
+        where = "ends below random"
+    elif above == 0:
+        where = "never below random"
+    else:
+        where = f"never below random after {above} labels"
+    return f"{share}; AUC {c['auc']:.3f} vs random's {rnd['auc']:.3f}; {where}"
+
+
+def render_learning(data: dict[str, Any]) -> str:
+    """The README's active-learning figures: labels saved, knobs, the real loop."""
+    lines = [
+        "| figure | sampler | labels to reach random's final accuracy; area under the curve "
+        "| page |",
+        "|---|---|---|---|",
+    ]
+    setups = [
+        ("digits", "Digits, CNN from scratch"),
+        ("fashion_head", "Fashion-MNIST, pretrained EfficientNet-Lite0 head"),
+        ("fashion_cnn", "Fashion-MNIST, CNN from scratch"),
+        ("gratings", "Synthetic gratings, CNN from scratch"),
+        ("stream", "Digits as a stream (ask or skip)"),
+    ]
+    for key, title in setups:
+        r = data[key]
+        table, budget = r["compare"], r["config"]["budget"]
+        default = "variable_uncertainty" if key == "stream" else "margin"
+        for sampler in (default, "auto"):
+            lines.append(
+                f"| {title}, {r['seeds']} seeds | {sampler} | "
+                f"{_versus_random(table[sampler], table['random'], budget)} | "
+                "[study](docs/study.md) |"
+            )
+    rows = {row["name"]: row for row in data["knobs"]["rows"]}
+    for name in ("old defaults", "new defaults", "reference"):
+        m, rnd = rows[name]["compare"]["margin"], rows[name]["compare"]["random"]
+        lines.append(
+            f"| Digits, {name} ({rows[name]['what']}) | margin | "
+            f"{_versus_random(m, rnd, data['knobs']['budget'])} | "
+            "[knobs](docs/knobs.md) |"
+        )
+    loop = data["real_loop"]
+    target = loop["simulator"]["random"]["accuracy_mean"][-1]
+    for name, v in loop["variants"].items():
+        need = labels_to_reach(v["labels"], v["accuracy_mean"], target)
+        reached = "not reached" if need is None else f"{need} of {loop['budget']} labels"
+        auc = area_under_curve(v["labels"], v["accuracy_mean"])
+        lines.append(
+            f"| Real service over HTTP, digits, {name} | {v['sampler']} | {reached} "
+            f"(the simulator's random final, {target:.3f}); AUC {auc:.3f} | "
+            "[real-loop](docs/real-loop.md) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _replace(text: str, begin: str, end: str, section: str) -> str:
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + section + end + rest.split(end, 1)[1]
+
+
 def main() -> None:
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    head, rest = text.split(BEGIN, 1)
-    readme.write_text(head + BEGIN + "\n" + render(load()) + END + rest.split(END, 1)[1])
+    text = _replace(readme.read_text(), BEGIN, END, render(load()))
+    text = _replace(text, LEARNING_BEGIN, LEARNING_END, render_learning(load_learning()))
+    readme.write_text(text)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ def session(run_service, tmp_path_factory):
             "training.buffer_size": 8,
             "training.steps_per_update": 10,
             "sampling.warmup_labels": 16,
+            "sampling.warmup_accuracy": 0.3,
+            "sampling.sampler": "auto",  # the whole bandit path, through real actors
         }
     )
     truth, x_test, y_test = ground_truth(cfg)
@@ -58,6 +60,17 @@ def test_the_model_learns_from_the_oracles_labels(session):
 def test_the_cold_start_asks_random_items_marked_as_exploration(session):
     report, _ = session
     assert report["explored"] >= 16
+
+
+def test_auto_reports_each_arms_odds_in_the_metrics(session):
+    _, metrics = session
+    odds = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("activestream_sampler_arm_probability{")
+    ]
+    assert len(odds) == 5
+    assert sum(odds) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_annotate_against_a_service_that_is_not_there_is_one_line(tmp_path):

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from activestream.benchmarks import encoded_throughput, fashion_mnist_study, head_rescore
+from activestream.benchmarks import (
+    encoded_throughput,
+    head_rescore,
+    knobs,
+    real_loop,
+    study,
+)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = [
-    (fashion_mnist_study, "fashion-mnist.md", "fashion-mnist/study.json"),
     (head_rescore, "head-rescore.md", "head-rescore/head_rescore.json"),
     (encoded_throughput, "encoded-throughput.md", "encoded-throughput/encoded_throughput.json"),
+    (knobs, "knobs.md", "knobs/knobs.json"),
+    (real_loop, "real-loop.md", "real-loop/real_loop.json"),
 ]
 
 
@@ -38,3 +45,19 @@ def test_the_readme_figures_are_rendered_from_the_json():
     text = (DOCS.parent / "README.md").read_text()
     section = text.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
     assert section == "\n" + report.render(report.load())
+
+
+def test_the_study_page_is_rendered_from_its_json():
+    text = (DOCS / "study.md").read_text()
+    section = text.split(study.BEGIN, 1)[1].split(study.END, 1)[0]
+    data, machine = study.load(DOCS / "study")
+    assert set(data) == set(study.PARTS)
+    assert section == "\n" + study.render_markdown(data, machine)
+
+
+def test_the_readme_learning_figures_are_rendered_from_the_json():
+    from activestream.benchmarks import report
+
+    text = (DOCS.parent / "README.md").read_text()
+    section = text.split(report.LEARNING_BEGIN, 1)[1].split(report.LEARNING_END, 1)[0]
+    assert section == "\n" + report.render_learning(report.load_learning())
