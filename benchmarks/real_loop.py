@@ -43,7 +43,6 @@ BEGIN, END = PAGE.begin, PAGE.end
 VARIANTS: dict[str, tuple[int, float, dict[str, Any]]] = {
     "1 person at 8 labels/s": (1, 8.0, {}),
     "4 people at 2 labels/s": (4, 2.0, {}),
-    "8 people at 1 label/s": (8, 1.0, {}),
     "4 people, buffer 8": (4, 2.0, {"training.buffer_size": 8}),
     "4 people, rescore every 2 versions": (4, 2.0, {"scoring.rescore_every": 2}),
     "random, 4 people at 2 labels/s": (4, 2.0, {"sampling.sampler": "random"}),

@@ -36,6 +36,11 @@ def init_ray(cfg: RayConfig) -> None:
     if cfg.address:
         ray.init(address=cfg.address, log_to_driver=False)
         return
+    # On a small machine everything starts at once (raylet, workers, Serve's proxy, scorers):
+    # Serve's 5 s proxy readiness check then fails three times and it kills the proxy before
+    # it ever served. The local cluster's processes inherit this environment.
+    for name in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
+        os.environ.setdefault(name, "30")
     ray.init(
         # "local" always starts a new cluster: Ray would otherwise attach to any cluster it
         # finds running on this machine (another user's, another test run) and fail on num_cpus.

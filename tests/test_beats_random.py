@@ -1,8 +1,11 @@
 """Active learning with the defaults is never much below random on digits, and saves labels.
 
-The margins are those measured by the study (``docs/study/digits.json``: the default sampler,
-5 seeds, budget 400); this test reruns the same simulation, so a change that makes the default
-loop lose to random anywhere on the curve fails here.
+This test reruns the study's digits simulation for the default sampler (5 seeds, budget 400),
+so a change that makes the default loop lose to random anywhere on the curve fails here. The
+study measured (``docs/study/digits.json``, margin): never below random (worst gap 0.0 standard
+errors; the cold start asks what random asks), random's final accuracy reached with 192 of 400
+labels, AUC 0.890 vs 0.864. The bounds leave one grid step (16 labels) of slack for another
+CPU's floating point.
 """
 
 import pytest
@@ -31,13 +34,13 @@ def test_the_default_sampler_is_never_more_than_one_standard_error_below_random(
 
 
 @pytest.mark.slow
-def test_the_default_sampler_reaches_randoms_final_accuracy_with_half_the_labels(digits_study):
+def test_the_default_sampler_needs_about_half_of_randoms_labels(digits_study):
     table, sampler = digits_study
     need = table[sampler]["labels_to_random_final"]
-    assert need is not None and need <= 200
+    assert need is not None and need <= 208
 
 
 @pytest.mark.slow
 def test_the_default_sampler_has_the_larger_area_under_the_curve(digits_study):
     table, sampler = digits_study
-    assert table[sampler]["auc"] >= table["random"]["auc"] + 0.01
+    assert table[sampler]["auc"] >= table["random"]["auc"] + 0.015
