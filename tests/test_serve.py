@@ -61,8 +61,9 @@ def test_queries_are_leased_with_scores_and_versions_and_never_repeat(server):
     first, second = lease(server, 3), lease(server, 3)
     assert len(first["queries"]) == 3
     for q in first["queries"]:
-        assert set(q) == {"id", "score", "model_version"}
+        assert set(q) == {"id", "score", "model_version", "explored"}
         assert 0.0 <= q["score"] <= 1.0
+        assert isinstance(q["explored"], bool)
     assert not {q["id"] for q in first["queries"]} & {q["id"] for q in second["queries"]}
 
 
