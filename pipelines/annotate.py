@@ -29,6 +29,7 @@ class Point:
 
     version: int
     labels: int  # labels this version was trained on
+    held: int  # labels the trainer held then (trained or waiting for a full buffer)
     accuracy: float
     seconds: float  # since the first label was asked for
 
@@ -87,6 +88,7 @@ class Oracle:
         self.timeout = timeout
         self.tally = Tally()
         self.points: list[Point] = []
+        self.held = 0  # labels the trainer holds, as last read from GET /model
         self._done = threading.Event()
         self._began = 0.0
 
@@ -175,12 +177,19 @@ class Oracle:
             stopping = self._done.is_set()
             try:
                 info = self._model(session)
+                self.held = int(info["labels_seen"])
                 if info["version"] != seen:
                     version, acc = self._accuracy(session)
                     if version == info["version"]:  # no new version landed in between
                         seen = version
                         self.points.append(
-                            Point(version, info["labels_trained"], acc, self._elapsed())
+                            Point(
+                                version,
+                                info["labels_trained"],
+                                info["labels_seen"],
+                                acc,
+                                self._elapsed(),
+                            )
                         )
             except requests.RequestException as err:
                 self.tally.errors.append(f"watch: {type(err).__name__}: {err}")
@@ -226,9 +235,17 @@ class Oracle:
         bar.close()
         labeled_at = self._elapsed()
         deadline = time.monotonic() + settle
+        quiet_since, count = time.monotonic(), len(self.points)
         while time.monotonic() < deadline:  # the last full buffer trains and is evaluated
             last = self.points[-1] if self.points else None
             if last is not None and last.labels >= self.tally.accepted:
+                break
+            if len(self.points) != count:
+                quiet_since, count = time.monotonic(), len(self.points)
+            # A partial buffer never trains: done once the trainer holds every label and
+            # no new version came for a while.
+            held_all = self.held >= self.tally.accepted
+            if held_all and time.monotonic() - quiet_since > 5.0:
                 break
             time.sleep(0.25)
         self._done.set()
