@@ -39,12 +39,19 @@ from activestream.sources.shards import ShardSet, load_arrays
 
 @dataclass(frozen=True)
 class Curve:
-    """Accuracy on the held-out split after each training step of one run."""
+    """Accuracy on the held-out split after each training step of one run.
+
+    ``asked`` is what the run actually queried: the item ids, in the order asked, so its length
+    is the labels spent. ``seen`` (stream mode) counts the records that arrived, asked or
+    skipped. Both are None for curves built elsewhere that did not record them.
+    """
 
     labels: list[int]
     accuracy: list[float]
     seconds: float
     arms: dict[str, dict[str, float]] | None = None  # ``auto``: the bandit at the end
+    asked: list[str] | None = None
+    seen: int | None = None
 
 
 def _ground_truth(pool: ShardSet, test: ShardSet) -> tuple[np.ndarray, ...]:
@@ -124,6 +131,7 @@ def run_once(
 
     labels, accuracy = [0], [evaluate()]
     asked = 0
+    order: list[str] = []  # the ids asked, in the order asked
     while asked < budget or pending:
         if asked < budget:
             probs, scores, embedding = outputs()
@@ -153,6 +161,7 @@ def run_once(
                 break
             asked += len(batch)
             pending.append([q.id for q in batch])
+            order.extend(pending[-1])
         if len(pending) > answer_delay or asked >= budget:
             answered = pending.popleft()
             trainer.add_labels([{"id": i, "label": truth[i]} for i in answered])
@@ -165,7 +174,7 @@ def run_once(
                     queue.end_warmup()
                 labels.append(trainer.labels_seen)
                 accuracy.append(evaluate())
-    return Curve(labels, accuracy, time.perf_counter() - began, queue.arms())
+    return Curve(labels, accuracy, time.perf_counter() - began, queue.arms(), asked=order)
 
 
 def _top_ids(ids: np.ndarray, scores: np.ndarray, k: int) -> list[str]:
@@ -213,10 +222,12 @@ def run_stream(
     warming = cfg.sampling.cold_start and strategy != "random"
     errors: list[float] = []  # prequential errors of the current arm's asked records
     labels, accuracy = [0], [trainer.evaluate(x_test, y_test)]
-    asked = 0
+    asked, seen = 0, 0  # labels spent, records that arrived (asked or skipped)
+    order: list[str] = []  # the ids asked, in the order asked
     for row in rng.permutation(len(ids)):
         if asked >= budget:
             break
+        seen += 1
         probs = None
         if bandit is not None or (not warming and arm == 0):
             probs = trainer.predict_proba(x_pool[row : row + 1])[0]
@@ -227,7 +238,8 @@ def run_stream(
         if not ask:
             continue
         asked += 1
-        trainer.add_labels([{"id": str(ids[row]), "label": int(y_pool[row])}])
+        order.append(str(ids[row]))
+        trainer.add_labels([{"id": order[-1], "label": int(y_pool[row])}])
         if bandit is not None and not warming and probs is not None:
             errors.append(float(probs.argmax() != y_pool[row]))
             if len(errors) == cfg.training.buffer_size:
@@ -247,7 +259,8 @@ def run_stream(
     grid = list(range(0, budget + 1, cfg.training.buffer_size))
     held = np.interp(grid, labels, accuracy, right=accuracy[-1])
     arms = None if bandit is None else bandit.summary()
-    return Curve(grid, held.round(5).tolist(), time.perf_counter() - began, arms)
+    seconds = time.perf_counter() - began
+    return Curve(grid, held.round(5).tolist(), seconds, arms, asked=order, seen=seen)
 
 
 _FEATURES: dict[str, dict[str, np.ndarray]] = {}  # per process: backbone features per setup
@@ -367,7 +380,12 @@ def summarize(
     answer_delay: int = 0,
     mode: str = "pool",
 ) -> dict[str, Any]:
-    """Per-seed curves of each strategy (random included) -> the results dict (mean, std)."""
+    """Per-seed curves of each strategy (random included) -> the results dict (mean, std).
+
+    Where the runs recorded what they asked, each strategy also has ``spent`` (labels asked,
+    per seed) and, in stream mode, ``seen`` and ``skipped`` (records that arrived, and those
+    not asked, per seed).
+    """
     out: dict[str, Any] = {
         "dataset": dataset,
         "config": {
@@ -388,6 +406,14 @@ def summarize(
             "accuracy_std": acc.std(axis=0).round(5).tolist(),
             "seconds_mean": float(np.mean([c.seconds for c in runs_])),
         }
+        spent = [len(c.asked) for c in runs_ if c.asked is not None]
+        if len(spent) == len(runs_):  # per seed: the labels each run actually asked
+            out["strategies"][strategy]["spent"] = spent
+            seen = [c.seen for c in runs_ if c.seen is not None]
+            if len(seen) == len(runs_):  # stream mode: records that arrived, and those skipped
+                out["strategies"][strategy]["seen"] = seen
+                skipped = [n - k for n, k in zip(seen, spent, strict=True)]
+                out["strategies"][strategy]["skipped"] = skipped
         if runs_[0].arms is not None:  # auto: how often each arm chose, over all seeds
             pulls = {a: sum(c.arms[a]["pulls"] for c in runs_ if c.arms) for a in runs_[0].arms}
             out["strategies"][strategy]["arm_pulls"] = pulls

@@ -30,8 +30,8 @@ def blobs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian blobs (sigma 1) around the vertices of a regular polygon of radius ``spread``.
 
-    Returns (N, dim) points and (N,) blob labels; adjacent centers are at least
-    2 * spread * sin(pi / 6) = spread apart, far beyond any blob's diameter.
+    Returns (N, dim) points and (N,) blob labels; adjacent centers are 2 * spread * sin(pi / B)
+    apart, at least spread for B <= 6 blobs, far beyond any blob's diameter.
     """
     angles = 2 * np.pi * np.arange(len(sizes)) / len(sizes)  # (B,)
     centers = np.zeros((len(sizes), dim))  # (B, dim)
@@ -234,17 +234,55 @@ def test_cluster_margin_covers_more_clusters_than_top_k_when_top_scores_share_on
     k = data.draw(st.integers(2, sizes[0]))
     top = np.argsort(-scores, kind="stable")[:k]
     assert set(labels[top]) == {0}
+    # As many k-means clusters as blobs: with fewer, k-means may split blob 0 between two
+    # clusters (three equidistant blobs, two centers), and both picks may then come from it.
+    # With as many, k-means (restarts, greedy k-means++) finds the blobs, one pick each.
     picks = cluster_margin_select(
         scores, points, k, np.random.default_rng(seed), clusters=len(sizes)
     )
     assert picks.dtype == np.int64
     assert np.unique(picks).shape == (k,)
-    # The clusters it drew (same seed, same first draws): one pick per cluster while any is
-    # left. k-means may still merge two blobs and split another, so the blobs covered are
-    # compared with top-k's one, not with the number of blobs.
-    found = kmeans(points, len(sizes), np.random.default_rng(seed))  # (N,)
-    assert len(set(found[picks])) == min(k, len(set(found)))
-    assert len(set(labels[picks])) > len(set(labels[top])) == 1
+    assert len(set(labels[picks])) == min(k, len(sizes)) > len(set(labels[top]))
+
+
+def separated_blobs(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-8 blobs of 3-59 points (blob 0: 10-59) in 2-64 dims; blob 0 holds every top score.
+
+    Returns (N, D) points, (N,) blob labels and (N,) scores. Adjacent centers are at least
+    2 * 100 * sin(pi / 8) ~ 76 apart; a sigma-1 blob in D <= 64 dims has a radius of about
+    sqrt(D) <= 8. A single plain k-means++ run still misses a blob for 3 of these 20 seeds.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.integers(10, 60)), *rng.integers(3, 60, size=int(rng.integers(1, 8)))]
+    points, labels = blobs(rng, sizes, int(rng.integers(2, 65)))
+    noise = rng.random(labels.shape)  # (N,)
+    return points, labels, np.where(labels == 0, 0.9 + 0.1 * noise, 0.5 * noise)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cluster_margin_picks_from_every_well_separated_blob(seed: int) -> None:
+    points, labels, scores = separated_blobs(seed)
+    n_blobs = int(labels.max()) + 1
+    k = n_blobs + seed % 3
+    top = np.argsort(-scores, kind="stable")[:k]
+    assert set(labels[top].tolist()) == {0}  # top-k alone asks about one blob only
+    picks = cluster_margin_select(scores, points, k, np.random.default_rng(seed), clusters=n_blobs)
+    assert np.unique(picks).shape == (k,)
+    assert set(labels[picks].tolist()) == set(range(n_blobs))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kmeans_recovers_well_separated_blobs_exactly(seed: int) -> None:
+    points, labels, _ = separated_blobs(seed)
+    n_blobs = int(labels.max()) + 1
+    found = kmeans(points, n_blobs, np.random.default_rng(seed))  # (N,)
+    assert found.dtype == np.int64 and found.shape == labels.shape
+    # The same partition up to renaming: n_blobs distinct (cluster, blob) pairs, n_blobs
+    # clusters, so each cluster is exactly one blob.
+    pairs = set(zip(found.tolist(), labels.tolist(), strict=True))
+    assert len(pairs) == len(set(found.tolist())) == n_blobs
+    # Every draw comes from the rng passed in: the same seed gives the same labels.
+    np.testing.assert_array_equal(kmeans(points, n_blobs, np.random.default_rng(seed)), found)
 
 
 @SETTINGS
@@ -278,6 +316,8 @@ def test_cluster_margin_rejects_bad_arguments() -> None:
         cluster_margin_select([0.1], [[0.0]], 1, np.random.default_rng(0), clusters=0)
     with pytest.raises(TypeError, match="Generator"):
         cluster_margin_select([0.1], [[0.0]], 1, 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_init must be >= 1"):
+        kmeans(np.zeros((2, 1)), 1, np.random.default_rng(0), n_init=0)
 
 
 # -- variable uncertainty (stream) ------------------------------------------------------------

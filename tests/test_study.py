@@ -12,9 +12,16 @@ import pytest
 
 from activestream import samplers
 from activestream.benchmarks import study
-from activestream.pipelines.curves import area_under_curve, labels_to_reach
+from activestream.config import Config
+from activestream.pipelines.curves import area_under_curve, labels_to_reach, worst_gap_in_se
+from activestream.pipelines.simulate import plot_curves, run_once, run_stream
+from activestream.sources.resolve import resolve_dataset
 
 pytestmark = pytest.mark.slow
+
+PARTS = {"digits": "pool", "stream": "stream"}  # the parts the fixture runs, and their mode
+BUDGET, SEEDS = 48, 2
+GRID = list(range(0, BUDGET + 1, 16))  # one point per training buffer of 16 labels
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +29,93 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docs") / "study"
     subprocess.run(
         [sys.executable, "-m", "activestream.benchmarks.study", "--out", str(out)]
-        + ["--only", "digits,stream", "--seeds", "2", "--budget", "48", "--workers", "2"],
+        + ["--only", ",".join(PARTS), "--seeds", str(SEEDS), "--budget", str(BUDGET)]
+        + ["--workers", "2"],
         check=True,
         timeout=900,
     )
     return out
 
 
-def test_each_part_writes_its_results_and_a_plot(tiny_study: Path) -> None:
-    for part in ("digits", "stream"):
-        assert json.loads((tiny_study / f"{part}.json").read_text())["seeds"] == 2
-        assert (tiny_study / f"{part}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def _results(tiny_study: Path, part: str) -> dict:
+    return json.loads((tiny_study / f"{part}.json").read_text())
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_part_records_the_setup_it_ran(tiny_study: Path, part: str) -> None:
+    results = _results(tiny_study, part)
+    assert results["seeds"] == results["config"]["seeds"] == SEEDS
+    assert results["config"]["budget"] == BUDGET
+    assert results["config"]["mode"] == PARTS[part]
+    assert (results["pool_rows"], results["test_rows"]) == (1347, 450)  # the bundled digits
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_strategy_has_a_two_seed_accuracy_curve_on_the_label_grid(
+    tiny_study: Path, part: str
+) -> None:
+    for curve in _results(tiny_study, part)["strategies"].values():
+        assert curve["labels"] == GRID
+        mean, std = np.array(curve["accuracy_mean"]), np.array(curve["accuracy_std"])
+        assert mean.shape == std.shape == (len(GRID),)
+        assert ((mean >= 0) & (mean <= 1)).all()
+        # Two accuracies a, b in [0, 1]: std |a - b| / 2 is at most min(mean, 1 - mean).
+        assert ((std >= 0) & (std <= np.minimum(mean, 1 - mean) + 1e-5)).all()
+
+
+def test_every_pool_run_spent_exactly_its_budget(tiny_study: Path) -> None:
+    for curve in _results(tiny_study, "digits")["strategies"].values():
+        assert curve["spent"] == [BUDGET] * SEEDS
+
+
+def test_every_stream_run_spent_at_most_its_budget_and_skipped_records(tiny_study: Path) -> None:
+    for curve in _results(tiny_study, "stream")["strategies"].values():
+        assert len(curve["spent"]) == SEEDS
+        for seen, spent, skipped in zip(
+            curve["seen"], curve["spent"], curve["skipped"], strict=True
+        ):
+            assert 0 < spent <= BUDGET
+            assert skipped > 0
+            assert seen == spent + skipped <= 1347
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_every_strategy_learns_from_its_labels(tiny_study: Path, part: str) -> None:
+    # Measured: 0.066 before any label and about 0.78 after 48, in both parts.
+    for curve in _results(tiny_study, part)["strategies"].values():
+        assert curve["accuracy_mean"][-1] > curve["accuracy_mean"][0] + 0.5
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_randoms_curve_is_the_mean_and_spread_of_its_seeds_runs(
+    tiny_study: Path, part: str, tmp_path: Path
+) -> None:
+    # Random's runs, redone here: the study's mean and std must be theirs, seed for seed.
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path)})
+    pool, test = resolve_dataset(cfg)
+    run = run_once if PARTS[part] == "pool" else run_stream
+    runs = [
+        run(cfg, pool, test, strategy="random", seed=cfg.seed + i, budget=BUDGET)
+        for i in range(SEEDS)
+    ]
+    acc = np.array([r.accuracy for r in runs])
+    curve = _results(tiny_study, part)["strategies"]["random"]
+    assert curve["accuracy_mean"] == pytest.approx(acc.mean(axis=0), abs=1e-5)
+    assert curve["accuracy_std"] == pytest.approx(acc.std(axis=0), abs=1e-5)
+    assert curve["spent"] == [len(r.asked) for r in runs]
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_parts_plot_is_the_drawing_of_its_results(
+    tiny_study: Path, part: str, tmp_path: Path
+) -> None:
+    from matplotlib.image import imread
+
+    png = imread(tiny_study / f"{part}.png")
+    assert png.shape[:2] == (540, 840)  # 7 x 4.5 inches at 120 dpi
+    assert len(np.unique(png.reshape(-1, png.shape[-1]), axis=0)) > 16  # curves, not a blank
+    plot_curves(_results(tiny_study, part), tmp_path / "again.png")
+    assert np.array_equal(png, imread(tmp_path / "again.png"))
 
 
 def test_every_sampler_auto_and_random_run_on_the_same_label_grid(tiny_study: Path) -> None:
@@ -54,6 +137,11 @@ def test_the_reported_figures_are_those_of_the_curves(tiny_study: Path) -> None:
             curve["labels"], curve["accuracy_mean"], target
         )
         assert row["final"] == curve["accuracy_mean"][-1]
+        assert row["final_std"] == curve["accuracy_std"][-1]
+        assert row["worst_gap_se"] == pytest.approx(
+            worst_gap_in_se(curve, results["strategies"]["random"], results["config"]["seeds"]),
+            abs=1e-3,
+        )
 
 
 def test_random_and_the_cold_start_ask_the_same_first_labels(tiny_study: Path) -> None:
