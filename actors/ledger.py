@@ -3,10 +3,11 @@
 Every label batch goes through :meth:`LabelLedger.add`: it is validated as a whole against the
 labels already in the log, appended durably (``fsync`` locally, a finished upload on S3), and
 only then answered. After that the ledger hands the records to the trainer, tagged with their
-log offsets. If the trainer is restarting, the answer still goes out (the log is the source of
-truth) and the ledger reports itself degraded; a background thread keeps asking the trainer how
-far it got and resends the log from there, so a restarted trainer catches up on its own and
-holds every label exactly once.
+log offsets (in the service from a background thread, so an answer never waits on the trainer,
+and batches that arrive together are handed on together). If the trainer is restarting, the
+answer still goes out (the log is the source of truth) and the ledger reports itself degraded;
+a background thread keeps asking the trainer how far it got and resends the log from there, so
+a restarted trainer catches up on its own and holds every label exactly once.
 
 Plain class: :class:`Downstream` is how it reaches the trainer and the query queue, so tests
 drive it with in-process objects and the loop plugs in Ray actor handles.
@@ -67,6 +68,9 @@ class LabelLedger:
         downstream: Trainer and queue; None keeps labels in the log only.
         sync_seconds: How often the background thread checks the trainer's offset.
         resend_chunk: Records per resend call while a trainer catches up.
+        background: Answer once a batch is durable and let the sync thread hand it to the
+            trainer and the queue (in order, many batches per call under load), so a request
+            never waits on the trainer; False forwards inside :meth:`add` (plain-class use).
         autostart: Call :meth:`start` at the end of construction (a restarted actor).
     """
 
@@ -79,6 +83,7 @@ class LabelLedger:
         downstream: Downstream | None = None,
         sync_seconds: float = 1.0,
         resend_chunk: int = 5000,
+        background: bool = False,
         autostart: bool = False,
     ) -> None:
         self.uri = uri
@@ -87,7 +92,12 @@ class LabelLedger:
         self.downstream = downstream
         self.sync_seconds = sync_seconds
         self.resend_chunk = resend_chunk
+        self.background = background and downstream is not None
         self._lock = threading.Lock()
+        self._pending: list[tuple[int, list[dict[str, Any]]]] = []  # logged, not yet forwarded
+        self._wake = threading.Event()
+        self._drained = threading.Condition()
+        self._handed = 0  # log offset up to which batches were handed on (background mode)
         self._labels: dict[str, int] = {}
         self._log: LabelLog | None = None
         self._stop = threading.Event()
@@ -106,14 +116,18 @@ class LabelLedger:
         self._log = LabelLog(self.uri, self.storage)
         for record in self._log.read(0):
             self._labels[record["id"]] = int(record["label"])
+        self._handed = self._log.offset  # the sync thread's catch-up covers what came before
         if self.downstream is not None:
             self._retire_all()
             self._thread = threading.Thread(target=self._sync, name="ledger-sync", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the sync thread and close the log."""
+        """Hand on what is pending, stop the sync thread and close the log."""
+        if self._thread is not None:
+            self.flush(timeout=10)
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self._log is not None:
@@ -160,6 +174,13 @@ class LabelLedger:
             self.log.append(logged)  # durable from here on: the answer may leave
             for record in logged:
                 self._labels[record["id"]] = record["label"]
+            if self.background and logged:
+                self._pending.append((start, logged))
+        if self.background:
+            self._wake.set()
+            return AddResult(
+                accepted=len(logged), duplicates=checked.duplicates, trainer_ok=self.trainer_ok
+            )
         ok = True
         if self.downstream is not None and logged:  # repeats were retired when first logged
             ok = self._forward(start, logged)
@@ -223,8 +244,53 @@ class LabelLedger:
         for i in range(0, len(ids), 10_000):
             self._call(self.downstream.retire, ids[i : i + 10_000])  # type: ignore[union-attr]
 
+    def _drain(self) -> None:
+        """Hand every batch logged since the last call to the trainer and the queue, in order."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        records = [r for _, batch in pending for r in batch]
+        self._forward(pending[0][0], records)
+        self._call(
+            self.downstream.retire,  # type: ignore[union-attr]
+            [str(r["id"]) for r in records],
+            [int(r["label"]) for r in records],
+        )
+        with self._drained:
+            self._handed = max(self._handed, pending[0][0] + len(records))
+            self._drained.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every batch logged so far has been handed on (background mode).
+
+        Handed on means offered to the trainer and the queue: a trainer that is down gets the
+        records later from the sync thread's catch-up, as after any restart.
+        """
+        if not self.background:
+            return True
+        target = self.log.offset
+        deadline = time.monotonic() + timeout
+        with self._drained:
+            while self._handed < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._drained.wait(min(left, 0.1))
+        return True
+
     def _sync(self) -> None:
-        while not self._stop.wait(self.sync_seconds):
+        last = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(self.sync_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self._drain()
+            if time.monotonic() - last < self.sync_seconds:
+                continue
+            last = time.monotonic()
             self.catch_up()
             retired = self._call(self.downstream.retired)  # type: ignore[union-attr]
             if retired is not None and retired < len(self._labels):  # the queue restarted

@@ -36,6 +36,20 @@ from activestream.models.parts import last_linear, pick_device
 from activestream.sources.fs import DEFAULT_STORAGE
 
 
+def _adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.Optimizer:
+    """AdamW, with the fused kernel where the parameters' device has one.
+
+    The same update rule as the default implementation (which loops over parameter tensors),
+    in one kernel: on CPU it takes about a sixth off the digits CNN's training steps.
+    """
+    if params and params[0].device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a dtype or build without the fused kernel
+            pass
+    return torch.optim.AdamW(params, **kwargs)
+
+
 class _Reservoir:
     """Uniform reservoir sample (Algorithm R) of older labels, each with its arrival index."""
 
@@ -44,8 +58,17 @@ class _Reservoir:
         self._rng = rng
         self.rows: list[int] = []  # indices into the trainer's label arrays
         self.seen = 0
+        # rows as an array and their draw weights: built once per update, not once per step
+        self._array: np.ndarray | None = None
+        self._weights: tuple[float | None, int, np.ndarray | None] | None = None
+
+    def load(self, rows: list[int], seen: int) -> None:
+        """Replace the sample (a checkpoint's)."""
+        self.rows, self.seen = list(rows), seen
+        self._array = self._weights = None
 
     def add(self, rows: Iterable[int]) -> None:
+        self._array = self._weights = None
         for row in rows:
             self.seen += 1
             if len(self.rows) < self.capacity:
@@ -56,12 +79,16 @@ class _Reservoir:
                     self.rows[slot] = row
 
     def sample(self, n: int, half_life: float | None, now: int) -> np.ndarray:
-        rows = np.asarray(self.rows, dtype=np.int64)
-        weights = None
-        if half_life is not None:
-            w = 0.5 ** ((now - rows) / half_life)
-            weights = w / w.sum()
-        return self._rng.choice(rows, size=n, replace=True, p=weights)
+        if self._array is None:
+            self._array = np.asarray(self.rows, dtype=np.int64)
+        rows = self._array
+        if self._weights is None or self._weights[:2] != (half_life, now):
+            weights = None
+            if half_life is not None:
+                w = 0.5 ** ((now - rows) / half_life)
+                weights = w / w.sum()
+            self._weights = (half_life, now, weights)
+        return self._rng.choice(rows, size=n, replace=True, p=self._weights[2])
 
 
 class Trainer:
@@ -95,7 +122,7 @@ class Trainer:
             load_init_weights(net, model.init_weights, storage)
         self.model = net.to(self.device).eval()
         self.transform = model.transform()
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = _adamw(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=training.lr,
             weight_decay=training.weight_decay,
@@ -117,6 +144,8 @@ class Trainer:
         self.version = 0
         self.train_steps = 0
         self.train_seconds = 0.0
+        self.last_train_seconds: float | None = None  # the newest update's prequential + steps
+        self.last_train_cpu_seconds: float | None = None  # of which the training thread's CPU
         self._lock = threading.RLock()  # labels: _x, _y, _ids, _trained, reservoir
         self._model_lock = threading.RLock()  # model and optimizer
 
@@ -258,7 +287,7 @@ class Trainer:
         with self._model_lock, torch.random.fork_rng(devices=[]):
             # Dropout draws from torch's global generator: give it this trainer's own stream.
             torch.set_rng_state(self._torch_state)
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.thread_time()
             hits = self._prequential_hits(
                 self._inputs(np.stack([held[r] for r in range(start, end)])), y[start:end]
             )
@@ -280,7 +309,9 @@ class Trainer:
                 self._trained = end
                 self._forget()
                 self.version += 1  # with _trained, under one lock: model_info reads both
-            self.train_seconds += time.perf_counter() - began
+            self.last_train_seconds = time.perf_counter() - began
+            self.last_train_cpu_seconds = time.thread_time() - cpu_began
+            self.train_seconds += self.last_train_seconds
             self._torch_state = torch.get_rng_state()
 
     def _needed_rows(self) -> set[int]:
@@ -410,8 +441,7 @@ class Trainer:
             self._y = list(state["labels"])
             self._ids = {item: row for row, item in enumerate(ids)}
             self._trained = state["trained"]
-            self._reservoir.rows = list(state["reservoir"])
-            self._reservoir.seen = state["reservoir_seen"]
+            self._reservoir.load(state["reservoir"], state["reservoir_seen"])
             rows = sorted(self._needed_rows())
             self._x = dict(zip(rows, self._rows_for([ids[r] for r in rows]), strict=True))
             self._rng.bit_generator.state = state["rng"]
@@ -442,12 +472,20 @@ class Trainer:
 
 
 def _lower_priority(nice: int) -> None:
-    """Renice the calling thread (Linux: priorities are per thread) so serving comes first."""
+    """Run the calling thread at nice ``nice`` (Linux: priorities are per thread), below serving.
+
+    ``nice`` is where the thread ends up, not an increment: Ray starts every worker process at
+    nice 15 already (``RAY_worker_niceness``), and adding 10 to that put training at 19, the
+    floor, level with the scorers that are meant to yield to it and behind every other thread
+    (on 2 cores, 0.3 s of training steps took 1 s of wall time). A thread at or past ``nice``
+    already goes one step lower, so requests keep coming first; priority is never raised.
+    """
     if nice <= 0:
         return
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, max(nice, current + 1)))
     except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
         pass
 
@@ -493,6 +531,10 @@ class TrainerService(Trainer):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
+        self.last_publish_seconds: float | None = None  # the newest update's put and publish
+        self.last_update_version = -1  # the version those timings belong to
+        self.published_version = -1  # the newest version handed to ``publish``
+        self._published = threading.Condition()
         self.recovered_from: int | None = None
         self.started_at = time.time()
         if autostart:
@@ -508,7 +550,20 @@ class TrainerService(Trainer):
                 published_at=time.time(),
             )
         self._publish(weights)
+        with self._published:
+            self.published_version = max(self.published_version, weights.version)
+            self._published.notify_all()
         return weights
+
+    def wait_published(self, after: int, timeout: float) -> int:
+        """The newest published version, once it is past ``after`` or ``timeout`` s have passed.
+
+        A long poll: the loop's scoring thread learns of each new version the moment it is
+        published instead of asking the weights board every few milliseconds.
+        """
+        with self._published:
+            self._published.wait_for(lambda: self.published_version > after, timeout)
+            return self.published_version
 
     def recover(self) -> int | None:
         """Load the newest readable checkpoint; returns its version, or None without one.
@@ -576,9 +631,16 @@ class TrainerService(Trainer):
         """Train on a partial buffer now; returns the version afterwards."""
         with self._model_lock:
             if self.buffered:
-                self.partial_fit()
-                self.publish_current()
+                self._update()
             return self.version
+
+    def _update(self) -> None:
+        """Train on the buffer and publish the new version, timing both (see model_info)."""
+        self.partial_fit()
+        began = time.perf_counter()
+        self.publish_current()
+        self.last_publish_seconds = time.perf_counter() - began
+        self.last_update_version = self.version
 
     def _run(self) -> None:
         _lower_priority(self.training.nice)  # this thread only: requests keep their priority
@@ -586,11 +648,14 @@ class TrainerService(Trainer):
             self._wake.wait(timeout=0.5)
             self._wake.clear()
             try:
-                self._ensure_published()
-                while not self._stop.is_set() and self.step_if_ready():
-                    self.publish_current()
+                updated = False
+                while not self._stop.is_set() and self.ready():
+                    self._update()
+                    updated = True
                     if self.version % self.checkpoint_every == 0:
                         self.save_checkpoint()
+                if not updated:  # an update publishes anyway: ask the board only when idle
+                    self._ensure_published()
             except Exception as err:  # noqa: BLE001 - keep serving; report through info()
                 self.errors.append(f"{type(err).__name__}: {err}")
 
@@ -609,6 +674,16 @@ class TrainerService(Trainer):
         info["errors"] = self.errors[-5:]
         info["log_offset"] = self.applied
         info["recovered_from"] = self.recovered_from
+        # The newest update, trainer side: what of the label-to-model time is training.
+        info["last_update_version"] = self.last_update_version
+        info["last_train_seconds"] = self.last_train_seconds
+        info["last_train_cpu_seconds"] = self.last_train_cpu_seconds  # less: waiting for a core
+        info["last_publish_seconds"] = self.last_publish_seconds
+        info["last_update_seconds"] = (
+            None
+            if self.last_train_seconds is None or self.last_publish_seconds is None
+            else self.last_train_seconds + self.last_publish_seconds
+        )
         info["pid"] = os.getpid()
         info["node"] = _node_id()
         return info

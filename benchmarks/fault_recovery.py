@@ -193,13 +193,8 @@ def run(
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=40.0)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--kill-at", type=float, default=6.0)
-    parser.add_argument("--out", default="results/faults")
-    args = parser.parse_args()
+def measure(rate: float, seconds: float, kill_at: float) -> dict[str, Any]:
+    """Start the app on the bundled digits, load it, kill the trainer once, count the labels."""
     import ray
 
     from activestream.config import Config
@@ -214,18 +209,25 @@ def main() -> None:
     pool, _ = resolve_dataset(cfg)
     items = list(ground_truth(pool).items())
     np.random.default_rng(0).shuffle(items)
-    port = free_port()
-    serve_app.start(cfg, port=port)
-    trainer = ray.get(ray.get_actor(LOOP_ACTOR).handles.remote())["trainer"]
-    time.sleep(5)
-    r = run(
-        f"http://127.0.0.1:{port}",
-        trainer,
-        items,
-        rate=args.rate,
-        seconds=args.seconds,
-        kill_at=args.kill_at,
-    )
+    with serve_app.running(cfg, port=free_port()) as base:
+        trainer = ray.get(ray.get_actor(LOOP_ACTOR).handles.remote())["trainer"]
+        return run(base, trainer, items, rate=rate, seconds=seconds, kill_at=kill_at)
+
+
+def suite(quick: bool, out: Path) -> list[dict[str, Any]]:
+    """The suite's entry: 40 requests/s for 20 s, the trainer killed at 6 s."""
+    r = measure(40.0, 20.0, 6.0)
+    return [{"name": "fault_trainer_killed", **r, "ratio": None}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=40.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--kill-at", type=float, default=6.0)
+    parser.add_argument("--out", default="results/faults")
+    args = parser.parse_args()
+    r = measure(args.rate, args.seconds, args.kill_at)
     print(
         f"{'rate':>6} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'5xx':>5} {'recover s':>10} "
         f"{'acked':>6} {'lost':>5}"

@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,8 @@ from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import load_arrays
 
 
-def run(cfg: Config, policy: str, seed: int) -> dict[str, float]:
+def run_policy(cfg: Config, policy: str, seed: int) -> dict[str, float]:
+    """One class-incremental stream under ``policy``: accuracies and training seconds."""
     pool, test = resolve_dataset(cfg)
     ids, _, y = load_arrays(pool)
     _, x_test, y_test = load_arrays(test)
@@ -46,16 +48,42 @@ def run(cfg: Config, policy: str, seed: int) -> dict[str, float]:
     }
 
 
+POLICIES = ("new_only", "replay", "full")
+
+
+def policies(seeds: int) -> dict[str, dict[str, float]]:
+    """Every policy, mean over ``seeds`` seeds."""
+    cfg = Config()
+    table = {}
+    for policy in POLICIES:
+        runs = [run_policy(cfg, policy, seed) for seed in range(seeds)]
+        table[policy] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
+    return table
+
+
+def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+    """The suite's entry: one row per policy (3 seeds); the ratio is replay's cost vs new_only."""
+    seeds = 3
+    table = policies(seeds)
+    base = table["new_only"]["train_seconds"]
+    return [
+        {
+            "name": f"forgetting_{policy}",
+            "policy": policy,
+            "seeds": seeds,
+            **r,
+            "ratio": round(r["train_seconds"] / base, 3) if base else None,
+        }
+        for policy, r in table.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="results/forgetting")
     args = parser.parse_args()
-    cfg = Config()
-    table = {}
-    for policy in ("new_only", "replay", "full"):
-        runs = [run(cfg, policy, seed) for seed in range(args.seeds)]
-        table[policy] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
+    table = policies(args.seeds)
     print(f"{'policy':<10} {'acc classes 0-1':>16} {'acc all':>8} {'train s':>8}")
     for policy, r in table.items():
         print(

@@ -11,7 +11,9 @@ digits, with both sides as equal as the libraries allow:
   configured learning rate and weight decay, minibatches of ``training.batch_size`` (32);
 * the same query batch (``training.buffer_size`` = 16), budget, pool and held-out split, and
   entropy sampling on both sides;
-* one torch thread on both sides, so the wall times compare work rather than parallelism.
+* one torch thread on both sides, so the wall times compare work rather than parallelism;
+* the same device: skorch runs where activestream's trainer runs (``pick_device``: the GPU
+  where there is one).
 
 Differences, on purpose or forced by the libraries:
 
@@ -23,19 +25,21 @@ Differences, on purpose or forced by the libraries:
   by the same label count. Each modAL model is thus trained as much as the online one and the
   price of retraining from scratch shows up in wall time, which is what this benchmark is for.
 * Start. modAL's learner needs a fitted estimator before its first query, so it starts from 16
-  random labels (seeded); activestream cold-starts by scoring the pool with its untrained model
-  and mixes in random exploration (``explore_p`` 0.9).
+  random labels (seeded); activestream uses its defaults: a cold start that asks random items
+  until its prequential accuracy says the model is ready, then entropy with random exploration
+  (``explore_p``).
 * Scoring batch. skorch predicts the pool in batches of ``scoring.batch_size`` (256), not its
   default 32, so the baseline is not slowed down by an unlucky default.
 
 Two rows come back: ``al_vs_modal_labels`` (labels each side needs to reach a fixed target
-accuracy on its mean curve; ratio = activestream / modAL, below 1 means activestream needs
-fewer) and ``al_vs_modal_wall`` (seconds for the whole budget, mean over seeds; ratio = modAL /
+accuracy on its mean curve, and per seed; final accuracy mean and standard deviation over
+seeds; ratio = activestream / modAL, below 1 means activestream needs fewer) and
+``al_vs_modal_wall`` (seconds for the whole budget, mean over seeds; ratio = modAL /
 activestream, the speedup). ``peer_learning_curves.png`` shows both curves, mean ± std.
 
 It needs the ``bench`` extra (``pip install -e '.[bench]'``). Run it with::
 
-    python -m activestream.benchmarks.peer --quick --out /tmp/peer  # 2 seeds, 160 labels, ~1 min
+    python -m activestream.benchmarks.peer --quick --out /tmp/peer  # 5 seeds, 160 labels
     python -m activestream.benchmarks.peer --out results/bench      # 5 seeds, 400 labels
 """
 
@@ -54,12 +58,13 @@ import torch
 
 from activestream.config import Config
 from activestream.models import build_model
+from activestream.models.parts import pick_device
 from activestream.pipelines.simulate import Curve, labels_to_reach, run_once
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import ShardSet, load_arrays
 
 TARGET_ACCURACY = 0.90
-QUICK = {"seeds": 2, "budget": 160}
+QUICK = {"seeds": 5, "budget": 160}
 FULL = {"seeds": 5, "budget": 400}
 _MISSING = "the peer benchmark needs the bench extra: pip install -e '.[bench]'"
 
@@ -140,7 +145,7 @@ def run_modal(cfg: Config, pool: ShardSet, test: ShardSet, *, seed: int, budget:
             train_split=None,
             classes=list(range(num_classes)),
             verbose=0,
-            device="cpu",
+            device=str(pick_device()),
         )
         learner = learner_cls(
             estimator=net,
@@ -202,7 +207,7 @@ def run(quick: bool, out: Path, target: float = TARGET_ACCURACY) -> list[dict[st
     """Run both loops for every seed; writes ``out/peer_learning_curves.png``.
 
     Args:
-        quick: 2 seeds and 160 labels instead of 5 seeds and 400 labels.
+        quick: 160 labels instead of 400 (5 seeds either way).
         out: Folder for the plot; created when missing.
         target: Held-out accuracy whose label cost is compared.
 
@@ -219,9 +224,7 @@ def run(quick: bool, out: Path, target: float = TARGET_ACCURACY) -> list[dict[st
     torch.set_num_threads(1)
     try:
         with tempfile.TemporaryDirectory(prefix="peer-") as cache:
-            cfg = Config().with_overrides(
-                {"data.cache_dir": cache, "training.buffer_size": 16, "sampling.explore_p": 0.9}
-            )
+            cfg = Config().with_overrides({"data.cache_dir": cache, "training.buffer_size": 16})
             pool, test = resolve_dataset(cfg)
             if test is None:
                 raise RuntimeError("the bundled digits came without a test split")
@@ -246,6 +249,11 @@ def run(quick: bool, out: Path, target: float = TARGET_ACCURACY) -> list[dict[st
     need = {
         name: labels_to_reach(s["labels"], s["mean"].tolist(), target) for name, s in sides.items()
     }
+    per_seed = {
+        name: [labels_to_reach(c.labels, c.accuracy, target) for c in runs]
+        for name, runs in curves.items()
+    }
+    finals = {name: [c.accuracy[-1] for c in runs] for name, runs in curves.items()}
     a_need, m_need = need["activestream"], need["modAL"]
     a_sec, m_sec = sides["activestream"]["seconds"], sides["modAL"]["seconds"]
     out.mkdir(parents=True, exist_ok=True)
@@ -257,15 +265,21 @@ def run(quick: bool, out: Path, target: float = TARGET_ACCURACY) -> list[dict[st
             "target_accuracy": target,
             "activestream_labels": a_need,
             "modal_labels": m_need,
-            "activestream_final_accuracy": float(sides["activestream"]["mean"][-1]),
-            "modal_final_accuracy": float(sides["modAL"]["mean"][-1]),
+            "activestream_labels_per_seed": per_seed["activestream"],
+            "modal_labels_per_seed": per_seed["modAL"],
+            "activestream_final_accuracy": round(float(np.mean(finals["activestream"])), 4),
+            "activestream_final_accuracy_std": round(float(np.std(finals["activestream"])), 4),
+            "modal_final_accuracy": round(float(np.mean(finals["modAL"])), 4),
+            "modal_final_accuracy_std": round(float(np.std(finals["modAL"])), 4),
+            "device": str(pick_device()),
             **common,
             "ratio": a_need / m_need if a_need is not None and m_need else None,
         },
         {
             "name": "al_vs_modal_wall",
-            "activestream_seconds": a_sec,
-            "modal_seconds": m_sec,
+            "activestream_seconds": round(a_sec, 2),
+            "modal_seconds": round(m_sec, 2),
+            "device": str(pick_device()),
             **common,
             "ratio": m_sec / a_sec if a_sec > 0 else None,
         },
@@ -282,7 +296,7 @@ def _fmt(value: Any) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 160 labels")
+    parser.add_argument("--quick", action="store_true", help="160 labels, 5 seeds")
     parser.add_argument("--out", default="results/bench")
     parser.add_argument("--target", type=float, default=TARGET_ACCURACY)
     args = parser.parse_args()

@@ -1,21 +1,25 @@
-"""The README's real-workload figures, rendered from the committed JSON of each benchmark.
+"""``activestream bench report``: every generated table in README and docs, from committed JSON.
 
-    python -m activestream.benchmarks.report   # rewrites the README section between markers
+    activestream bench report            # rewrite every section below from its JSON
+    python -m activestream.benchmarks.report
 
-Each figure comes from the JSON its benchmark wrote under ``docs/``; ``tests/test_generated_docs``
-fails when the README and the JSON disagree, so no number in that section is typed by hand.
+:func:`sections` lists each generated part of a page: the file, its two markers and the
+function that renders it from the JSON a benchmark committed under ``docs/``. ``write_all``
+rewrites them; ``tests/test_generated_docs`` renders every one and fails when a committed page
+and its JSON disagree, so no number in those parts is typed by hand.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from activestream.pipelines.curves import area_under_curve, labels_to_reach
 
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN, END = "<!-- real_workloads:begin -->", "<!-- real_workloads:end -->"
 SOURCES = {
     "fashion_cnn": "docs/study/fashion_cnn.json",
     "fashion_head": "docs/study/fashion_head.json",
@@ -66,7 +70,6 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-LEARNING_BEGIN, LEARNING_END = "<!-- active_learning:begin -->", "<!-- active_learning:end -->"
 LEARNING_SOURCES = {
     "digits": "docs/study/digits.json",
     "fashion_head": "docs/study/fashion_head.json",
@@ -142,16 +145,121 @@ def render_learning(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCH = "docs/bench/bench.json"
+GPU_BENCH = "docs/bench/gpu/bench.json"
+GPU_COMMAND = "activestream bench --quick --out docs/bench/gpu"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One generated part of a page: ``file`` between ``<!-- key:begin/end -->``."""
+
+    file: str
+    key: str
+    render: Callable[[Path], str]
+
+    @property
+    def begin(self) -> str:
+        return f"<!-- {self.key}:begin -->"
+
+    @property
+    def end(self) -> str:
+        return f"<!-- {self.key}:end -->"
+
+    def committed(self, root: Path = ROOT) -> str:
+        """The section as it stands in the committed page."""
+        text = (root / self.file).read_text()
+        return text.split(self.begin, 1)[1].split(self.end, 1)[0].removeprefix("\n")
+
+    def write(self, root: Path = ROOT, *, check: bool = False) -> bool:
+        """Rewrite the section from its JSON (not when ``check``); whether the page differed."""
+        page = root / self.file
+        text = page.read_text()
+        new = _replace(text, self.begin, self.end, self.render(root))
+        if new != text and not check:
+            page.write_text(new)
+        return new != text
+
+
+def _json(root: Path, path: str) -> dict[str, Any]:
+    return json.loads((root / path).read_text())
+
+
+def _gpu(root: Path) -> str:
+    from activestream.benchmarks import headline
+
+    if not (root / GPU_BENCH).exists():
+        return (
+            f"No GPU run is committed yet. On a GPU machine, `{GPU_COMMAND}` writes one JSON "
+            f"(`{GPU_BENCH}`) and `activestream bench report` renders it here, unchanged "
+            "otherwise.\n"
+        )
+    return headline.headline(_json(root, GPU_BENCH))
+
+
+def _page(module: Any, slug: str, source: str) -> Callable[[Path], str]:
+    return lambda root: module.render_markdown(_json(root, f"docs/{slug}/{source}"))
+
+
+def sections() -> list[Section]:
+    """Every generated section of README.md and docs/, with how to render it."""
+    from activestream.benchmarks import (
+        encoded_throughput,
+        head_rescore,
+        headline,
+        knobs,
+        pool_scale,
+        real_loop,
+        study,
+    )
+
+    def bench(render: Callable[[dict[str, Any]], str]) -> Callable[[Path], str]:
+        return lambda root: render(_json(root, BENCH))
+
+    def study_page(root: Path) -> str:
+        data, machine = study.load(root / "docs" / "study")
+        return study.render_markdown(data, machine)
+
+    return [
+        Section("README.md", "bench", bench(headline.headline)),
+        Section("README.md", "bench_gpu", _gpu),
+        Section("README.md", "forgetting", bench(headline.forgetting)),
+        Section("README.md", "faults", bench(headline.faults)),
+        Section("README.md", "real_workloads", lambda root: render(load(root))),
+        Section("README.md", "active_learning", lambda root: render_learning(load_learning(root))),
+        Section("docs/bench.md", "bench_full", bench(headline.full)),
+        Section("docs/scaling.md", "scaling", bench(headline.scaling)),
+        Section("docs/study.md", "study", study_page),
+        Section("docs/pool-scale.md", "pool_scale", _page(pool_scale, "scale", "pool_scale.json")),
+        Section("docs/knobs.md", "knobs", _page(knobs, "knobs", "knobs.json")),
+        Section("docs/real-loop.md", "real_loop", _page(real_loop, "real-loop", "real_loop.json")),
+        Section(
+            "docs/head-rescore.md",
+            "head_rescore",
+            _page(head_rescore, "head-rescore", "head_rescore.json"),
+        ),
+        Section(
+            "docs/encoded-throughput.md",
+            "encoded_throughput",
+            _page(encoded_throughput, "encoded-throughput", "encoded_throughput.json"),
+        ),
+    ]
+
+
 def _replace(text: str, begin: str, end: str, section: str) -> str:
     head, rest = text.split(begin, 1)
     return head + begin + "\n" + section + end + rest.split(end, 1)[1]
 
 
+def write_all(root: Path = ROOT, *, check: bool = False) -> list[str]:
+    """Rewrite every generated section (only compare when ``check``); ``file:key`` of those
+    that differed from their JSON."""
+    return [f"{s.file}:{s.key}" for s in sections() if s.write(root, check=check)]
+
+
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = _replace(readme.read_text(), BEGIN, END, render(load()))
-    text = _replace(text, LEARNING_BEGIN, LEARNING_END, render_learning(load_learning()))
-    readme.write_text(text)
+    changed = write_all()
+    print("\n".join(f"rewrote {c}" for c in changed) or "every generated section is current")
 
 
 if __name__ == "__main__":

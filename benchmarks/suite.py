@@ -3,8 +3,10 @@
 Each benchmark module exposes ``run(quick, out) -> list[dict]``; a row is
 ``{"name": str, ...figures, "ratio": float | None}`` where the ratio compares with the baseline
 measured in the same run on the same cores (see each module for its direction). The suite writes
-``<out>/bench.json`` (``{"machine": {...}, "results": [...]}``), ``<out>/bench.md`` (the table
-the README shows) and the modules' plots, and prints the table.
+``<out>/bench.json`` (``{"machine": {...}, "results": [...]}``, machine including commit and
+package versions), ``<out>/bench.md`` (every row) and the modules' plots, and prints the
+headline table. ``activestream bench report`` renders the README's and docs' tables from the
+committed ``docs/bench/bench.json`` (:mod:`activestream.benchmarks.report`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from activestream.benchmarks import headline
 
 BENCHMARKS = {
     "throughput": "activestream.benchmarks.throughput",
@@ -25,12 +30,55 @@ BENCHMARKS = {
     "label_latency": "activestream.benchmarks.label_latency",
     "serve_latency": "activestream.benchmarks.serve_latency",
     "peer": "activestream.benchmarks.peer",
+    "forgetting": "activestream.benchmarks.forgetting",
+    "fault_recovery": "activestream.benchmarks.fault_recovery:suite",
 }
-_HIDDEN = {"name", "ratio", "points", "queries", "labels"}
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "ray",
+    "pyarrow",
+    "numpy",
+    "fastapi",
+    "scikit-learn",
+    "modAL-python",
+    "skorch",
+)
+
+
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=10
+    )
+    return done.stdout.strip()
+
+
+def commit() -> str | None:
+    """The checkout's commit (``+dirty`` when files differ from it), or None outside git."""
+    try:
+        head = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages the numbers depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on, when, from which commit, with which packages."""
     import ray
     import torch
 
@@ -58,27 +106,9 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "ray": ray.__version__,
         "when": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": commit(),
+        "packages": versions(),
     }
-
-
-def _figures(row: dict[str, Any]) -> str:
-    parts = []
-    for key, value in row.items():
-        if key in _HIDDEN:
-            continue
-        if isinstance(value, float):
-            value = f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-        parts.append(f"{key}={value}")
-    return ", ".join(parts)
-
-
-def table(results: list[dict[str, Any]]) -> str:
-    """Markdown: one line per result."""
-    lines = ["| benchmark | figures | ratio |", "|---|---|---|"]
-    for row in results:
-        ratio = "" if row.get("ratio") is None else f"{row['ratio']:.2f}"
-        lines.append(f"| {row['name']} | {_figures(row)} | {ratio} |")
-    return "\n".join(lines)
 
 
 def run_all(quick: bool, out: Path, only: list[str] | None = None) -> dict[str, Any]:
@@ -97,18 +127,16 @@ def run_all(quick: bool, out: Path, only: list[str] | None = None) -> dict[str, 
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # the suite prints its own progress
     report: dict[str, Any] = {"machine": machine(), "quick": quick, "results": []}
+    began_all = time.perf_counter()
     for i, name in enumerate(names, 1):
         began = time.perf_counter()
         print(f"[{i}/{len(names)}] {name}", flush=True)
-        module = importlib.import_module(BENCHMARKS[name])
-        report["results"].extend(module.run(quick, out))
+        module_name, _, function = BENCHMARKS[name].partition(":")
+        run = getattr(importlib.import_module(module_name), function or "run")
+        report["results"].extend({"benchmark": name, **row} for row in run(quick, out))
         print(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - began:.0f} s", flush=True)
-        (out / "bench.json").write_text(json.dumps(report, indent=2))  # partial results survive
-    header = (
-        f"Measured {report['machine']['when']} on {report['machine']['cores']} cores "
-        f"({report['machine']['cpu']}), GPUs: {', '.join(report['machine']['gpus']) or 'none'}"
-        f"{', quick mode' if quick else ''}.\n\n"
-    )
-    (out / "bench.md").write_text(header + table(report["results"]) + "\n")
-    print(header + table(report["results"]))
+        report["seconds"] = round(time.perf_counter() - began_all)
+        (out / "bench.json").write_text(json.dumps(report, indent=1))  # partial results survive
+    (out / "bench.md").write_text(headline.full(report))
+    print(headline.headline(report))
     return report

@@ -306,11 +306,22 @@ def cmd_fashion_mnist(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Every benchmark beside its baseline; bench.json, bench.md and plots under --out."""
+    """Every benchmark beside its baseline (bench.json, bench.md, plots), or the report."""
     try:
+        from activestream.benchmarks import report
         from activestream.benchmarks.suite import run_all
     except ImportError as err:  # pragma: no cover - an install without the benchmarks
         raise ActivestreamError(f"benchmarks are not installed: {err}") from None
+    if args.action == "report":
+        try:
+            changed = report.write_all(check=args.check)
+        except FileNotFoundError as err:
+            raise ActivestreamError(
+                f"{err.filename}: missing; run the report from a checkout of the repository"
+            ) from None
+        verb = "out of date:" if args.check else "rewrote"
+        print("\n".join(f"{verb} {c}" for c in changed) or "every generated section is current")
+        return 1 if args.check and changed else 0
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     try:
         run_all(args.quick, Path(args.out), only)
@@ -389,7 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks beside their baselines, table and plots")
-    bench.add_argument("--quick", action="store_true", help="laptop-sized, under 10 minutes")
+    bench.add_argument(
+        "action",
+        nargs="?",
+        choices=["run", "report"],
+        default="run",
+        help="run the benchmarks (default), or render every README/docs table from its JSON",
+    )
+    bench.add_argument("--quick", action="store_true", help="laptop-sized")
+    bench.add_argument(
+        "--check", action="store_true", help="report: list out-of-date sections, write nothing"
+    )
     bench.add_argument("--out", default="results/bench")
     bench.add_argument(
         "--only", help="comma-separated subset: throughput,broadcast,label_latency,..."

@@ -41,6 +41,11 @@ def init_ray(cfg: RayConfig) -> None:
     # it ever served. The local cluster's processes inherit this environment.
     for name in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
         os.environ.setdefault(name, "30")
+    # Ray starts every worker at nice 15, Serve's proxy and replica included, so serving would
+    # compete with training and scoring on equal terms. Started at 0, the workers that must
+    # answer at once (Serve, ledger, queue) come first, and the trainer's thread (nice 10) and
+    # the scorers (15) step down below them (``training.nice``, ``scoring.nice``).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(
         # "local" always starts a new cluster: Ray would otherwise attach to any cluster it
         # finds running on this machine (another user's, another test run) and fail on num_cpus.

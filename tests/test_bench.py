@@ -1,11 +1,23 @@
-"""The benchmark suite's plumbing, and its measurements on tiny inputs (so they do not rot)."""
+"""The benchmark suite: its baselines do the pool's work, its load is real, its tables render."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
 
 import pytest
 from clirun import run_cli
 
-from activestream.benchmarks import suite, throughput
+from activestream.benchmarks import baselines, headline, loadgen, suite, throughput
+from activestream.benchmarks.serve_latency import plain_app
 from activestream.config import Config
+from activestream.pipelines.runtime import free_port
+from activestream.sources.shards import ground_truth
 from activestream.sources.synthetic import make_synthetic_shards
+
+BENCH = Path(__file__).resolve().parents[1] / "docs" / "bench" / "bench.json"
 
 
 def test_an_unknown_benchmark_is_a_one_line_error(tmp_path):
@@ -13,32 +25,98 @@ def test_an_unknown_benchmark_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "activestream: error: unknown benchmark 'nope'; choose from "
-        "throughput, rounds, broadcast, label_latency, serve_latency, peer"
+        "throughput, rounds, broadcast, label_latency, serve_latency, peer, forgetting, "
+        "fault_recovery"
     )
 
 
-def test_the_table_shows_each_result_with_its_ratio():
-    text = suite.table(
-        [
-            {"name": "scoring_x", "bare_rows_s": 1234.5, "pool_rows_s": 1100.0, "ratio": 0.891},
-            {"name": "latency", "p50_s": 0.21, "ratio": None},
-        ]
-    )
-    lines = text.splitlines()
-    assert lines[2] == "| scoring_x | bare_rows_s=1,234, pool_rows_s=1,100 | 0.89 |"
-    assert lines[3] == "| latency | p50_s=0.21 |  |"
-
-
-def test_the_machine_record_names_cores_and_versions():
+def test_the_machine_record_names_the_commit_and_the_package_versions():
     record = suite.machine()
     assert record["cores"] >= 1
-    assert {"cpu", "torch", "ray", "gpus"} <= record.keys()
+    assert record["packages"]["torch"].split("+")[0] == record["torch"].split("+")[0]
+    assert record["packages"]["ray"] == record["ray"]
+    assert record["commit"] is None or len(record["commit"].split("+")[0]) == 12
+
+
+def test_dataloader_settings_cover_workers_and_threads_up_to_the_cores():
+    assert baselines.settings(2) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(w <= 16 and t <= 16 for w, t in baselines.settings(16))
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("shards")
+    return make_synthetic_shards(str(root), 600, rows_per_shard=200, progress=False)
+
+
+def _cfg() -> Config:
+    return Config().with_overrides({"scoring.batch_size": 100, "sampling.candidates": 50})
+
+
+def test_both_baselines_score_every_row_and_keep_the_same_top_k(small_shards):
+    cfg = _cfg()
+    single = baselines.single_process(cfg, small_shards, threads=1)
+    loader = baselines.dataloader(cfg, small_shards, workers=2, threads=1)
+    assert single.result.rows == loader.result.rows == 600
+    assert len(single.result.top.ids) == 50
+    assert throughput.same_top_k(single.result, loader.result)
+
+
+def test_same_top_k_notices_a_different_score(small_shards):
+    single = baselines.single_process(_cfg(), small_shards, threads=1)
+    changed = copy.deepcopy(single.result)
+    changed.top.scores[3] += 1e-3
+    assert not throughput.same_top_k(single.result, changed)
 
 
 @pytest.mark.slow
-def test_the_scorer_pool_and_the_bare_loop_score_the_same_rows(ray_session, tmp_path):
-    shards = make_synthetic_shards(str(tmp_path), 600, rows_per_shard=200, progress=False)
-    cfg = Config().with_overrides({"scoring.batch_size": 100})
-    bare = throughput.bare_loop(cfg, shards, threads=1)
-    whole, warm = throughput.ray_pass(cfg, shards, cycles=2)
-    assert bare > 0 and whole > 0 and warm > 0
+def test_the_scorer_pool_keeps_the_rows_and_scores_of_the_baseline(ray_session, small_shards):
+    cfg = _cfg()
+    single = baselines.single_process(cfg, small_shards, threads=1)
+    whole, warm, result = throughput.ray_pass(cfg, small_shards, cycles=2)
+    assert result.rows == 2 * 600
+    assert throughput.same_top_k(single.result, result)
+    assert whole > 0 and warm > 0
+
+
+def test_the_load_labels_leased_items_once_each_through_the_baselines_log(small_shards):
+    truth = ground_truth(small_shards)
+    with plain_app(small_shards, free_port()) as base:
+        result = asyncio.run(loadgen.drive(base, 100.0, 120, truth, seed=1))
+    assert result["requests"] == 120 and result["errors"] == 0
+    assert result["queries"]["requests"] == result["labels"]["requests"] == 60
+    assert result["labels_for_leased"] + result["labels_for_unasked"] == 60
+    assert result["labels_for_leased"] >= 50  # leases answer long before the next label leaves
+    assert result["p99_ms"] >= result["p50_ms"] > 0
+
+
+def test_held_rate_stops_at_the_first_rate_over_the_goal():
+    rows = [
+        {"rate": 50, "p99_ms": 10.0, "errors": 0},
+        {"rate": 100, "p99_ms": 40.0, "errors": 1},
+        {"rate": 200, "p99_ms": 20.0, "errors": 0},
+    ]
+    from activestream.benchmarks.serve_latency import held_rate
+
+    assert held_rate(rows) == 50
+
+
+def test_a_changed_number_in_the_committed_run_changes_the_readme_table():
+    data = json.loads(BENCH.read_text())
+    before = headline.headline(data)
+    row = next(r for r in data["results"] if r["name"] == "scoring_digits_cnn")
+    row["dataloader_rows_s"] += 1000.0
+    assert headline.headline(data) != before
+
+
+def test_the_committed_run_kept_the_same_top_k_for_every_scoring_method():
+    data = json.loads(BENCH.read_text())
+    scoring = [r for r in data["results"] if r["name"].startswith("scoring_")]
+    assert scoring and all(r["same_top_k"] for r in scoring)
+    assert all(len(set(r["rows_scored"].values())) == 1 for r in scoring)
+
+
+def test_every_serving_figure_of_the_committed_run_has_at_least_2000_requests():
+    data = json.loads(BENCH.read_text())
+    figures = [r for r in data["results"] if r["name"].endswith("rps")]
+    assert figures and all(r["requests"] >= 2000 for r in figures)

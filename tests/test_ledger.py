@@ -119,6 +119,66 @@ def test_labels_reach_the_trainer_and_retire_from_the_queue(tmp_path, digits):
     assert queue.stats()["labeled"] == 6
 
 
+def test_in_background_mode_batches_reach_trainer_and_queue_in_order_exactly_once(tmp_path, digits):
+    import threading
+
+    pool, truth = digits
+    trainer, queue = make_trainer(pool), QueryQueue()
+    ledger = LabelLedger(
+        str(tmp_path),
+        items=ItemStore(pool),
+        downstream=LocalDownstream(trainer, queue),
+        sync_seconds=60,
+        background=True,
+    )
+    ledger.start()
+    try:
+        writers = [
+            threading.Thread(
+                target=lambda w=w: [
+                    ledger.add(labels(truth, 2, start=20 * w + 2 * i)) for i in range(10)
+                ]
+            )
+            for w in range(6)
+        ]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        assert ledger.flush(timeout=30)
+        assert trainer.held_labels() == ledger.labels()
+        assert trainer.labels_seen == 120 == trainer.applied  # none twice, none skipped
+        assert queue.stats()["labeled"] == 120
+    finally:
+        ledger.stop()
+
+
+def test_in_background_mode_a_down_trainer_still_gets_every_label_from_the_catch_up(
+    tmp_path, digits
+):
+    pool, truth = digits
+    trainer, queue = make_trainer(pool), QueryQueue()
+    downstream = LocalDownstream(trainer, queue)
+    ledger = LabelLedger(
+        str(tmp_path),
+        items=ItemStore(pool),
+        downstream=downstream,
+        sync_seconds=60,
+        background=True,
+    )
+    ledger.start()
+    try:
+        downstream.down = True
+        assert ledger.add(labels(truth, 5)).accepted == 5  # durable: answered while down
+        assert ledger.flush(timeout=30)
+        assert ledger.status()["trainer_ok"] is False and trainer.labels_seen == 0
+        downstream.down = False
+        assert ledger.catch_up()
+        assert trainer.held_labels() == ledger.labels()
+    finally:
+        ledger.stop()
+
+
 def test_labels_are_accepted_while_the_trainer_is_down_and_reach_it_later(tmp_path, digits):
     pool, truth = digits
     trainer, queue = make_trainer(pool), QueryQueue()

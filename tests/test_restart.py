@@ -158,6 +158,10 @@ def test_a_whole_service_restart_continues_labels_and_versions(tmp_path, how):
             while version < 3 and model(base)["version"] < version:
                 assert time.monotonic() < deadline, f"no version {version} after {k + 16} labels"
                 time.sleep(0.2)
+        deadline = time.monotonic() + 60  # accepted labels reach the trainer just after the 200
+        while model(base)["labels_seen"] < 40:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         before = model(base)
     finally:
         stop(proc, how)

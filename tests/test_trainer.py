@@ -1,3 +1,5 @@
+import os
+import threading
 import time
 
 import numpy as np
@@ -5,7 +7,7 @@ import pytest
 
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import LabelConflict, LabelError
-from activestream.actors.trainer import Trainer, TrainerService
+from activestream.actors.trainer import Trainer, TrainerService, _lower_priority, _Reservoir
 from activestream.actors.weights import WeightsBoard
 from activestream.config import Config, ModelConfig, TrainingConfig
 from activestream.sources.resolve import resolve_dataset
@@ -223,3 +225,97 @@ def test_the_trainer_holds_only_the_pixels_its_policy_can_still_draw(digits, pol
         trainer.partial_fit()
     assert trainer.labels_seen == 24
     assert trainer.held_rows == most
+
+
+def test_replay_draws_come_from_the_reservoir_as_it_is_now():
+    reservoir = _Reservoir(4, np.random.default_rng(0))
+    reservoir.add(range(4))
+    assert set(reservoir.sample(200, None, now=4).tolist()) == {0, 1, 2, 3}
+    reservoir.add(range(4, 400))  # replaces rows in place: no draw may come from a stale copy
+    assert set(reservoir.sample(200, None, now=400).tolist()) == set(reservoir.rows)
+    newest = max(reservoir.rows)
+    assert np.mean(reservoir.sample(400, 1.0, now=400) == newest) > 0.5
+    reservoir.load([7, 8], seen=10)  # a checkpoint's
+    assert set(reservoir.sample(200, None, now=400).tolist()) == {7, 8}
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities (Linux)")
+@pytest.mark.parametrize(
+    ("start", "nice", "expected"),
+    [(0, 10, 10), (15, 10, 16), (19, 10, 19), (15, 0, 15)],
+)
+def test_the_training_thread_lands_below_requests_but_not_on_the_floor(start, nice, expected):
+    # Ray starts its workers at nice 15: training must not fall to 19, the scorers' level.
+    seen = []
+
+    def body():
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) > start:
+            seen.append(None)  # already lower than the case needs (raising needs privilege)
+            return
+        os.setpriority(os.PRIO_PROCESS, tid, start)
+        _lower_priority(nice)
+        seen.append(os.getpriority(os.PRIO_PROCESS, tid))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    if seen == [None]:
+        pytest.skip("this process already runs at a lower priority")
+    assert seen == [expected]
+
+
+def test_the_service_reports_what_its_last_update_spent_training_and_publishing(digits):
+    pool, _, truth = digits
+    published = []
+
+    def publish(weights):
+        time.sleep(0.05)  # a slow board
+        published.append(weights.version)
+
+    service = TrainerService(
+        training=TrainingConfig(buffer_size=4, steps_per_update=2),
+        model=ModelConfig(),
+        items=ItemStore(pool),
+        publish=publish,
+        put=lambda state: state,
+    )
+    assert service.model_info()["last_update_version"] == -1
+    service.start()
+    service.add_labels(first_labels(truth, 4))
+    deadline = time.monotonic() + 30
+    while service.model_info()["last_update_version"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    info = service.model_info()
+    service.stop()
+    assert published == [0, 1]
+    assert info["last_update_version"] == info["version"] == 1
+    assert 0 < info["last_train_seconds"] < info["last_update_seconds"]
+    assert 0 < info["last_train_cpu_seconds"]
+    assert info["last_publish_seconds"] >= 0.05
+    assert info["last_update_seconds"] == pytest.approx(
+        info["last_train_seconds"] + info["last_publish_seconds"]
+    )
+
+
+def test_waiting_for_a_publication_returns_as_soon_as_one_is_out(digits):
+    pool, _, truth = digits
+    service = TrainerService(
+        training=TrainingConfig(buffer_size=4, steps_per_update=2),
+        model=ModelConfig(),
+        items=ItemStore(pool),
+        publish=lambda weights: None,
+        put=lambda state: state,
+    )
+    assert service.wait_published(-1, timeout=0.01) == -1  # nothing published yet
+    service.start()
+    assert service.wait_published(-1, timeout=5) == 0  # already out: no wait
+    began = time.monotonic()
+    assert service.wait_published(0, timeout=0.2) == 0  # nothing new: the timeout
+    assert time.monotonic() - began >= 0.2
+    threading.Timer(0.2, service.add_labels, [first_labels(truth, 4)]).start()
+    began = time.monotonic()
+    assert service.wait_published(0, timeout=30) == 1
+    waited = time.monotonic() - began
+    service.stop()
+    assert 0.2 <= waited < 30

@@ -1,0 +1,268 @@
+"""Tables of ``activestream bench`` results, rendered from its ``bench.json`` alone.
+
+:func:`headline` is the README's table: one line per claim, activestream's figure beside the
+strongest baseline measured in the same run, the ratio, and the weaker baselines labelled.
+:func:`full` is every row of the run (``docs/bench.md``); :func:`scaling` the figures
+``docs/scaling.md`` reasons from; :func:`forgetting` and :func:`faults` the README's tables of
+those two benchmarks. Nothing here measures: change a number in the JSON and the text changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GOAL_LABEL_TO_VERSION_S = 0.25  # p50 at buffer 16, on 2 cores
+GOAL_SERVE_P99_MS = 100.0
+
+
+def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in data["results"]}
+
+
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"**{ratio:.2f}x**"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
+
+
+def machine_line(data: dict[str, Any]) -> str:
+    """Where, when, from which commit and with which packages the run was made."""
+    m = data["machine"]
+    p = m.get("packages", {})
+    pkgs = ", ".join(f"{k} {v}" for k, v in p.items() if v) or f"torch {m['torch']}"
+    gpus = ", ".join(m["gpus"]) or "no GPU"
+    mode = "quick mode" if data.get("quick") else "full mode"
+    took = f", {data['seconds'] / 60:.0f} min in all" if data.get("seconds") else ""
+    return (
+        f"Measured {m['when']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
+        f"{gpus}; {mode}{took}; commit {m.get('commit') or 'unknown'}; Python {m['python']}, "
+        f"{pkgs}."
+    )
+
+
+def _scoring(r: dict[str, Any], title: str) -> str:
+    return (
+        f"| {title}, {r['rows']:,} rows | warm pool ({r['pool']}): "
+        f"{r['pool_warm_rows_s']:,.0f} rows/s | DataLoader ({r['dataloader_best_setting']}): "
+        f"{r['dataloader_rows_s']:,.0f} rows/s | {_x(r['ratio'])} | one process: "
+        f"{r['single_process_rows_s']:,.0f} rows/s ({r['single_process_ratio']:.2f}x); one cold "
+        f"pass: {r['pool_cold_rows_s']:,.0f} rows/s ({r['cold_ratio']:.2f}x); same top-k: "
+        f"{'yes' if r['same_top_k'] else 'NO'} |"
+    )
+
+
+def _broadcast(r: dict[str, Any], title: str) -> str:
+    return (
+        f"| weight broadcast, {title} ({r['state_mb']:.1f} MB) to {r['actors']} scorers | "
+        f"board (one `ray.put`, scorers pull): {_ms(r['board_ms'])} | one `ray.put`, "
+        f"reference passed to each: {_ms(r['ref_ms'])} | {_x(r['ratio'])} | by value to each: "
+        f"{_ms(r['by_value_ms'])} |"
+    )
+
+
+def _serve(rows: dict[str, dict[str, Any]], variant: str, title: str, rate: int) -> str | None:
+    r = rows.get(f"serve_{variant}_{rate}rps")
+    plain = rows.get(f"serve_plain_{rate}rps")
+    held, plain_held = rows.get(f"serve_{variant}_held_rate"), rows.get("serve_plain_held_rate")
+    if r is None or plain is None:
+        return None
+
+    def held_text(h: dict[str, Any] | None) -> str:
+        if h is None:
+            return "-"
+        return "none tried" if h["held_rps"] is None else f"{h['held_rps']:.0f} req/s"
+
+    return (
+        f"| Serve, {title}, {rate} req/s ({r['requests']:,} requests, lease + fresh label) | "
+        f"p50 {_ms(r['p50_ms'])}, p99 {_ms(r['p99_ms'])}, max {_ms(r['max_ms'])}, "
+        f"{r['errors']} errors | plain FastAPI, same work: p99 {_ms(plain['p99_ms'])} | "
+        f"{r['ratio']:.1f}x the p99 | largest rate with p99 < {GOAL_SERVE_P99_MS:.0f} ms: "
+        f"{held_text(held)} (plain: {held_text(plain_held)}); load generator "
+        f"{r['generator_cpu_per_wall_s']:.0%} of a core |"
+    )
+
+
+def headline(data: dict[str, Any]) -> str:
+    """The README's table: every claim beside its strongest baseline from the same run."""
+    rows = _rows(data)
+    lines = [
+        machine_line(data),
+        "",
+        "| benchmark | activestream | strongest baseline, same run | ratio | also measured |",
+        "|---|---|---|---|---|",
+    ]
+    for name, title in (
+        ("scoring_digits_cnn", "scoring, digits CNN, 3x32x32"),
+        ("scoring_resnet18", "scoring, resnet18, 3x32x32"),
+    ):
+        if name in rows:
+            lines.append(_scoring(rows[name], title))
+    if "loop_label_to_scorer" in rows:
+        r = rows["loop_label_to_scorer"]
+        lines.append(
+            f"| label -> first score with the new version, running loop | warm scorers: p50 "
+            f"{r['stream_p50_s']:.2f} s | a fresh Ray Data pass per round: p50 "
+            f"{r['fresh_pass_p50_s']:.2f} s | {_x(r['ratio'])} | round: "
+            f"{r['stream_round_s']:.2f} s vs {r['fresh_pass_round_s']:.2f} s |"
+        )
+    for model, title in (("resnet18", "resnet18"), ("digits_cnn", "digits CNN")):
+        if f"broadcast_{model}_8" in rows:
+            lines.append(_broadcast(rows[f"broadcast_{model}_8"], title))
+    latency = [r for r in data["results"] if r["name"].startswith("label_to_model_buffer_")]
+    if latency:
+        by = {r["buffer_size"]: r for r in latency}
+        sizes = sorted(by)
+        mid = by.get(16, by[sizes[len(sizes) // 2]])
+        met = "met" if mid["p50_s"] < GOAL_LABEL_TO_VERSION_S else "not met"
+        p50 = " / ".join(f"{by[b]['p50_s']:.2f}" for b in sizes)
+        p99 = " / ".join(f"{by[b]['p99_s']:.2f}" for b in sizes)
+        lines.append(
+            f"| label -> new version at `/model`, digits CNN, buffer "
+            f"{' / '.join(map(str, sizes))} | p50 {p50} s, p99 {p99} s | goal: p50 < "
+            f"{GOAL_LABEL_TO_VERSION_S * 1000:.0f} ms at buffer {mid['buffer_size']} | {met} | "
+            f"{mid['samples']} samples per buffer size |"
+        )
+    for variant, title in (("idle", "idle (no scoring pass)"), ("live", "live (rounds refill)")):
+        rates = [
+            r["rate"]
+            for r in data["results"]
+            if r.get("variant") == variant
+            and "rate" in r
+            and f"serve_plain_{r['rate']:.0f}rps" in rows
+        ]
+        rate = 200 if 200 in rates else max(rates, default=None)
+        line = None if rate is None else _serve(rows, variant, title, int(rate))
+        if line:
+            lines.append(line)
+    if "al_vs_modal_labels" in rows:
+        lab, wall = rows["al_vs_modal_labels"], rows["al_vs_modal_wall"]
+
+        def need(n: int | None) -> str:
+            return "not reached" if n is None else f"{n} labels"
+
+        lines.append(
+            f"| labels to {lab['target_accuracy']:.2f} accuracy, digits, entropy, "
+            f"{lab['seeds']} seeds, budget {lab['budget']} ({lab['device']}) | "
+            f"{need(lab['activestream_labels'])}; final {lab['activestream_final_accuracy']:.3f}"
+            f" ± {lab['activestream_final_accuracy_std']:.3f}"
+            f" | modAL + skorch, refit per query, same device: {need(lab['modal_labels'])}; final "
+            f"{lab['modal_final_accuracy']:.3f} ± {lab['modal_final_accuracy_std']:.3f} | "
+            f"{_x(lab['ratio'])} the labels | {wall['activestream_seconds']:.1f} s vs "
+            f"{wall['modal_seconds']:.1f} s per run ({wall['ratio']:.1f}x faster) |"
+        )
+    if "scale_digits_cnn" in rows:
+        r = rows["scale_digits_cnn"]
+        pts = {p["rows"]: p for p in r["points"]}
+        small, big = pts[min(pts)], pts[max(pts)]
+        lines.append(
+            f"| one scoring round, {small['rows']:,} -> {big['rows']:,} rows, shards of "
+            f"{r['settings']['rows_per_shard']:,} | {small['seconds']:.1f} s -> "
+            f"{big['seconds']:.1f} s | linear time | {r['ratio']:.2f}x the time per row | "
+            f"peak memory above the start {small['peak_pss_mb']:,.0f} -> "
+            f"{big['peak_pss_mb']:,.0f} MB ({r['peak_pss_ratio']:.2f}x) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def forgetting(data: dict[str, Any]) -> str:
+    """The README's forgetting table."""
+    rows = [r for r in data["results"] if r["name"].startswith("forgetting_")]
+    lines = [
+        "| policy | accuracy on classes 0-1 at the end | accuracy on all classes | training time |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['policy']} | {r['first_classes_accuracy']:.3f} | "
+            f"{r['all_classes_accuracy']:.3f} | {r['train_seconds']:.1f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def faults(data: dict[str, Any]) -> str:
+    """The README's sentence on the trainer killed under load."""
+    r = _rows(data)["fault_trainer_killed"]
+    errors = ", ".join(f"{k} {v}" for k, v in r["errors"].items() if v) or "none"
+    back = r["recovery_seconds"]
+    back_text = "did not come back" if back is None else f"is back after {back:.1f} s"
+    return (
+        f"Under {r['rate']:.0f} requests/s the trainer's process is SIGKILLed mid-stream; it "
+        f"{back_text} (healthy, `/model` answering), {r['labels_acked'] - r['labels_lost']} of "
+        f"{r['labels_acked']} acknowledged labels are held, and the non-2xx answers by route "
+        f"are: {errors}.\n"
+    )
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+_SKIP = {"benchmark", "name", "ratio", "points", "settings", "by_process"}
+
+
+def full(data: dict[str, Any]) -> str:
+    """Every row of the run, grouped by benchmark (``docs/bench.md``)."""
+    lines = [machine_line(data), ""]
+    current = None
+    for r in data["results"]:
+        if r.get("benchmark") != current:
+            current = r.get("benchmark")
+            lines += ["", f"### {current}", "", "| row | figures | ratio |", "|---|---|---|"]
+        figures = ", ".join(f"{k}: {_cell(v)}" for k, v in r.items() if k not in _SKIP)
+        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3g}"
+        lines.append(f"| {r['name']} | {figures} | {ratio} |")
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def scaling(data: dict[str, Any]) -> str:
+    """Per-scorer and per-trainer figures ``docs/scaling.md`` extrapolates from."""
+    rows = _rows(data)
+    lines = [
+        machine_line(data),
+        "",
+        "| figure | measured | what it bounds |",
+        "|---|---|---|",
+    ]
+    for name, title in (("scoring_digits_cnn", "digits CNN"), ("scoring_resnet18", "resnet18")):
+        if name in rows:
+            r = rows[name]
+            scorers = int(r["pool"].split()[0])
+            lines.append(
+                f"| scoring, {title}, warm pool of {r['pool']} | {r['pool_warm_rows_s']:,.0f} "
+                f"rows/s, {r['pool_warm_rows_s'] / scorers:,.0f} per scorer | rows/s ≈ scorers x "
+                "rows/s per scorer while the readers keep up |"
+            )
+    for model in ("digits_cnn", "resnet18"):
+        mine = sorted(
+            (r for r in data["results"] if r["name"].startswith(f"broadcast_{model}_")),
+            key=lambda r: r["actors"],
+        )
+        if mine:
+            pts = ", ".join(f"{r['actors']}: {_ms(r['board_ms'])}" for r in mine)
+            lines.append(
+                f"| weight broadcast, {model} ({mine[0]['state_mb']:.1f} MB), board, by scorer "
+                f"count | {pts} | grows with scorers per node, not with nodes |"
+            )
+    latency = {r.get("buffer_size"): r for r in data["results"] if "buffer_size" in r}
+    if 16 in latency:
+        r = latency[16]
+        lines.append(
+            f"| label -> new version, buffer 16 | p50 {r['p50_s']:.2f} s | one trainer: labels/s "
+            "it absorbs = buffer / (time per update) |"
+        )
+    if "scale_digits_cnn" in rows:
+        r = rows["scale_digits_cnn"]
+        pts = ", ".join(f"{p['rows']:,}: {p['seconds']:.1f} s" for p in r["points"])
+        lines.append(
+            f"| one round by pool size (shards of {r['settings']['rows_per_shard']:,}) | {pts} "
+            "| memory follows shard size x read concurrency, not the pool |"
+        )
+    return "\n".join(lines) + "\n"
