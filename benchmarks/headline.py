@@ -37,11 +37,18 @@ def machine_line(data: dict[str, Any]) -> str:
     gpus = ", ".join(m["gpus"]) or "no GPU"
     mode = "quick mode" if data.get("quick") else "full mode"
     took = f", {data['seconds'] / 60:.0f} min in all" if data.get("seconds") else ""
-    return (
+    line = (
         f"Measured {m['when']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
         f"{gpus}; {mode}{took}; commit {m.get('commit') or 'unknown'}; Python {m['python']}, "
         f"{pkgs}."
     )
+    for run in data.get("runs", [])[1:]:
+        r = run["machine"]
+        line += (
+            f" Rerun on the same machine {r['when']}, commit {r.get('commit') or 'unknown'}: "
+            f"{', '.join(run['benchmarks'])}."
+        )
+    return line
 
 
 def _scoring(r: dict[str, Any], title: str) -> str:

@@ -129,7 +129,7 @@ def run_modal(cfg: Config, pool: ShardSet, test: ShardSet, *, seed: int, budget:
         torch.manual_seed(seed)  # shuffling and dropout; build_model seeds the initial weights
         net = classifier(
             module=build_model,  # a callable, so every fit builds a fresh network
-            module__arch=cfg.model.factory,
+            module__factory=cfg.model.factory,
             module__shape=tuple(pool.shape),
             module__num_classes=num_classes,
             module__dropout=cfg.model.dropout,

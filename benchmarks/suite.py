@@ -111,8 +111,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_all(quick: bool, out: Path, only: list[str] | None = None) -> dict[str, Any]:
-    """Run the chosen benchmarks (all by default) and write bench.json and bench.md."""
+def run_all(
+    quick: bool, out: Path, only: list[str] | None = None, *, merge: bool = False
+) -> dict[str, Any]:
+    """Run the chosen benchmarks (all by default) and write bench.json and bench.md.
+
+    With ``merge``, rows of the other benchmarks already in ``out/bench.json`` are kept and
+    the record lists each run's machine, date and commit (``runs``), so a table never hides
+    that its rows came from two runs.
+    """
     from activestream.config import Config
     from activestream.pipelines.runtime import init_ray
 
@@ -127,6 +134,19 @@ def run_all(quick: bool, out: Path, only: list[str] | None = None) -> dict[str, 
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # the suite prints its own progress
     report: dict[str, Any] = {"machine": machine(), "quick": quick, "results": []}
+    previous, spent = out / "bench.json", 0
+    if merge and previous.exists():
+        old = json.loads(previous.read_text())
+        kept = [r for r in old["results"] if r.get("benchmark") not in names]
+        runs = old.get("runs") or [
+            {"benchmarks": sorted({r["benchmark"] for r in kept}), "machine": old["machine"]}
+        ]
+        report = {
+            **old,
+            "results": kept,
+            "runs": [*runs, {"benchmarks": names, "machine": report["machine"]}],
+        }
+        spent = old.get("seconds", 0)
     began_all = time.perf_counter()
     for i, name in enumerate(names, 1):
         began = time.perf_counter()
@@ -135,7 +155,7 @@ def run_all(quick: bool, out: Path, only: list[str] | None = None) -> dict[str, 
         run = getattr(importlib.import_module(module_name), function or "run")
         report["results"].extend({"benchmark": name, **row} for row in run(quick, out))
         print(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - began:.0f} s", flush=True)
-        report["seconds"] = round(time.perf_counter() - began_all)
+        report["seconds"] = spent + round(time.perf_counter() - began_all)
         (out / "bench.json").write_text(json.dumps(report, indent=1))  # partial results survive
     (out / "bench.md").write_text(headline.full(report))
     print(headline.headline(report))

@@ -324,7 +324,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 1 if args.check and changed else 0
     only = [name.strip() for name in args.only.split(",")] if args.only else None
     try:
-        run_all(args.quick, Path(args.out), only)
+        run_all(args.quick, Path(args.out), only, merge=args.merge)
     except ValueError as err:
         raise ActivestreamError(str(err)) from None
     except ModuleNotFoundError as err:
@@ -410,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="laptop-sized")
     bench.add_argument(
         "--check", action="store_true", help="report: list out-of-date sections, write nothing"
+    )
+    bench.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other benchmarks' rows of --out/bench.json (each run is recorded)",
     )
     bench.add_argument("--out", default="results/bench")
     bench.add_argument(
