@@ -81,15 +81,25 @@ def _serve(rows: dict[str, dict[str, Any]], variant: str, title: str, rate: int)
     def held_text(h: dict[str, Any] | None) -> str:
         if h is None:
             return "-"
-        return "none tried" if h["held_rps"] is None else f"{h['held_rps']:.0f} req/s"
+        if h["held_rps"] is None:
+            return f"none of {', '.join(f'{x:.0f}' for x in h['rates_tried'])} req/s"
+        return f"{h['held_rps']:.0f} req/s"
+
+    every = ", ".join(
+        f"{x['rate']:.0f}: {_ms(x['p99_ms'])}"
+        for x in sorted(
+            (x for x in rows.values() if x.get("variant") == variant and "rate" in x),
+            key=lambda x: x["rate"],
+        )
+    )
 
     return (
         f"| Serve, {title}, {rate} req/s ({r['requests']:,} requests, lease + fresh label) | "
         f"p50 {_ms(r['p50_ms'])}, p99 {_ms(r['p99_ms'])}, max {_ms(r['max_ms'])}, "
         f"{r['errors']} errors | plain FastAPI, same work: p99 {_ms(plain['p99_ms'])} | "
         f"{r['ratio']:.1f}x the p99 | largest rate with p99 < {GOAL_SERVE_P99_MS:.0f} ms: "
-        f"{held_text(held)} (plain: {held_text(plain_held)}); load generator "
-        f"{r['generator_cpu_per_wall_s']:.0%} of a core |"
+        f"{held_text(held)} (plain: {held_text(plain_held)}); p99 by rate: {every}; load "
+        f"generator {r['generator_cpu_per_wall_s']:.0%} of a core |"
     )
 
 
