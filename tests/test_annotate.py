@@ -17,7 +17,7 @@ def session(run_service, tmp_path_factory):
         {
             "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
             "training.buffer_size": 8,
-            "training.steps_per_update": 10,
+            "training.steps_per_update": 20,  # a clear margin over the 0.2 floor below
             "sampling.warmup_labels": 16,
             "sampling.warmup_accuracy": 0.3,
             "sampling.sampler": "auto",  # the whole bandit path, through real actors

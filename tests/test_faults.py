@@ -53,7 +53,10 @@ def test_while_the_trainer_restarts_labels_are_accepted_and_queries_served(servi
     fault_recovery.kill_trainer(service["trainer"])()
     posted = requests.post(f"{base}/labels", json={"labels": take(service, 2)}, headers=AUTH)
     assert posted.status_code == 200, posted.text
-    health = requests.get(f"{base}/healthz", timeout=10).json()
+    deadline = time.monotonic() + 10  # the ledger notices when it hands the labels on
+    while (health := requests.get(f"{base}/healthz", timeout=10).json())["status"] == "ok":
+        assert time.monotonic() < deadline, "never degraded while the trainer was down"
+        time.sleep(0.05)
     assert health["status"] == "degraded" and health["reason"]
     assert requests.get(f"{base}/queries?n=2", timeout=10).status_code == 200
     model = requests.get(f"{base}/model", timeout=30)
