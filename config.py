@@ -42,6 +42,16 @@ class StorageConfig(_Section):
     anon: bool = False
     key: str | None = None
     secret: str | None = None
+    connect_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds to wait for a connection to the S3 endpoint before trying again.",
+    )
+    retries: int = Field(
+        3,
+        ge=1,
+        description="Attempts per S3 request, so a stopped endpoint fails in seconds, not minutes.",
+    )
 
 
 class DataConfig(_Section):
@@ -89,9 +99,10 @@ class ModelConfig(_Section):
     @field_validator("factory")
     @classmethod
     def _known_factory(cls, name: str) -> str:
-        from activestream.models.registry import resolve
+        from activestream.models.registry import model_names, resolve
 
-        resolve(name)  # imports an import string now, so a typo fails before anything starts
+        if name not in model_names():  # a registered name imports its torch code when built
+            resolve(name)  # an import string imports now, so a typo fails before anything starts
         return name
 
     @field_validator("resize", mode="before")

@@ -13,3 +13,11 @@ class ConfigError(ActivestreamError, ValueError):
 
 class DataError(ActivestreamError, ValueError):
     """A data source is unreadable, empty or misses a column; the message names the file."""
+
+
+class StorageError(ActivestreamError):
+    """Storage cannot be used: missing bucket, denied access, unreachable endpoint, full disk.
+
+    The message names the URI and the cause, because the fix (credentials, bucket name, a stopped
+    server) lies with whoever runs the service, not in the code.
+    """

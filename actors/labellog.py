@@ -134,10 +134,33 @@ class LabelLog:
     def _append_local(self, payload: bytes, count: int) -> None:
         if self._handle is None or self._segment_count >= self.segment_records:
             self._open_segment()
-        self._handle.write(payload)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        end = self._handle.tell()
+        try:
+            self._handle.write(payload)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError:
+            self._rewind(end)
+            raise
         self._segment_count += count
+
+    def _rewind(self, end: int) -> None:
+        """Cut a failed write (a full or failing disk) back to the last whole record.
+
+        Otherwise its partial line would sit in the middle of the segment once a later append
+        succeeds, and that segment would no longer parse. The handle is reopened on the next
+        append; if even the cut fails, reopening the log drops the torn tail as after a crash.
+        """
+        handle, self._handle = self._handle, None
+        path = self._segments[-1][1]
+        try:
+            handle.close()
+        except OSError:
+            pass  # its buffer could not be written either: the cut below removes any part of it
+        try:
+            os.truncate(path, end)
+        except OSError:
+            pass
 
     def _open_segment(self) -> None:
         if self._handle is not None:

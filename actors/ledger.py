@@ -37,6 +37,8 @@ from activestream.actors.items import ItemStore
 from activestream.actors.labellog import LabelLog
 from activestream.actors.labels import AddResult, UnknownId, check_batch
 from activestream.config import StorageConfig
+from activestream.errors import StorageError
+from activestream.sources.fs import check_storage
 
 
 class Downstream(Protocol):
@@ -72,6 +74,10 @@ class LabelLedger:
             trainer and the queue (in order, many batches per call under load), so a request
             never waits on the trainer; False forwards inside :meth:`add` (plain-class use).
         autostart: Call :meth:`start` at the end of construction (a restarted actor).
+        probe_uris: Other locations the service writes (the checkpoint store): the sync thread
+            writes a probe there every ``probe_seconds``, so ``status`` names a storage problem
+            before a checkpoint is lost to it.
+        probe_seconds: How often those locations are probed.
     """
 
     def __init__(
@@ -85,6 +91,8 @@ class LabelLedger:
         resend_chunk: int = 5000,
         background: bool = False,
         autostart: bool = False,
+        probe_uris: Sequence[str] = (),
+        probe_seconds: float = 30.0,
     ) -> None:
         self.uri = uri
         self.items = items
@@ -105,6 +113,9 @@ class LabelLedger:
         self.trainer_ok = True
         self.degraded_since: float | None = None
         self.resent = 0
+        self.probe_uris = tuple(probe_uris)
+        self.probe_seconds = probe_seconds
+        self._problems: dict[str, str] = {}  # location -> why it cannot be written now
         if autostart:
             self.start()
 
@@ -171,7 +182,11 @@ class LabelLedger:
                 for i, y in checked.changed.items()
             ]
             start = self.log.offset
-            self.log.append(logged)  # durable from here on: the answer may leave
+            try:
+                self.log.append(logged)  # durable from here on: the answer may leave
+            except (StorageError, OSError) as err:  # nothing was added: the caller may retry
+                raise self._storage_failed(self.uri, err) from None
+            self._problems.pop(self.uri, None)
             for record in logged:
                 self._labels[record["id"]] = record["label"]
             if self.background and logged:
@@ -192,6 +207,30 @@ class LabelLedger:
         return AddResult(
             accepted=len(logged), duplicates=checked.duplicates, trainer_ok=ok and self.trainer_ok
         )
+
+    def _storage_failed(self, uri: str, err: BaseException) -> StorageError:
+        """Remember why ``uri`` cannot be written (for ``status``) and say so in one line."""
+        if isinstance(err, StorageError):
+            why = str(err)
+        else:
+            why = f"{uri}: cannot write ({getattr(err, 'strerror', None) or err})"
+        self._problems[uri] = why
+        return StorageError(f"{why}; the labels were not logged, send them again")
+
+    def probe_storage(self, uris: Sequence[str] | None = None) -> dict[str, str]:
+        """Write a probe to each location (default: those with a problem); returns the problems.
+
+        A location that takes a probe again is cleared, so ``status`` recovers on its own once
+        the bucket, credentials or endpoint are fixed.
+        """
+        for uri in list(self._problems) if uris is None else uris:
+            try:
+                check_storage(uri, self.storage or StorageConfig(), write=True)
+            except (StorageError, OSError) as err:
+                self._storage_failed(uri, err)
+            else:
+                self._problems.pop(uri, None)
+        return dict(self._problems)
 
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
@@ -282,6 +321,7 @@ class LabelLedger:
 
     def _sync(self) -> None:
         last = time.monotonic()
+        probed = float("-inf")
         while not self._stop.is_set():
             self._wake.wait(self.sync_seconds)
             self._wake.clear()
@@ -291,6 +331,11 @@ class LabelLedger:
             if time.monotonic() - last < self.sync_seconds:
                 continue
             last = time.monotonic()
+            if self._problems:
+                self.probe_storage()
+            if self.probe_uris and last - probed >= self.probe_seconds:
+                probed = last
+                self.probe_storage(self.probe_uris)
             self.catch_up()
             retired = self._call(self.downstream.retired)  # type: ignore[union-attr]
             if retired is not None and retired < len(self._labels):  # the queue restarted
@@ -312,11 +357,18 @@ class LabelLedger:
         return out
 
     def status(self) -> dict[str, Any]:
-        """Log size, label count and whether the trainer is keeping up."""
+        """Log size, label count, whether the trainer keeps up and what storage cannot take.
+
+        ``storage_problem`` is None, or one line naming the location and the cause (label log
+        first: it refuses labels, a checkpoint store only risks a longer replay).
+        """
+        problems = dict(self._problems)
+        first = problems.pop(self.uri, None) or next(iter(problems.values()), None)
         return {
             "log_offset": self.log.offset,
             "labels": len(self._labels),
             "trainer_ok": self.trainer_ok,
             "degraded_since": self.degraded_since,
             "resent": self.resent,
+            "storage_problem": first,
         }

@@ -21,6 +21,11 @@ arm fills its exploited slots. The queue remembers which arm chose each item and
 model predicted for it; when the label arrives (:meth:`mark_labeled` with labels) the arm
 earns the pick's prequential error.
 
+Before the first round finishes (and right after the queue's actor restarts, when it comes
+back empty) ``cold_sample`` fills the random list from the pool itself: an untrained model's
+ranking is noise anyway, so random items are the right first questions, and nobody opening the
+page waits for a scoring pass. They are marked explored and carry model version -1 (unscored).
+
 Plain class, clock injected: tests move time by hand.
 """
 
@@ -65,6 +70,8 @@ class QueryQueue:
         warmup: Start in the cold-start phase: every slot explores until :meth:`end_warmup`.
         arms: Arm names for ``sampler: auto``; None ranks by the one sampler's scores.
         gamma: The bandit's exploration share (``arms`` only).
+        cold_sample: Returns random pool ids to hand out until the first round lands; called
+            once, in a background thread, so a (re)started queue answers at once.
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class QueryQueue:
         warmup: bool = False,
         arms: Sequence[str] | None = None,
         gamma: float = 0.3,
+        cold_sample: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.explore_p = explore_p
         self.lease_seconds = lease_seconds
@@ -104,6 +112,29 @@ class QueryQueue:
         self.bad_rows = 0  # of those, images that did not decode
         self.leased_total = 0
         self.explored_total = 0
+        self.cold_error: str | None = None
+        self._cold = threading.Event()
+        if cold_sample is None:
+            self._cold.set()
+        else:
+            threading.Thread(
+                target=self._fill_cold, args=(cold_sample,), name="cold-sample", daemon=True
+            ).start()
+
+    def _fill_cold(self, cold_sample: Callable[[], Sequence[str]]) -> None:
+        try:
+            ids = [str(i) for i in cold_sample()]
+        except Exception as err:  # noqa: BLE001 - the first round fills the queue anyway
+            self.cold_error = f"{type(err).__name__}: {err}"
+            ids = []
+        with self._lock:
+            if self.rounds == 0:  # a round that landed first knows better
+                self._random = ids
+        self._cold.set()
+
+    def wait_cold(self, timeout: float | None = None) -> bool:
+        """Wait until the cold-start sample is in (tests and startup); True when it is."""
+        return self._cold.wait(timeout)
 
     def update_round(
         self,
@@ -231,12 +262,19 @@ class QueryQueue:
         with self._lock:
             return None if self.bandit is None else self.bandit.summary()
 
-    def release(self, ids: Iterable[str]) -> None:
-        """Give leases back early (an annotator skipped the items)."""
+    def release(self, ids: Iterable[str]) -> int:
+        """Give leases back early (an annotator skipped the items); returns how many were held.
+
+        Ids not leased now (expired, labeled, never leased, released already) are ignored, so
+        a client may retry a release safely.
+        """
+        released = 0
         with self._lock:
+            self._expire(self._clock())
             for item in ids:
-                self._leases.pop(item, None)
+                released += self._leases.pop(item, None) is not None
                 self._chosen_by.pop(item, None)
+        return released
 
     def depth(self) -> int:
         """Ranked candidates that could still be leased now."""
@@ -244,6 +282,10 @@ class QueryQueue:
             self._expire(self._clock())
             blocked = self._labeled | self._leases.keys()
             return sum(1 for i in self._ranked if i not in blocked)
+
+    def round_count(self) -> int:
+        """Rounds received since this queue started: 0 after a restart asks for one at once."""
+        return self.rounds
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics and tests."""

@@ -15,6 +15,7 @@ Training policies answer the seed's open question "train on everything or only o
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -137,6 +138,10 @@ class Trainer:
         self._head = last_linear(self.model)
         self._y: list[int] = []
         self._ids: dict[str, int] = {}  # id -> row in _x/_y
+        # Labels recorded but whose pixels are not fetched yet, id -> label in arrival order:
+        # recording a label never reads storage (see ingest); fetch_pending turns the oldest
+        # into rows, always after every existing row, so rows keep arrival order.
+        self._pending: dict[str, int] = {}
         self._trained = 0  # rows [0, _trained) have been trained on; the rest is the buffer
         self.applied = 0  # label-log records [0, applied) are held (see ingest)
         self._reservoir = _Reservoir(training.replay_capacity, self._rng)
@@ -146,8 +151,12 @@ class Trainer:
         self.train_seconds = 0.0
         self.last_train_seconds: float | None = None  # the newest update's prequential + steps
         self.last_train_cpu_seconds: float | None = None  # of which the training thread's CPU
-        self._lock = threading.RLock()  # labels: _x, _y, _ids, _trained, reservoir
+        self._lock = threading.RLock()  # labels: _x, _y, _ids, _pending, _trained, reservoir
         self._model_lock = threading.RLock()  # model and optimizer
+        # The item store (its id index and shard cache are not thread-safe). Whoever holds it
+        # takes no other lock meanwhile, and nobody reads storage under the label lock, so a
+        # slow read never holds up ingest.
+        self._items_lock = threading.Lock()
 
     # -- labels ---------------------------------------------------------------------------
     def add_labels(
@@ -161,18 +170,25 @@ class Trainer:
         answer stands) unless ``relabel`` is set, which replaces the stored label: an
         annotator's undo. Before new labels are kept, the current model predicts them, which
         gives a running (prequential) accuracy on exactly the items people label.
+
+        The pool is asked about the new ids outside the label lock, so that a slow store holds
+        up this call only, never :meth:`ingest`; the batch is then checked again under the lock
+        against whatever arrived meanwhile.
         """
+        records = list(records)
         with self._lock:
             checked = check_batch(
-                records,
-                num_classes=len(self.items.classes),
-                known=self._held,
-                relabel=relabel,
+                records, num_classes=len(self.items.classes), known=self._held, relabel=relabel
             )
+        with self._items_lock:
             unknown = self.items.missing(list(checked.fresh))
-            if unknown:
-                raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
-            self._apply(checked.fresh, checked.changed)
+        if unknown:
+            raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
+        with self._lock:
+            checked = check_batch(
+                records, num_classes=len(self.items.classes), known=self._held, relabel=relabel
+            )
+            self._record(checked.fresh, checked.changed)
         return AddResult(
             accepted=len(checked.fresh) + len(checked.changed), duplicates=checked.duplicates
         )
@@ -183,6 +199,11 @@ class Trainer:
         Records before :attr:`applied` are skipped (a resend after a restart), so nothing is
         held twice. A ``start`` past :attr:`applied` leaves a gap: nothing is applied and the
         caller resends from the returned offset.
+
+        Nothing here reads storage: the labels and the offset are recorded at once and the
+        pixels are fetched later by :meth:`fetch_pending` (the service's training thread), so
+        a slow store cannot make the ledger's time-limited call time out. An id that has left
+        the pool is dropped then, when it cannot be fetched.
 
         Returns:
             The log offset up to which this trainer holds every record.
@@ -201,17 +222,21 @@ class Trainer:
                     fresh[item_id] = label
                 elif held != label:
                     changed[item_id] = label
-            for item_id in self.items.missing(list(fresh)):  # the pool shrank: cannot train
-                del fresh[item_id]
-            self._apply(fresh, changed)
+            self._record(fresh, changed)
             self.applied = max(self.applied, start + len(records))
             return self.applied
 
-    def _rows_for(self, ids: list[str]) -> list[np.ndarray]:
-        """What the trainer keeps per label (see ``_x``) for pool items ``ids``."""
+    def _pixels(self, ids: list[str]) -> np.ndarray:
+        """Stored pixels of pool items ``ids``: a read of the item store, maybe from S3."""
         if not ids:
+            return np.zeros((0, *self.items.shape), dtype=np.float32)
+        with self._items_lock:
+            return self.items.get(ids)
+
+    def _kept(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """What the trainer keeps per label (see ``_x``) for stored ``pixels``."""
+        if not len(pixels):
             return []
-        pixels = self.items.get(ids)
         if self.model_cfg.train == "head":
             with self._model_lock:
                 x = torch.from_numpy(self.transform(pixels)).to(self.device)
@@ -232,33 +257,82 @@ class Trainer:
             return self._head(x)
         return self.model(x)
 
-    def _apply(self, fresh: Mapping[str, int], changed: Mapping[str, int]) -> None:
-        pixels = self._rows_for(list(fresh))
-        for (item_id, label), x in zip(fresh.items(), pixels, strict=True):
-            self._ids[item_id] = len(self._y)
-            self._x[len(self._y)] = x
-            self._y.append(label)
+    def _record(self, fresh: Mapping[str, int], changed: Mapping[str, int]) -> None:
+        """Hold new and changed labels, reading no storage (called under the label lock)."""
+        for item_id, label in fresh.items():
+            self._pending[item_id] = label
         for item_id, label in changed.items():
-            self._y[self._ids[item_id]] = label
+            if item_id in self._pending:  # not fetched yet: it becomes a row with this label
+                self._pending[item_id] = label
+            else:
+                self._y[self._ids[item_id]] = label
+
+    def fetch_pending(self, chunk: int = 4096) -> int:
+        """Fetch the pixels of recorded labels and make them training rows, oldest first.
+
+        Storage is read with the label lock released, so :meth:`ingest` and the reads go on
+        meanwhile; labels recorded or relabeled during a read are taken as they are at the end
+        of it. Ids no longer in the pool are dropped: they cannot be trained on. Safe to call
+        from several threads: each installs only the oldest pending labels it fetched, so rows
+        keep arrival order and no label becomes two rows.
+
+        Returns:
+            How many labels became rows.
+        """
+        made = 0
+        while True:
+            with self._lock:
+                ids = list(itertools.islice(self._pending, chunk))
+            if not ids:
+                return made
+            with self._items_lock:
+                missing = set(self.items.missing(ids))
+            present = [item_id for item_id in ids if item_id not in missing]
+            fetched = dict(zip(present, self._kept(self._pixels(present)), strict=True))
+            progress = False
+            with self._lock:
+                for item_id in list(itertools.islice(self._pending, len(ids))):
+                    if item_id in fetched:
+                        row = len(self._y)
+                        self._ids[item_id] = row
+                        self._x[row] = fetched[item_id]
+                        self._y.append(self._pending.pop(item_id))
+                        made += 1
+                    elif item_id in missing:  # the pool shrank: cannot train on it
+                        del self._pending[item_id]
+                    else:  # newer than this fetch (another thread took the older ones)
+                        break
+                    progress = True
+            if not progress:
+                return made
 
     def _held(self, item_id: str) -> int | None:
+        if item_id in self._pending:
+            return self._pending[item_id]
         row = self._ids.get(item_id)
         return None if row is None else self._y[row]
 
     def held_labels(self) -> dict[str, int]:
         """Every label this trainer holds, by id (what it has seen, trained or buffered)."""
         with self._lock:
-            return {item_id: self._y[row] for item_id, row in self._ids.items()}
+            held = {item_id: self._y[row] for item_id, row in self._ids.items()}
+            held.update(self._pending)
+            return held
 
     @property
     def labels_seen(self) -> int:
-        """Labels held: trained on or still waiting in the buffer."""
-        return len(self._y)
+        """Labels held: trained on, still waiting in the buffer, or waiting for their pixels."""
+        return len(self._y) + len(self._pending)
 
     @property
     def buffered(self) -> int:
-        """Labels waiting for the next training step."""
-        return len(self._y) - self._trained
+        """Labels waiting for the next training step (pixels fetched or not)."""
+        return len(self._y) - self._trained + len(self._pending)
+
+    @property
+    def unfetched(self) -> int:
+        """Labels held whose pixels are not fetched yet."""
+        return len(self._pending)
 
     # -- training -------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -275,9 +349,11 @@ class Trainer:
     def partial_fit(self) -> None:
         """One update on the buffered labels under the policy; continues from current state.
 
-        Labels are snapshotted under the label lock and training runs under the model lock
-        only, so ``add_labels`` never waits for a training step.
+        Pixels of recorded labels are fetched first (see :meth:`fetch_pending`). Labels are
+        snapshotted under the label lock and training runs under the model lock only, so
+        ``add_labels`` never waits for a training step.
         """
+        self.fetch_pending()
         with self._lock:
             start, end = self._trained, len(self._y)
             if end == start:
@@ -405,18 +481,21 @@ class Trainer:
     def checkpoint(self) -> bytes:
         """Everything needed to continue exactly here: weights, optimizer, labels, RNG streams.
 
-        Pixels are not stored: they are looked up again by id from the pool on restore.
+        Pixels are not stored: they are looked up again by id from the pool on restore. Labels
+        whose pixels were not fetched yet are stored as such (``pending``): the log offset
+        counts them, so they must come back with it.
         """
         import io
 
         with self._model_lock, self._lock:
             state = {
-                "format": 1,
+                "format": 2,  # 2: adds "pending"
                 "version": self.version,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "ids": list(self._ids),
                 "labels": list(self._y),
+                "pending": list(self._pending.items()),
                 "trained": self._trained,
                 "reservoir": list(self._reservoir.rows),
                 "reservoir_seen": self._reservoir.seen,
@@ -442,8 +521,10 @@ class Trainer:
             self._ids = {item: row for row, item in enumerate(ids)}
             self._trained = state["trained"]
             self._reservoir.load(state["reservoir"], state["reservoir_seen"])
+            self._pending = dict(state.get("pending", []))  # format 1 had none
             rows = sorted(self._needed_rows())
-            self._x = dict(zip(rows, self._rows_for([ids[r] for r in rows]), strict=True))
+            pixels = self._kept(self._pixels([ids[r] for r in rows]))
+            self._x = dict(zip(rows, pixels, strict=True))
             self._rng.bit_generator.state = state["rng"]
             self._torch_state = state["torch_rng"]
             self.version = state["version"]
@@ -535,6 +616,7 @@ class TrainerService(Trainer):
         self.last_update_version = -1  # the version those timings belong to
         self.published_version = -1  # the newest version handed to ``publish``
         self._published = threading.Condition()
+        self.last_published: WeightsVersion | None = None
         self.recovered_from: int | None = None
         self.started_at = time.time()
         if autostart:
@@ -552,8 +634,14 @@ class TrainerService(Trainer):
         self._publish(weights)
         with self._published:
             self.published_version = max(self.published_version, weights.version)
+            self.last_published = weights
             self._published.notify_all()
         return weights
+
+    def latest_published(self) -> WeightsVersion | None:
+        """The newest version this trainer published (a restarted weights board asks)."""
+        with self._published:
+            return self.last_published
 
     def wait_published(self, after: int, timeout: float) -> int:
         """The newest published version, once it is past ``after`` or ``timeout`` s have passed.
@@ -624,7 +712,8 @@ class TrainerService(Trainer):
         return self.applied
 
     def _wake_if_ready(self) -> None:
-        if self.ready():
+        """Wake the training thread to fetch new labels' pixels, and to train on a full buffer."""
+        if self._pending or self.ready():
             self._wake.set()
 
     def flush(self) -> int:
@@ -648,6 +737,7 @@ class TrainerService(Trainer):
             self._wake.wait(timeout=0.5)
             self._wake.clear()
             try:
+                self.fetch_pending()  # storage is read here, never in ingest
                 updated = False
                 while not self._stop.is_set() and self.ready():
                     self._update()
@@ -671,6 +761,7 @@ class TrainerService(Trainer):
     def model_info(self) -> dict[str, Any]:  # noqa: D102
         info = super().model_info()
         info["buffered"] = self.buffered
+        info["unfetched"] = self.unfetched  # recorded; pixels still to be read from the pool
         info["errors"] = self.errors[-5:]
         info["log_offset"] = self.applied
         info["recovered_from"] = self.recovered_from

@@ -20,7 +20,9 @@ Example:
 from __future__ import annotations
 
 import threading
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +50,40 @@ class WeightsVersion:
 
 
 class WeightsBoard:
-    """Holds the newest :class:`WeightsVersion`; thread-safe so it can serve many scorers."""
+    """Holds the newest :class:`WeightsVersion`; thread-safe so it can serve many scorers.
 
-    def __init__(self) -> None:
+    Args:
+        recover: Returns the newest version published before this board started (the
+            trainer's), or None. A restarted board calls it in a background thread, so readers
+            see the current version again within moments instead of -1 until the next update.
+        retry_seconds: How long ``recover`` is retried while it fails (the trainer restarting).
+    """
+
+    def __init__(
+        self,
+        recover: Callable[[], WeightsVersion | None] | None = None,
+        retry_seconds: float = 60.0,
+    ) -> None:
         self._lock = threading.Lock()
         self._latest: WeightsVersion | None = None
+        self.recover_error: str | None = None
+        if recover is not None:
+            threading.Thread(
+                target=self._recover, args=(recover, retry_seconds), name="recover", daemon=True
+            ).start()
+
+    def _recover(self, recover: Callable[[], WeightsVersion | None], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.latest_version() < 0 and time.monotonic() < deadline:
+            try:
+                weights = recover()
+            except Exception as err:  # noqa: BLE001 - the trainer may be restarting too
+                self.recover_error = f"{type(err).__name__}: {err}"
+                time.sleep(0.2)
+                continue
+            if weights is not None:
+                self.publish(weights)
+            return
 
     def publish(self, weights: WeightsVersion) -> bool:
         """Make ``weights`` the latest unless a newer version is already there."""

@@ -214,6 +214,53 @@ def faults(data: dict[str, Any]) -> str:
     )
 
 
+def recovery(data: dict[str, Any]) -> str:
+    """The README's table of every actor killed in turn under a label stream."""
+    rows = _rows(data)
+    kills = [r for r in data["results"] if r["name"].startswith("kill_") and "role" in r]
+    if not kills:
+        return "No kill-each run is recorded yet (`activestream bench --only kill_each`).\n"
+
+    def s(value: float | None) -> str:
+        return "never" if value is None else f"{value:.1f} s"
+
+    lines = [
+        "| SIGKILL of | queries served again | actor answers again | `/healthz` ok |",
+        "|---|---|---|---|",
+    ]
+    for r in kills:
+        lines.append(
+            f"| {r['role']} | {s(r['queries_s'])} | {s(r['back_s'])} | {s(r['healthy_s'])} |"
+        )
+    total = rows["kill_each_labels"]
+    errors = ", ".join(f"{k} {v}" for k, v in total["errors"].items() if v) or "none"
+    lines += [
+        "",
+        f"{total['labels_acked']} labels acknowledged, {total['labels_lost']} lost, "
+        f"{total['log_ids_twice']} logged twice; the trainer holds {total['labels_held']} "
+        f"(labels seen {total['labels_seen']}). The version read from `/healthz` went from "
+        f"{total['first_version']} to {total['last_version']} and down {total['version_drops']} "
+        f"times. Requests that failed while something restarted: {errors} "
+        f"(of {total['leases']} leases).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def startup(data: dict[str, Any]) -> str:
+    """The README's sentence on time to the first query after ``activestream serve``."""
+    r = _rows(data).get("startup")
+    if r is None:
+        return "No startup run is recorded yet (`activestream bench --only startup`).\n"
+    scored = "never" if r["first_scored_s"] is None else f"{r['first_scored_s']:.1f} s"
+    return (
+        f"From launching `activestream serve` on a fresh state directory: `/healthz` first "
+        f"answers after {r['healthz_s']:.1f} s, the first query is handed out after "
+        f"{r['first_query_s']:.1f} s ({r['query_after_healthz_s']:.1f} s after `/healthz`; a "
+        f"random pool item, marked `explored`), and the first query from a finished scoring "
+        f"round after {scored}.\n"
+    )
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"

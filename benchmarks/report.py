@@ -225,6 +225,8 @@ def sections() -> list[Section]:
         Section("README.md", "bench_gpu", _gpu),
         Section("README.md", "forgetting", bench(headline.forgetting)),
         Section("README.md", "faults", bench(headline.faults)),
+        Section("README.md", "recovery", bench(headline.recovery)),
+        Section("README.md", "startup", bench(headline.startup)),
         Section("README.md", "real_workloads", lambda root: render(load(root))),
         Section("README.md", "active_learning", lambda root: render_learning(load_learning(root))),
         Section("docs/bench.md", "bench_full", bench(headline.full)),

@@ -32,6 +32,8 @@ BENCHMARKS = {
     "peer": "activestream.benchmarks.peer",
     "forgetting": "activestream.benchmarks.forgetting",
     "fault_recovery": "activestream.benchmarks.fault_recovery:suite",
+    "kill_each": "activestream.benchmarks.kill_each:suite",
+    "startup": "activestream.benchmarks.startup:suite",
 }
 PACKAGES = (
     "torch",

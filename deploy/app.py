@@ -6,8 +6,11 @@ document.
 
 Rules a client can rely on:
 
-* Writes (``POST``) need ``Authorization: Bearer $ACTIVESTREAM_TOKEN`` when that variable is
-  set, compared in constant time; reads stay open.
+* Writes (``POST``) and ``GET /queries`` (it takes leases) need
+  ``Authorization: Bearer $ACTIVESTREAM_TOKEN`` when that variable is set, compared in constant
+  time; other reads stay open.
+* ``POST /queries/release`` gives leases back early (a skipped item returns to the queue); ids
+  not leased right now are ignored, and the answer counts those released.
 * Bad input is a 4xx with a JSON ``detail``: 422 for malformed or out-of-range data, 404 for an
   unknown id, 409 for a different label on an id already labeled (the first answer stands;
   send ``"relabel": true`` to replace it, as the labeling page's undo does), 413 for a body
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import io
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +36,8 @@ import numpy as np
 from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+
+from activestream.errors import StorageError
 
 STATIC = Path(__file__).parent / "static"
 
@@ -78,6 +84,20 @@ class Queries(BaseModel):
     queries: list[QueryItem]
 
 
+class Release(_Strict):
+    """Leased ids to hand back before their lease runs out (the annotator skipped them)."""
+
+    ids: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        min_length=1, max_length=1000
+    )
+
+
+class Released(BaseModel):
+    """How many of the ids were leased and are now free for anyone to lease."""
+
+    released: int
+
+
 class PredictRequest(_Strict):
     """Images as nested lists of shape (C, H, W) or flat C*H*W, values in [0, 1]."""
 
@@ -111,7 +131,11 @@ class ModelInfo(BaseModel):
 
 
 class Health(BaseModel):
-    """Liveness and the current version; ``degraded`` while the trainer catches up."""
+    """Liveness and the current version; ``degraded`` while the trainer catches up.
+
+    Also ``degraded`` while the label log or checkpoint store cannot be written: ``reason`` then
+    names the location and the cause (missing bucket, denied access, unreachable endpoint).
+    """
 
     status: str
     model_version: int
@@ -123,6 +147,15 @@ def _reason(err: BaseException) -> str:
     """The original message of an error raised inside an actor (Ray wraps it)."""
     cause = getattr(err, "cause", None) or err
     return str(cause.args[0]) if cause.args else type(cause).__name__
+
+
+def _storage_unavailable(request: Request, err: Exception) -> JSONResponse:
+    """503 for storage the service cannot write now: the client retries, nothing was logged.
+
+    A storage failure is the operator's to fix, not the client's input, so it is neither a 4xx
+    nor a 500; ``Retry-After`` tells well-behaved clients to come back.
+    """
+    return JSONResponse({"detail": _reason(err)}, status_code=503, headers={"Retry-After": "5"})
 
 
 def _reject(status: int, detail: str) -> HTTPException:
@@ -170,6 +203,7 @@ class LabelingAPI:
         self.board = board
         self.loop = loop
         self.items = items
+        self._items_lock = threading.Lock()
         self.max_body_bytes = max_body_bytes
         self.max_queries = max_queries
         self.token = token or None
@@ -185,6 +219,7 @@ class LabelingAPI:
         routes: list[tuple[str, Any, str, Any]] = [
             ("/healthz", self.healthz, "GET", Health),
             ("/queries", self.queries, "GET", Queries),
+            ("/queries/release", self.release, "POST", Released),
             ("/items/{item_id:path}/image", self.item_image, "GET", None),
             ("/labels", self.labels, "POST", LabelResult),
             ("/predict", self.predict, "POST", Predictions),
@@ -193,7 +228,7 @@ class LabelingAPI:
             ("/metrics", self.metrics, "GET", None),
             ("/", self.page, "GET", None),
         ]
-        bodies = {"/labels": LabelBatch, "/predict": PredictRequest}
+        bodies = {"/labels": LabelBatch, "/queries/release": Release, "/predict": PredictRequest}
         for path, endpoint, method, model in routes:
             extra: dict[str, Any] = {}
             if path in bodies:  # parsed by hand (size limit first); documented for OpenAPI
@@ -220,6 +255,7 @@ class LabelingAPI:
                 **extra,
             )
         _add_schemas(api, bodies.values())
+        api.add_exception_handler(StorageError, _storage_unavailable)
         return api
 
     # -- helpers --------------------------------------------------------------------------
@@ -264,40 +300,90 @@ class LabelingAPI:
         """
         now = time.monotonic()
         if now - self._version_at > self.version_ttl:
-            self._version = int(await self.board.latest_version.remote())
+            from ray.exceptions import RayActorError
+
+            try:  # never lower: a weights board that just restarted says -1 for a moment
+                latest = int(await self.board.latest_version.remote())
+            except RayActorError:  # restarting: the last answer is the best one there is
+                return self._version
+            self._version = max(self._version, latest)
             self._version_at = now
         return self._version
 
     async def _trainer(self, call: Any) -> Any:
-        """Await a trainer call; 503 with ``Retry-After`` while the trainer restarts."""
+        """Await a trainer call; 503 with ``Retry-After`` while the trainer restarts.
+
+        ``asyncio.TimeoutError`` is named as well as ``TimeoutError``: they are one class only
+        from Python 3.11 on, and on 3.10 ``wait_for`` raises the former, which would otherwise
+        escape as a 500.
+        """
         from ray.exceptions import RayActorError
 
         try:
             return await asyncio.wait_for(asyncio.ensure_future(call), self.trainer_timeout)
-        except (RayActorError, TimeoutError):
+        except (RayActorError, TimeoutError, asyncio.TimeoutError):
             raise HTTPException(
                 status_code=503,
                 detail="the trainer is restarting; labels are still accepted, retry shortly",
                 headers={"Retry-After": "2"},
             ) from None
 
+    async def _control(self, call: Any, what: str) -> Any:
+        """Await a call to the ledger or the queue; 503 with ``Retry-After`` while it restarts.
+
+        Each restarts on its own in about a second or two (the ledger from the label log); a
+        client that retries loses nothing: a repeated label counts as a duplicate.
+        """
+        from ray.exceptions import RayActorError
+
+        try:
+            return await call
+        except RayActorError:
+            raise HTTPException(
+                status_code=503,
+                detail=f"the {what} is restarting; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+
     # -- routes ---------------------------------------------------------------------------
     async def healthz(self) -> Health:
         """Liveness, the model version, and ``degraded`` while the trainer catches up."""
-        status = await self.ledger.status.remote()
-        degraded = not status["trainer_ok"]
+        from ray.exceptions import RayActorError
+
+        try:
+            status = await self.ledger.status.remote()
+        except RayActorError:  # it rebuilds from the label log; nothing accepted is lost
+            return Health(
+                status="degraded",
+                model_version=await self.version(),
+                reason="the label ledger is restarting (labels get 503 with Retry-After)",
+            )
+        reasons = []
+        if status.get("storage_problem"):
+            reasons.append(f"storage: {status['storage_problem']}")
+        if not status["trainer_ok"]:
+            reasons.append("trainer restarting or catching up on the label log")
         return Health(
-            status="degraded" if degraded else "ok",
+            status="degraded" if reasons else "ok",
             model_version=await self.version(),
             labels_logged=status["labels"],
-            reason="trainer restarting or catching up on the label log" if degraded else None,
+            reason="; ".join(reasons) or None,
         )
 
-    async def queries(self, n: Annotated[int, Query(ge=1, le=1000)] = 1) -> Queries:
-        """Lease the next ``n`` queries (exploit with probability p, explore otherwise)."""
+    async def queries(
+        self,
+        n: Annotated[int, Query(ge=1, le=1000)] = 1,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Queries:
+        """Lease the next ``n`` queries (exploit with probability p, explore otherwise).
+
+        A read that changes state: each lease hides its items from everyone else, so it needs
+        the token like a write, or anyone could drain the queue.
+        """
+        self._authorize(authorization)
         if n > self.max_queries:
             raise _reject(422, f"n must be at most {self.max_queries}")
-        leased = await self.queue.lease.remote(n)
+        leased = await self._control(self.queue.lease.remote(n), "query queue")
         return Queries(
             model_version=await self.version(),
             queries=[
@@ -308,23 +394,49 @@ class LabelingAPI:
             ],
         )
 
+    async def release(
+        self, request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Released:
+        """Give leases back early, so a skipped item goes to the next annotator at once.
+
+        Without this a skipped item would sit leased until ``lease_seconds`` ran out. Ids that
+        are not leased now (never leased, expired, labeled, released twice) are ignored: a
+        retried or late release must not fail.
+        """
+        self._authorize(authorization)
+        body: Release = await self._parse(request, Release)
+        released = await self._control(self.queue.release.remote(body.ids), "query queue")
+        return Released(released=int(released))
+
     async def item_image(self, item_id: str) -> Response:
         """The item's original bytes, or decoded pixels as a PNG at native size.
 
-        Reading Parquet (maybe on S3) runs in a worker thread, never on the event loop.
+        Everything that touches the item store runs in a worker thread, the id lookup included:
+        the store builds its id index from every shard's ``id`` column on first use and lists
+        the pool again on a miss, and either may be a slow read from S3. The event loop, which
+        also answers ``/healthz`` and ``/queries``, must never wait on storage.
         """
-        if item_id not in self.items:
-            raise _reject(404, f"unknown id {item_id!r}")
-        data, media = await asyncio.to_thread(self._image_bytes, item_id)
+        from activestream.actors.items import UnknownItem
+
+        try:
+            data, media = await asyncio.to_thread(self._image_bytes, item_id)
+        except UnknownItem:
+            raise _reject(404, f"unknown id {item_id!r}") from None
         return Response(data, media_type=media)
 
     def _image_bytes(self, item_id: str) -> tuple[bytes, str]:
+        """Read and encode one item's image (in a worker thread; see :meth:`item_image`).
+
+        Raises:
+            UnknownItem: ``item_id`` is not in the pool.
+        """
         from PIL import Image
 
-        original = self.items.original(item_id)
+        with self._items_lock:  # the store's index and shard cache are not thread-safe
+            original = self.items.original(item_id)
+            x = None if original is not None else self.items.get([item_id])[0]  # (C, H, W)
         if original is not None:
             return original
-        x = self.items.get([item_id])[0]  # (C, H, W) in [0, 1]
         pixels = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
         image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
         buf = io.BytesIO()
@@ -341,8 +453,9 @@ class LabelingAPI:
         batch: LabelBatch = await self._parse(request, LabelBatch)
         records = [label.model_dump() for label in batch.labels]
         try:
-            result = await self.ledger.add.remote(
-                records, relabel=batch.relabel, annotator=batch.annotator
+            result = await self._control(
+                self.ledger.add.remote(records, relabel=batch.relabel, annotator=batch.annotator),
+                "label ledger",
             )
         except LabelConflict as err:
             raise _reject(409, _reason(err)) from None
@@ -416,7 +529,7 @@ class LabelingAPI:
         disable_created_metrics()
 
         info = await self._trainer(self.trainer.model_info.remote())
-        queue = await self.queue.stats.remote()
+        queue = await self._control(self.queue.stats.remote(), "query queue")
         version = info["version"]
         registry = CollectorRegistry()
         Gauge("activestream_model_version", "Newest model version", registry=registry).set(version)
@@ -446,7 +559,7 @@ class LabelingAPI:
             "1 while queries are random picks until the model proves ready",
             registry=registry,
         ).set(queue.get("warming", 0))
-        arms = await self.queue.arms.remote()
+        arms = await self._control(self.queue.arms.remote(), "query queue")
         if arms:  # sampler: auto
             chance = Gauge(
                 "activestream_sampler_arm_probability",

@@ -36,6 +36,11 @@ LabelingDeployment = serve.deployment(
     name="LabelingAPI",
     ray_actor_options={"num_cpus": 0.25},
     max_ongoing_requests=200,  # handlers are async and only await actor calls
+    # A killed replica fails its next check at once (its actor is gone): checking every 2 s
+    # instead of 10 brings a replacement up sooner. The timeout stays long, so a replica that
+    # is only slow on a busy machine is never killed for it.
+    health_check_period_s=2,
+    health_check_timeout_s=30,
 )
 
 
@@ -90,8 +95,10 @@ def running(
     finally:
         os.environ.pop("ACTIVESTREAM_TOKEN", None)
     base = f"http://127.0.0.1:{port}"
+    queue = ray.get(ray.get_actor(LOOP_ACTOR).handles.remote())["queue"]
     deadline = time.monotonic() + ready_timeout
-    while not requests.get(f"{base}/queries?n=1", timeout=10).json()["queries"]:
+    # Asked of the queue, not through GET /queries: a lease would hide an item from the caller.
+    while not (ray.get(queue.round_count.remote()) and requests.get(f"{base}/healthz").ok):
         if time.monotonic() > deadline:
             raise TimeoutError(f"no scoring round finished in {ready_timeout:.0f} s")
         time.sleep(0.5)

@@ -120,7 +120,9 @@ class Oracle:
                 time.sleep(0.5)
 
     def _lease(self, session: requests.Session) -> dict[str, Any] | None:
-        r = session.get(f"{self.url}/queries", params={"n": 1}, timeout=self.timeout)
+        r = session.get(
+            f"{self.url}/queries", params={"n": 1}, headers=self.headers, timeout=self.timeout
+        )
         r.raise_for_status()
         answer = r.json()
         if not answer["queries"]:

@@ -162,12 +162,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from activestream.deploy import serve_app
     from activestream.pipelines.runtime import init_ray
+    from activestream.sources.fs import check_storage
 
     cfg = _load(args, {"data.dataset": args.data})
     if args.data_dir:
         cfg = cfg.with_overrides({"data.cache_dir": args.data_dir})
     if not 0 < args.port < 65536:
         raise ActivestreamError(f"--port must be in 1..65535, got {args.port}")
+    # Before any actor exists: a bad bucket or key is one line now, not a dead actor later.
+    if cfg.data.dataset != "digits":
+        check_storage(cfg.data.dataset, cfg.storage)
+    check_storage(cfg.state_dir, cfg.storage, write=True)
     init_ray(cfg.ray)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -443,6 +448,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_error(err: BaseException) -> ActivestreamError | None:
+    """The user's error inside ``err``, unwrapped from Ray's task and actor errors.
+
+    Ray re-raises an error from a task as a ``RayTaskError`` whose text is the remote
+    traceback; its ``cause`` (or a chained ``__cause__``) is the original error, which is what
+    a user needs to read. Nested wrappers (a task called from an actor) are walked through.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)
+        if isinstance(current, ActivestreamError) and not isinstance(cause, BaseException):
+            return current
+        todo += [
+            cause if isinstance(cause, BaseException) else None,
+            current.__cause__,
+            current.__context__,
+        ]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``activestream`` console script."""
     args = build_parser().parse_args(argv)
@@ -450,7 +480,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except (ActivestreamError, ValueError) as err:
-        print(f"activestream: error: {err}", file=sys.stderr)
+        print(f"activestream: error: {_user_error(err) or err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:
+        user = _user_error(err)  # raised in a Ray actor or task, which wraps it
+        if user is None:
+            raise
+        print(f"activestream: error: {user}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("activestream: interrupted", file=sys.stderr)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import ray
@@ -39,7 +40,7 @@ from activestream.errors import DataError
 from activestream.pipelines.features import ensure_features
 from activestream.pipelines.runtime import trainer_gpus
 from activestream.pipelines.scoring import ScoreResult, stream_rounds
-from activestream.sources.shards import ShardSet, grow_shards
+from activestream.sources.shards import ShardSet, grow_shards, sample_ids
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
 
@@ -58,6 +59,18 @@ def _on_head() -> dict[str, Any]:
     cluster anyway. (Soft node affinity is not enough: zero-CPU actors spill to other nodes.)
     """
     return {"resources": {HEAD_RESOURCE: 0.001}}
+
+
+def _trainer_weights(name: str) -> WeightsVersion | None:
+    """What a restarted weights board asks: the named trainer's newest publication.
+
+    No trainer yet (the first start) means nothing to recover.
+    """
+    try:
+        trainer = ray.get_actor(name)
+    except ValueError:
+        return None
+    return ray.get(trainer.latest_published.remote(), timeout=10)
 
 
 def _floor(board: Any) -> Any:
@@ -107,20 +120,27 @@ class RoundStats:
 
 
 LOOP_ACTOR = "activestream-loop"
+ROLES = ("board", "queue", "trainer", "ledger")
 
 
 def start_loop_actor(cfg: Config, pool: ShardSet, *, detached: bool = False) -> Any:
-    """Run an :class:`ActiveLoop` inside a named actor (reused if it exists), started."""
+    """Run an :class:`ActiveLoop` inside a named actor (reused if it exists), started.
+
+    The loop restarts on its own when its process dies (its constructor starts it again and
+    finds its actors by name); the actors it made are detached, so they outlive it.
+    """
     options: dict[str, Any] = {
         "name": LOOP_ACTOR,
         "get_if_exists": True,
         "num_cpus": 0,
         "max_concurrency": 16,
+        "max_restarts": -1,
+        "max_task_retries": 0,
         **_on_head(),
     }
     if detached:
         options["lifetime"] = "detached"
-    host = ray.remote(ActiveLoop).options(**options).remote(cfg, pool)
+    host = ray.remote(ActiveLoop).options(**options).remote(cfg, pool, name=LOOP_ACTOR)
     ray.get(host.start.remote())
     return host
 
@@ -131,11 +151,16 @@ class ActiveLoop:
     Args:
         cfg: The one config.
         pool: Unlabeled pool shards.
+        name: Run as the named loop actor: the board, queue, trainer and ledger become detached
+            actors named ``{name}:{role}``, found again by name when the loop restarts, so no
+            actor's death takes another with it. None (in-process use) keeps them owned by
+            this process and gone with it.
     """
 
-    def __init__(self, cfg: Config, pool: ShardSet) -> None:
+    def __init__(self, cfg: Config, pool: ShardSet, name: str | None = None) -> None:
         self.cfg = cfg
         self.pool = pool
+        self.name = name
         self.rounds: list[RoundStats] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -147,78 +172,90 @@ class ActiveLoop:
         self._ready = False  # the model has earned the hand-over from the cold start
         self._checked_version = -1
         self._published_seen = -1  # the newest version the trainer said it published
+        self._queue_rounds = 0  # rounds the queue said it holds at the last look
+        self.queue_restarts = 0
+        if name is not None:
+            self.start()  # a restarted loop actor comes back on its own
+
+    def _actor(self, role: str, cls: type, options: dict[str, Any]) -> Any:
+        """``cls`` as a Ray actor; named and detached when the loop itself is named."""
+        restart = {"max_restarts": -1, "max_task_retries": 0}
+        if self.name is not None:
+            restart |= {
+                "name": f"{self.name}:{role}",
+                "lifetime": "detached",
+                "get_if_exists": True,
+            }
+        return ray.remote(cls).options(**options, **restart)
 
     def start(self) -> None:
-        """Create the actors, publish version 0 and start scoring rounds in the background."""
+        """Create (or find) the actors, publish version 0 and start scoring rounds."""
         if self._thread is not None:
             return
         ray.data.DataContext.get_current().enable_progress_bars = False  # rounds run for ever
         cfg = self.cfg
         # Every actor restarts on its own when its process dies; state comes back from the
-        # label log (ledger, queue) and the newest checkpoint (trainer).
-        restart = {"max_restarts": -1, "max_task_retries": 0}
-        control = {**restart, **_on_head()}  # small actors that everything else calls
-        self.board = (
-            ray.remote(WeightsBoard).options(num_cpus=0, max_concurrency=64, **control).remote()
-        )
-        self.queue = (
-            ray.remote(QueryQueue)
-            .options(num_cpus=0, max_concurrency=16, **control)
-            .remote(
-                explore_p=cfg.sampling.explore_p,
-                lease_seconds=cfg.sampling.lease_seconds,
-                seed=cfg.seed,
-                batch=samplers.spec(cfg.sampling.sampler).batch,
-                warmup=cfg.sampling.cold_start,
-                arms=samplers.spec(cfg.sampling.sampler).arms,
-                gamma=cfg.sampling.auto_gamma,
-            )
+        # label log (ledger, queue), the newest checkpoint (trainer) and the trainer (board).
+        control = _on_head()  # small actors that everything else calls
+        recover = None if self.name is None else partial(_trainer_weights, f"{self.name}:trainer")
+        self.board = self._actor(
+            "board", WeightsBoard, {"num_cpus": 0, "max_concurrency": 64, **control}
+        ).remote(recover=recover)
+        self.queue = self._actor(
+            "queue", QueryQueue, {"num_cpus": 0, "max_concurrency": 16, **control}
+        ).remote(
+            explore_p=cfg.sampling.explore_p,
+            lease_seconds=cfg.sampling.lease_seconds,
+            seed=cfg.seed,
+            batch=samplers.spec(cfg.sampling.sampler).batch,
+            warmup=cfg.sampling.cold_start,
+            arms=samplers.spec(cfg.sampling.sampler).arms,
+            gamma=cfg.sampling.auto_gamma,
+            cold_sample=partial(sample_ids, self.pool, cfg.sampling.candidates, cfg.seed),
         )
         durability = cfg.durability
-        self.trainer = (
-            ray.remote(TrainerService)
-            .options(
-                num_cpus=0.5,
-                num_gpus=trainer_gpus(cfg.training),
-                resources=dict(cfg.training.resources),
-                max_concurrency=8,
-                **restart,
-            )
-            .remote(
-                training=cfg.training,
-                model=cfg.model,
-                items=ItemStore(self.pool, storage=cfg.storage),
-                seed=cfg.seed,
-                publish=_publisher(self.board),
-                put=ray.put,  # owned by the trainer: scorers keep their weights while it restarts
-                checkpoints=CheckpointStore(
-                    f"{cfg.state_dir}/checkpoints", cfg.storage, keep=durability.keep_checkpoints
-                ),
-                checkpoint_every=durability.checkpoint_every,
-                version_floor=_floor(self.board),
-                autostart=True,
-            )
+        self.trainer = self._actor(
+            "trainer",
+            TrainerService,
+            {
+                "num_cpus": 0.5,
+                "num_gpus": trainer_gpus(cfg.training),
+                "resources": dict(cfg.training.resources),
+                "max_concurrency": 8,
+            },
+        ).remote(
+            training=cfg.training,
+            model=cfg.model,
+            items=ItemStore(self.pool, storage=cfg.storage),
+            seed=cfg.seed,
+            publish=_publisher(self.board),
+            put=ray.put,  # owned by the trainer: scorers keep their weights while it restarts
+            checkpoints=CheckpointStore(
+                f"{cfg.state_dir}/checkpoints", cfg.storage, keep=durability.keep_checkpoints
+            ),
+            checkpoint_every=durability.checkpoint_every,
+            version_floor=_floor(self.board),
+            autostart=True,
         )
         ray.get(self.trainer.applied_offset.remote())  # constructed: recovered and publishing
-        self.ledger = (
-            ray.remote(LabelLedger)
-            .options(num_cpus=0, max_concurrency=32, **control)
-            .remote(
-                f"{cfg.state_dir}/labels",
-                items=ItemStore(self.pool, storage=cfg.storage),
-                storage=cfg.storage,
-                downstream=RayDownstream(self.trainer, self.queue, durability.forward_timeout),
-                sync_seconds=durability.sync_seconds,
-                background=True,
-                autostart=True,
-            )
+        self.ledger = self._actor(
+            "ledger", LabelLedger, {"num_cpus": 0, "max_concurrency": 32, **control}
+        ).remote(
+            f"{cfg.state_dir}/labels",
+            items=ItemStore(self.pool, storage=cfg.storage),
+            storage=cfg.storage,
+            downstream=RayDownstream(self.trainer, self.queue, durability.forward_timeout),
+            sync_seconds=durability.sync_seconds,
+            background=True,
+            autostart=True,
+            probe_uris=[f"{cfg.state_dir}/checkpoints"],  # /healthz names a failing store
         )
         ray.get(self.ledger.catch_up.remote())  # the trainer holds the whole log
         self._thread = threading.Thread(target=self._run, name="scoring-rounds", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the rounds and the trainer thread; actors die with their handles."""
+        """Stop the rounds, the ledger and the trainer (a final checkpoint); end named actors."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=120)
@@ -226,6 +263,10 @@ class ActiveLoop:
             ray.get(self.ledger.stop.remote())
         if self.trainer is not None:
             ray.get(self.trainer.stop.remote())  # writes a final checkpoint
+        if self.name is not None:  # detached: they would outlive every handle
+            for handle in (self.ledger, self.trainer, self.queue, self.board):
+                if handle is not None:
+                    ray.kill(handle, no_restart=True)
 
     # -- annotator side -------------------------------------------------------------------
     def handles(self) -> dict[str, Any]:
@@ -244,6 +285,7 @@ class ActiveLoop:
             "rounds": len(self.rounds),
             "last_round_version": min(last.versions) if last and last.versions else -1,
             "errors": self.errors[-5:],
+            "queue_restarts": self.queue_restarts,
         }
 
     def add_labels(self, records: list[dict[str, Any]], relabel: bool = False) -> AddResult:
@@ -302,7 +344,7 @@ class ActiveLoop:
         while not self._stop.is_set():
             try:
                 version = self.version()
-                if last is not None and version < last + every:
+                if last is not None and version < last + every and not self._queue_restarted():
                     self._hand_over(version)
                     self._await_publication(0.5)
                     continue
@@ -336,6 +378,8 @@ class ActiveLoop:
         """Wait up to ``scoring.linger_seconds`` for version ``target``; False on timeout."""
         deadline = time.monotonic() + self.cfg.scoring.linger_seconds
         while (version := self.version()) < target:
+            if self._queue_restarted():
+                break  # an empty queue: score again now, with the version there is
             self._hand_over(version)
             left = deadline - time.monotonic()
             if self._stop.is_set() or left <= 0:
@@ -343,6 +387,24 @@ class ActiveLoop:
             self._await_publication(min(0.5, left))
         self._hand_over(version)
         return not self._stop.is_set()
+
+    def _queue_restarted(self) -> bool:
+        """Whether the query queue lost its round (its actor restarted) since the last look.
+
+        A restarted queue serves random pool items at once (its cold sample) and gets the
+        next round without waiting for a new version, which could need labels that nobody can
+        give without queries.
+        """
+        try:
+            held = int(ray.get(self.queue.round_count.remote(), timeout=10))
+        except Exception:  # noqa: BLE001 - restarting right now: look again next time
+            return False
+        lost = held < self._queue_rounds
+        self._queue_rounds = held
+        if lost:
+            self.queue_restarts += 1
+            self._checked_version = -1  # it came back cold: hand it over again
+        return lost
 
     def _await_publication(self, timeout: float) -> None:
         """Sleep until the trainer publishes its next version, at most ``timeout`` seconds.
@@ -392,6 +454,7 @@ class ActiveLoop:
                 preds=result.preds,
             )
         )
+        self._queue_rounds += 1
         self._hand_over(self.version())
         self.rounds.append(
             RoundStats(

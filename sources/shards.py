@@ -860,3 +860,37 @@ def ground_truth(shards: ShardSet) -> dict[str, int]:
     if labels is None:
         raise DataError(f"{shards.uri}: no label column, so no ground truth")
     return dict(zip(ids.tolist(), labels.tolist(), strict=True))
+
+
+def sample_ids(shards: ShardSet, n: int, seed: int = 0, *, max_files: int = 4) -> list[str]:
+    """About ``n`` ids drawn at random from the pool, reading at most ``max_files`` id columns.
+
+    For the queries asked before the first scoring round: files are drawn with probability
+    proportional to their rows, then ids uniformly within them, so a pool of a million items
+    costs a few small column reads, not a scan. Image folders need no read at all (the id is
+    the path).
+
+    Example:
+        >>> import tempfile
+        >>> from activestream.sources.digits import write_digits_shards
+        >>> pool, _ = write_digits_shards(tempfile.mkdtemp(), shards=3)
+        >>> ids = sample_ids(pool, 10, seed=1)
+        >>> len(ids), len(set(ids))
+        (10, 10)
+    """
+    rng = np.random.default_rng(seed)
+    files = len(shards.paths)
+    if n <= 0 or files == 0:
+        return []
+    if shards.images:
+        picks = rng.choice(files, size=min(n, files), replace=False)
+        return shards.image_ids([shards.paths[i] for i in picks])
+    rows = np.asarray(shards.file_rows or [1] * files, dtype=np.float64)
+    chosen = rng.choice(files, size=min(max_files, files), replace=False, p=rows / rows.sum())
+    ids = np.concatenate(
+        [
+            shards.read_file(int(f), columns=("id",)).column("id").to_numpy(zero_copy_only=False)
+            for f in chosen
+        ]
+    )
+    return [str(i) for i in rng.choice(ids, size=min(n, len(ids)), replace=False)]

@@ -26,7 +26,7 @@ def test_an_unknown_benchmark_is_a_one_line_error(tmp_path):
     assert proc.stderr.strip() == (
         "activestream: error: unknown benchmark 'nope'; choose from "
         "throughput, rounds, broadcast, label_latency, serve_latency, peer, forgetting, "
-        "fault_recovery"
+        "fault_recovery, kill_each, startup"
     )
 
 

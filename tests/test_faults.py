@@ -58,7 +58,7 @@ def test_while_the_trainer_restarts_labels_are_accepted_and_queries_served(servi
         assert time.monotonic() < deadline, "never degraded while the trainer was down"
         time.sleep(0.05)
     assert health["status"] == "degraded" and health["reason"]
-    assert requests.get(f"{base}/queries?n=2", timeout=10).status_code == 200
+    assert requests.get(f"{base}/queries?n=2", headers=AUTH, timeout=10).status_code == 200
     model = requests.get(f"{base}/model", timeout=30)
     assert model.status_code in (200, 503)
     if model.status_code == 503:

@@ -33,6 +33,7 @@ def test_the_trainer_keeps_features_and_trains_only_the_final_layer(digits):
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     truth = ground_truth(pool)
     trainer.add_labels([{"id": i, "label": truth[i]} for i in list(truth)[:8]])
+    trainer.fetch_pending()  # what the training thread does before it trains
     assert trainer._x[0].shape == (trainer._head.in_features,)
     assert trainer.step_if_ready()
     after = trainer.model.state_dict()

@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 
 from activestream.actors.queue import QueryQueue
@@ -85,3 +87,59 @@ def test_a_diversity_queue_spreads_one_lease_over_the_embedding_space():
     assert len(set(picked)) == 4
     assert any(i < 10 for i in picked) and any(i >= 10 for i in picked)
     assert make_queue().lease(4)[0].id == "r0"  # without embeddings: by score alone
+
+
+def cold_queue(ids, **kwargs) -> QueryQueue:
+    queue = QueryQueue(explore_p=0.9, seed=0, clock=Clock(), cold_sample=lambda: ids, **kwargs)
+    assert queue.wait_cold(5)
+    return queue
+
+
+def test_before_the_first_round_the_queue_serves_random_pool_items_marked_explored():
+    queue = cold_queue([f"c{i}" for i in range(10)], warmup=True)
+    queries = queue.lease(4)
+    assert len(queries) == 4
+    assert {q.id for q in queries} <= {f"c{i}" for i in range(10)}
+    assert all(q.explored and q.model_version == -1 for q in queries)
+
+
+def test_without_a_cold_start_phase_the_cold_sample_still_fills_every_slot():
+    queries = cold_queue([f"c{i}" for i in range(10)], warmup=False).lease(5)
+    assert len(queries) == 5 and all(q.explored for q in queries)
+
+
+def test_the_first_round_replaces_the_cold_sample():
+    queue = cold_queue(["c0", "c1"])
+    queue.update_round(["r0"], [0.9], [1], ["x0"], 1)
+    assert {q.id for q in queue.lease(5)} == {"r0", "x0"}
+
+
+def test_a_cold_sample_that_lands_after_a_round_is_dropped():
+    gate = threading.Event()
+
+    def slow_sample():
+        gate.wait(5)
+        return ["late"]
+
+    queue = QueryQueue(seed=0, clock=Clock(), cold_sample=slow_sample)
+    queue.update_round(["r0"], [0.9], [1], ["x0"], 1)
+    gate.set()
+    assert queue.wait_cold(5)
+    assert "late" not in {q.id for q in queue.lease(5)}
+
+
+def test_a_failing_cold_sample_is_reported_and_leaves_the_queue_waiting_for_a_round():
+    def broken():
+        raise OSError("bucket gone")
+
+    queue = QueryQueue(seed=0, clock=Clock(), cold_sample=broken)
+    assert queue.wait_cold(5)
+    assert queue.lease(3) == []
+    assert "bucket gone" in queue.cold_error
+
+
+def test_round_count_is_zero_until_a_round_lands_so_a_restarted_queue_asks_for_one():
+    queue = cold_queue(["c0"])
+    assert queue.round_count() == 0
+    queue.update_round(["r0"], [0.9], [1], [], 1)
+    assert queue.round_count() == 1

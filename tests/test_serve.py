@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +35,7 @@ def server(run_service, tmp_path_factory):
     )
     pool, _ = resolve_dataset(cfg)
     with run_service(cfg, token=TOKEN) as base:
-        yield {"base": base, "truth": ground_truth(pool)}
+        yield {"base": base, "truth": ground_truth(pool), "log": Path(cfg.state_dir) / "labels"}
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -44,7 +47,8 @@ def post_labels(server, labels, **extra):
 
 
 def lease(server, n):
-    return requests.get(f"{server['base']}/queries", params={"n": n}, timeout=30).json()
+    url = f"{server['base']}/queries"
+    return requests.get(url, params={"n": n}, headers=AUTH, timeout=30).json()
 
 
 def answer(server, queries):
@@ -207,6 +211,44 @@ def test_openapi_documents_request_and_response_models(server):
     assert body["schema"]["$ref"].endswith("/LabelBatch")
 
 
+def test_leasing_queries_without_the_token_is_401(server):
+    r = requests.get(f"{server['base']}/queries", params={"n": 1}, timeout=10)
+    assert r.status_code == 401
+    bad = {"Authorization": "Bearer wrong"}
+    r = requests.get(f"{server['base']}/queries", params={"n": 1}, headers=bad, timeout=10)
+    assert r.status_code == 401
+
+
+def release(server, ids, headers=AUTH):
+    url = f"{server['base']}/queries/release"
+    return requests.post(url, json={"ids": ids}, headers=headers, timeout=30)
+
+
+def test_release_frees_leased_ids_and_ignores_ids_not_leased(server):
+    leased = [q["id"] for q in lease(server, 2)["queries"]]
+    r = release(server, [*leased, "digits-00001-never-leased", leased[0]])
+    assert r.status_code == 200, r.text
+    assert r.json() == {"released": 2}
+    assert release(server, leased).json() == {"released": 0}
+
+
+def test_release_without_the_token_is_401_and_keeps_the_lease(server):
+    [item] = [q["id"] for q in lease(server, 1)["queries"]]
+    assert release(server, [item], headers={}).status_code == 401
+    assert release(server, [item]).json() == {"released": 1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b'{"ids": []}', b'{"ids": "digits-00001"}', b'{"ids": [3]}', b'{"id": ["a"]}'],
+)
+def test_malformed_release_bodies_get_422(server, body):
+    headers = {**AUTH, "Content-Type": "application/json"}
+    r = requests.post(f"{server['base']}/queries/release", data=body, headers=headers, timeout=10)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]
+
+
 def test_queries_n_out_of_range_is_422(server):
     assert requests.get(f"{server['base']}/queries?n=0", timeout=10).status_code == 422
     assert requests.get(f"{server['base']}/queries?n=abc", timeout=10).status_code == 422
@@ -225,19 +267,35 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture()
-def page(server):
+PHONE = {"width": 375, "height": 740}
+
+
+@contextlib.contextmanager
+def labeling_page(server, viewport):
+    """The labeling page in headless Chromium, with the token in its local storage."""
     playwright = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} missing: scripts/test.sh installs Debian's chromium")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 900, "height": 900})
+        context = browser.new_context(viewport=viewport)
         tab = context.new_page()
         tab.add_init_script(f"localStorage.setItem('activestream-token', '{TOKEN}')")
         tab.goto(server["base"] + "/")
         yield tab
         browser.close()
+
+
+@pytest.fixture()
+def page(server):
+    with labeling_page(server, {"width": 900, "height": 900}) as tab:
+        yield tab
+
+
+@pytest.fixture()
+def phone(server):
+    with labeling_page(server, PHONE) as tab:
+        yield tab
 
 
 def current_item(page) -> str:
@@ -293,3 +351,50 @@ def test_labeling_page_fits_a_phone_width(server, page):
     page.wait_for_selector("button.class")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375
+
+
+def label_log(server):
+    """Every record of the label log, oldest first (read-only: the ledger owns the files)."""
+    records = []
+    for segment in sorted(server["log"].glob("seg-*.jsonl")):
+        lines = segment.read_bytes().splitlines(keepends=True)
+        records += [json.loads(line) for line in lines if line.endswith(b"\n")]
+    return records
+
+
+def ready(page, ahead=4):
+    """Class buttons built, an item shown and at least ``ahead`` more leased and preloaded."""
+    page.wait_for_selector("button.class")
+    current_item(page)
+    page.wait_for_function(f"Number(document.body.dataset.ahead) >= {ahead}", timeout=30_000)
+
+
+def test_the_page_sends_every_key_of_a_fast_expert_in_order_at_phone_width(server, phone):
+    ready(phone)
+    before = settled_labels_seen(server)
+    logged = len(label_log(server))
+    shown, pressed = [], []
+    start = time.monotonic()
+    for i in range(30):  # 3 labels a second, the pace of an expert on a phone
+        time.sleep(max(0.0, start + i / 3 - time.monotonic()))
+        item = current_item(phone)
+        shown.append(item)
+        pressed.append(server["truth"][item])
+        phone.keyboard.press(str(pressed[-1]))
+    assert time.monotonic() - start < 12, "the test itself fell behind its pace"
+    phone.wait_for_function("document.body.dataset.unsent === '0'", timeout=60_000)
+    records = label_log(server)[logged:]
+    assert [(r["id"], r["label"]) for r in records] == list(zip(shown, pressed, strict=True))
+    assert len(set(shown)) == 30
+    assert settled_labels_seen(server) == before + 30
+
+
+def test_skipping_on_the_page_hands_the_lease_back(server, phone):
+    ready(phone)
+    item = current_item(phone)
+    with phone.expect_response(lambda r: r.url.endswith("/queries/release")) as answer:
+        phone.keyboard.press("Enter")
+    assert json.loads(answer.value.request.post_data) == {"ids": [item]}
+    assert answer.value.json() == {"released": 1}
+    assert current_item(phone) != item
+    assert release(server, [item]).json() == {"released": 0}  # nobody holds it: leasable again

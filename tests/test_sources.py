@@ -416,3 +416,23 @@ def test_resolve_s3_pool_and_test_layout(s3_server: StorageConfig, s3_bucket: st
     cfg = Config(data=DataConfig(dataset=f"s3://{s3_bucket}/ds"), storage=s3_server)
     pool, test = resolve_dataset(cfg)
     assert pool.num_rows == 6 and test is not None and test.num_rows == 2
+
+
+def test_sample_ids_draws_distinct_pool_ids_reading_only_a_few_files(
+    digits: tuple[Path, ShardSet, ShardSet],
+) -> None:
+    from activestream.sources.shards import ground_truth, sample_ids
+
+    _, pool, _ = digits
+    ids = sample_ids(pool, 50, seed=3, max_files=1)
+    assert len(ids) == 50 and len(set(ids)) == 50
+    assert set(ids) <= set(ground_truth(pool))
+    files = [set(pool.read_file(f, ("id",)).column("id").to_pylist()) for f in range(4)]
+    assert sum(bool(f & set(ids)) for f in files) == 1
+
+
+def test_sample_ids_differs_by_seed(digits: tuple[Path, ShardSet, ShardSet]) -> None:
+    from activestream.sources.shards import sample_ids
+
+    _, pool, _ = digits
+    assert sample_ids(pool, 20, seed=0) != sample_ids(pool, 20, seed=1)

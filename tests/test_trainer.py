@@ -319,3 +319,51 @@ def test_waiting_for_a_publication_returns_as_soon_as_one_is_out(digits):
     waited = time.monotonic() - began
     service.stop()
     assert 0.2 <= waited < 30
+
+
+def test_ingest_records_labels_and_offset_at_once_and_reads_pixels_only_to_train(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    assert trainer.ingest(0, first_labels(truth, 4)) == 4
+    assert (trainer.labels_seen, trainer.unfetched, trainer.held_rows) == (4, 4, 0)
+    assert trainer.held_labels() == {r["id"]: r["label"] for r in first_labels(truth, 4)}
+    assert trainer.step_if_ready()
+    assert (trainer.version, trainer.unfetched, trainer.labels_seen) == (1, 0, 4)
+
+
+def test_a_checkpoint_of_labels_whose_pixels_were_not_fetched_restores_them(digits):
+    pool, _, truth = digits
+    original = make_trainer(pool)
+    original.ingest(0, first_labels(truth, 8))
+    original.partial_fit()
+    original.ingest(8, first_labels(truth, 3, start=8))  # held and counted, pixels not read
+    restored = make_trainer(pool)
+    restored.restore(original.checkpoint())
+    assert restored.applied == original.applied == 11
+    assert restored.held_labels() == original.held_labels()
+    assert (restored.unfetched, restored.buffered) == (3, 3)
+    for trainer in (original, restored):
+        trainer.ingest(11, first_labels(truth, 5, start=11))
+        trainer.partial_fit()
+    a, b = original.state_arrays(), restored.state_arrays()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_relabel_that_arrives_before_the_pixels_are_fetched_is_the_label_trained_on(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    rec = first_labels(truth, 1)[0]
+    other = (rec["label"] + 1) % 10
+    trainer.ingest(0, [rec])
+    trainer.ingest(1, [{"id": rec["id"], "label": other}])  # the log's relabel record
+    assert trainer.fetch_pending() == 1
+    assert (trainer.labels_seen, trainer.held_labels()) == (1, {rec["id"]: other})
+
+
+def test_an_ingested_id_that_left_the_pool_is_dropped_when_pixels_are_fetched(digits):
+    pool, _, truth = digits
+    trainer = make_trainer(pool)
+    assert trainer.ingest(0, [*first_labels(truth, 2), {"id": "gone", "label": 1}]) == 3
+    assert trainer.fetch_pending() == 2
+    assert set(trainer.held_labels()) == {r["id"] for r in first_labels(truth, 2)}
+    assert trainer.applied == 3  # the record is consumed: a resend does not bring it back

@@ -1,0 +1,63 @@
+"""LabelingAPI as a plain class: routes awaited directly, with handles that live in this process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from fastapi import HTTPException
+
+from activestream.actors.items import ItemStore
+from activestream.config import Config
+from activestream.deploy.app import LabelingAPI
+from activestream.sources.resolve import resolve_dataset
+
+
+class _Stalled:
+    """A trainer handle whose every call ends as ``asyncio.wait_for`` ends on Python 3.10.
+
+    There ``asyncio.TimeoutError`` is not the builtin ``TimeoutError`` (they are one class
+    only from 3.11 on), so raising it here specifies the 3.10 behaviour on any version.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*args: Any, **kwargs: Any) -> Any:
+            raise asyncio.TimeoutError
+
+        class _Method:
+            remote: Callable[..., Coroutine[Any, Any, Any]] = staticmethod(fail)
+
+        return _Method()
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory: pytest.TempPathFactory) -> ItemStore:
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
+    pool, _ = resolve_dataset(cfg)
+    return ItemStore(pool)
+
+
+def api_with(items: ItemStore, trainer: Any = None) -> LabelingAPI:
+    return LabelingAPI(ledger=None, trainer=trainer, queue=None, board=None, items=items)
+
+
+def test_a_trainer_call_timing_out_as_on_python_3_10_is_a_503_with_retry_after(items):
+    with pytest.raises(HTTPException) as raised:
+        asyncio.run(api_with(items, _Stalled()).model())
+    assert raised.value.status_code == 503
+    assert raised.value.headers == {"Retry-After": "2"}
+
+
+def test_an_unknown_item_id_is_a_404_from_the_worker_thread_lookup(items):
+    with pytest.raises(HTTPException) as raised:
+        asyncio.run(api_with(items).item_image("no-such-item"))
+    assert raised.value.status_code == 404
+    assert "no-such-item" in raised.value.detail
+
+
+def test_a_known_item_id_renders_its_pixels_as_a_png(items):
+    response = asyncio.run(api_with(items).item_image(str(items.ids()[0])))
+    assert response.media_type == "image/png"
+    assert response.body.startswith(b"\x89PNG")

@@ -1,0 +1,54 @@
+"""Every actor of the running service killed in turn (SIGKILL) under a steady label stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from activestream.benchmarks import kill_each
+from activestream.sources.resolve import resolve_dataset
+from activestream.sources.shards import ground_truth
+
+pytestmark = pytest.mark.slow
+TOKEN = "kill-token"
+
+
+@pytest.fixture(scope="module")
+def outcome(run_service, durable_config, tmp_path_factory):
+    cfg = durable_config(tmp_path_factory.mktemp("kill_each"))
+    pool, _ = resolve_dataset(cfg)
+    items = list(ground_truth(pool).items())
+    np.random.default_rng(1).shuffle(items)
+    with run_service(cfg, token=TOKEN) as base:
+        result = kill_each.run(
+            base, dict(items), headers={"Authorization": f"Bearer {TOKEN}"}, settle=2.0
+        )
+    print(f"\nkill each actor: {result}")
+    return result
+
+
+def test_every_role_was_killed_and_came_back_healthy(outcome):
+    assert [k["role"] for k in outcome["kills"]] == list(kill_each.ROLES)
+    slow = {k["role"]: k["healthy_s"] for k in outcome["kills"] if k["healthy_s"] is None}
+    assert not slow, f"never healthy again after the kill: {slow}"
+
+
+def test_queries_are_served_again_after_every_kill(outcome):
+    late = {k["role"]: k["queries_s"] for k in outcome["kills"] if k["queries_s"] is None}
+    assert not late, f"no query served after killing {late}"
+    assert max(k["queries_s"] for k in outcome["kills"]) < 60
+
+
+def test_no_acknowledged_label_is_lost(outcome):
+    assert outcome["labels_acked"] > 100
+    assert outcome["labels_lost"] == 0
+
+
+def test_no_label_is_logged_or_held_twice(outcome):
+    assert outcome["log_ids_twice"] == 0
+    assert outcome["labels_seen"] == outcome["labels_held"] == outcome["log_records"]
+
+
+def test_the_model_version_never_goes_down(outcome):
+    assert outcome["version_drops"] == 0
+    assert outcome["last_version"] > outcome["first_version"]
