@@ -87,10 +87,14 @@ def test_a_trainer_killed_under_load_loses_no_answered_label(service):
 
 
 def test_a_restarted_trainer_resumes_from_a_checkpoint(service):
+    wait_healthy(service["base"])
+    saved = ray.get(service["trainer"].save_checkpoint.remote())  # one exists, whatever the pace
+    fault_recovery.kill_trainer(service["trainer"])()
     info = wait_healthy(service["base"])
     model = requests.get(f"{service['base']}/model", timeout=10).json()
     assert model["version"] >= info["model_version"] - 1
-    assert ray.get(service["trainer"].model_info.remote())["recovered_from"] is not None
+    recovered = ray.get(service["trainer"].model_info.remote())["recovered_from"]
+    assert recovered is not None and recovered >= saved
 
 
 def test_the_api_survives_fuzzing_from_its_openapi_schema(service):
