@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -282,6 +283,36 @@ class DurabilityConfig(_Section):
     )
 
 
+class LabelStudioConfig(_Section):
+    """Label Studio as the annotation front end (``/label-studio`` is its ML backend URL).
+
+    Address and key default to Label Studio's own variables, read where the config is built
+    (the CLI or ``serve run``), so they travel to the actors inside this config.
+    """
+
+    url: str | None = Field(
+        default_factory=lambda: os.environ.get("LABEL_STUDIO_URL") or None,
+        description="Label Studio's base URL (default: $LABEL_STUDIO_URL, else the hostname "
+        "Label Studio sends in /setup).",
+    )
+    api_key: str | None = Field(
+        default_factory=lambda: os.environ.get("LABEL_STUDIO_API_KEY") or None,
+        description="Its API token (default: $LABEL_STUDIO_API_KEY, else the project "
+        "creator's token sent in /setup).",
+        repr=False,
+    )
+    sync_seconds: float = Field(
+        2.0, gt=0.0, description="How often new model versions are written back as scores."
+    )
+    reconcile_seconds: float = Field(
+        30.0,
+        gt=0.0,
+        description="How often every task's annotations are compared with the label log "
+        "(catches webhooks Label Studio never sent).",
+    )
+    batch: int = Field(100, ge=1, le=1000, description="Predictions per request to Label Studio.")
+
+
 class Config(_Section):
     """Everything a run needs; build it with :func:`load_config` or ``Config()``."""
 
@@ -295,6 +326,7 @@ class Config(_Section):
     ray: RayConfig = RayConfig()
     serve: ServeConfig = ServeConfig()
     durability: DurabilityConfig = DurabilityConfig()
+    label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
 
     @model_validator(mode="after")
     def _dropout_for_mc_samplers(self) -> Config:

@@ -54,6 +54,8 @@ def _entry(record: Mapping[str, Any], now: float, annotator: str | None) -> dict
     }
     if record.get("relabel"):
         entry["relabel"] = True  # replaces an earlier label of the same id
+    if record.get("retract"):
+        entry["retract"] = True  # withdraws the id's label (its annotation was deleted)
     return entry
 
 

@@ -126,7 +126,10 @@ class LabelLedger:
             return
         self._log = LabelLog(self.uri, self.storage)
         for record in self._log.read(0):
-            self._labels[record["id"]] = int(record["label"])
+            if record.get("retract"):
+                self._labels.pop(record["id"], None)
+            else:
+                self._labels[record["id"]] = int(record["label"])
         self._handed = self._log.offset  # the sync thread's catch-up covers what came before
         if self.downstream is not None:
             self._retire_all()
@@ -207,6 +210,37 @@ class LabelLedger:
         return AddResult(
             accepted=len(logged), duplicates=checked.duplicates, trainer_ok=ok and self.trainer_ok
         )
+
+    def retract(self, ids: Iterable[str], *, annotator: str | None = None) -> int:
+        """Withdraw the labels of ``ids`` (their annotations were deleted); returns how many.
+
+        Logged like labels (``"retract": true`` records, durable before the answer), so the
+        trainer stops training on them in log order and a rebuilt ledger forgets them too. Ids
+        without a label are ignored, so a repeated delete changes nothing.
+        """
+        with self._lock:
+            held = list(dict.fromkeys(i for i in ids if i in self._labels))
+            if not held:
+                return 0
+            now = time.time()
+            logged = [
+                {"id": i, "label": -1, "time": now, "annotator": annotator, "retract": True}
+                for i in held
+            ]
+            start = self.log.offset
+            try:
+                self.log.append(logged)
+            except (StorageError, OSError) as err:
+                raise self._storage_failed(self.uri, err) from None
+            for item in held:
+                del self._labels[item]
+            if self.background:
+                self._pending.append((start, logged))
+        if self.background:
+            self._wake.set()
+        elif self.downstream is not None:
+            self._forward(start, logged)
+        return len(held)
 
     def _storage_failed(self, uri: str, err: BaseException) -> StorageError:
         """Remember why ``uri`` cannot be written (for ``status``) and say so in one line."""
@@ -291,10 +325,11 @@ class LabelLedger:
             return
         records = [r for _, batch in pending for r in batch]
         self._forward(pending[0][0], records)
+        labeled = [r for r in records if not r.get("retract")]
         self._call(
             self.downstream.retire,  # type: ignore[union-attr]
-            [str(r["id"]) for r in records],
-            [int(r["label"]) for r in records],
+            [str(r["id"]) for r in labeled],
+            [int(r["label"]) for r in labeled],
         )
         with self._drained:
             self._handed = max(self._handed, pending[0][0] + len(records))
@@ -346,6 +381,11 @@ class LabelLedger:
         """Every label in the log, by id (the latest answer for relabeled ids)."""
         with self._lock:
             return dict(self._labels)
+
+    def labels_of(self, ids: Iterable[str]) -> dict[str, int]:
+        """The label of each of ``ids`` that has one (a cheap subset of :meth:`labels`)."""
+        with self._lock:
+            return {i: self._labels[i] for i in ids if i in self._labels}
 
     def read(self, from_offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         """Log records from ``from_offset`` on (at most ``limit``)."""

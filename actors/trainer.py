@@ -36,6 +36,8 @@ from activestream.config import ModelConfig, StorageConfig, TrainingConfig
 from activestream.models.parts import last_linear, pick_device
 from activestream.sources.fs import DEFAULT_STORAGE
 
+RETRACTED = -100  # the label of a withdrawn row; the loss's ignore_index, so no step learns it
+
 
 def _adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.Optimizer:
     """AdamW, with the fused kernel where the parameters' device has one.
@@ -128,7 +130,7 @@ class Trainer:
             lr=training.lr,
             weight_decay=training.weight_decay,
         )
-        self._loss = nn.CrossEntropyLoss()
+        self._loss = nn.CrossEntropyLoss(ignore_index=RETRACTED)
         # Row -> what a training step needs of that label: the stored pixels as uint8
         # (C, H, W) (4x smaller than floats; the transform runs per minibatch), or with
         # ``train: head`` the frozen backbone's features, computed once. Only rows the policy
@@ -142,6 +144,7 @@ class Trainer:
         # recording a label never reads storage (see ingest); fetch_pending turns the oldest
         # into rows, always after every existing row, so rows keep arrival order.
         self._pending: dict[str, int] = {}
+        self._retracted: dict[int, str] = {}  # withdrawn rows (label RETRACTED) -> their id
         self._trained = 0  # rows [0, _trained) have been trained on; the rest is the buffer
         self.applied = 0  # label-log records [0, applied) are held (see ingest)
         self._reservoir = _Reservoir(training.replay_capacity, self._rng)
@@ -214,7 +217,13 @@ class Trainer:
             fresh: dict[str, int] = {}
             changed: dict[str, int] = {}
             for record in records[self.applied - start :]:
-                item_id, label = str(record["id"]), int(record["label"])
+                item_id = str(record["id"])
+                if record.get("retract"):  # in log order: what came before applies first
+                    self._record(fresh, changed)
+                    fresh, changed = {}, {}
+                    self._retract(item_id)
+                    continue
+                label = int(record["label"])
                 held = fresh.get(item_id, self._held(item_id))
                 if held is None:
                     fresh[item_id] = label
@@ -306,6 +315,19 @@ class Trainer:
             if not progress:
                 return made
 
+    def _retract(self, item_id: str) -> None:
+        """Forget a label (its annotation was deleted): no step trains on it from now on.
+
+        Its row stays (rows are positions) with the label :data:`RETRACTED`, which the loss
+        ignores; a later label for the id becomes a new row.
+        """
+        if self._pending.pop(item_id, None) is not None:
+            return
+        row = self._ids.pop(item_id, None)
+        if row is not None:
+            self._y[row] = RETRACTED
+            self._retracted[row] = item_id
+
     def _held(self, item_id: str) -> int | None:
         if item_id in self._pending:
             return self._pending[item_id]
@@ -322,7 +344,7 @@ class Trainer:
     @property
     def labels_seen(self) -> int:
         """Labels held: trained on, still waiting in the buffer, or waiting for their pixels."""
-        return len(self._y) + len(self._pending)
+        return len(self._y) - len(self._retracted) + len(self._pending)
 
     @property
     def buffered(self) -> int:
@@ -367,12 +389,15 @@ class Trainer:
             hits = self._prequential_hits(
                 self._inputs(np.stack([held[r] for r in range(start, end)])), y[start:end]
             )
+            hits = [h for h, label in zip(hits, y[start:end].tolist(), strict=True) if label >= 0]
             self._train_mode()
             cfg = self.training
             for _ in range(cfg.steps_per_update):
                 rows = self._minibatch(start, end)
                 xb = self._inputs(np.stack([held[r] for r in rows.tolist()]))
                 yb = y[rows].to(self.device, non_blocking=True)
+                if not bool((y[rows] != RETRACTED).any()):
+                    continue  # every row withdrawn: a loss over nothing is NaN
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = self._loss(self._logits(xb), yb)
                 loss.backward()
@@ -478,6 +503,15 @@ class Trainer:
         with self._model_lock:
             return state_to_numpy(self.model)
 
+    def _ids_by_row(self) -> list[str]:
+        """The id of every row, withdrawn ones included (their pixels are fetched on restore)."""
+        ids = [""] * len(self._y)
+        for item, row in self._ids.items():
+            ids[row] = item
+        for row, item in self._retracted.items():
+            ids[row] = item
+        return ids
+
     def checkpoint(self) -> bytes:
         """Everything needed to continue exactly here: weights, optimizer, labels, RNG streams.
 
@@ -493,7 +527,7 @@ class Trainer:
                 "version": self.version,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "ids": list(self._ids),
+                "ids": self._ids_by_row(),
                 "labels": list(self._y),
                 "pending": list(self._pending.items()),
                 "trained": self._trained,
@@ -518,7 +552,12 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             ids = state["ids"]
             self._y = list(state["labels"])
-            self._ids = {item: row for row, item in enumerate(ids)}
+            self._ids, self._retracted = {}, {}
+            for row, item in enumerate(ids):
+                if self._y[row] == RETRACTED:
+                    self._retracted[row] = item
+                else:
+                    self._ids[item] = row
             self._trained = state["trained"]
             self._reservoir.load(state["reservoir"], state["reservoir_seen"])
             self._pending = dict(state.get("pending", []))  # format 1 had none

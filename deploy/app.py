@@ -25,8 +25,10 @@ Rules a client can rely on:
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import io
+import json
 import threading
 import time
 from pathlib import Path
@@ -188,6 +190,7 @@ class LabelingAPI:
         board: Any,
         items: Any,
         loop: Any = None,
+        label_studio: Any = None,
         token: str | None = None,
         max_body_bytes: int = 1 << 20,
         max_queries: int = 100,
@@ -202,6 +205,7 @@ class LabelingAPI:
         self.queue = queue
         self.board = board
         self.loop = loop
+        self.label_studio = label_studio
         self.items = items
         self._items_lock = threading.Lock()
         self.max_body_bytes = max_body_bytes
@@ -227,6 +231,10 @@ class LabelingAPI:
             ("/model/weights", self.weights, "GET", None),
             ("/metrics", self.metrics, "GET", None),
             ("/", self.page, "GET", None),
+            ("/label-studio/health", self.ls_health, "GET", None),
+            ("/label-studio/setup", self.ls_setup, "POST", None),
+            ("/label-studio/predict", self.ls_predict, "POST", None),
+            ("/label-studio/webhook", self.ls_webhook, "POST", None),
         ]
         bodies = {"/labels": LabelBatch, "/queries/release": Release, "/predict": PredictRequest}
         for path, endpoint, method, model in routes:
@@ -247,11 +255,11 @@ class LabelingAPI:
                 endpoint,
                 methods=[method],
                 response_model=model,
-                response_class=Response
-                if model is None and path != "/"
+                response_class=JSONResponse
+                if model is not None or path.startswith("/label-studio")
                 else HTMLResponse
                 if path == "/"
-                else JSONResponse,
+                else Response,
                 **extra,
             )
         _add_schemas(api, bodies.values())
@@ -570,6 +578,74 @@ class LabelingAPI:
             for arm, state in arms.items():
                 chance.labels(arm=arm).set(state["probability"])
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    # -- Label Studio's ML backend (see activestream.actors.label_studio) -----------------
+    def _authorize_ml(self, authorization: str | None) -> None:
+        """Label Studio sends Basic auth (user and password from its ML settings) or a bearer.
+
+        With ``ACTIVESTREAM_TOKEN`` set, either must carry it: as the bearer token, or as the
+        Basic password (any user name).
+        """
+        if self.token is None:
+            return
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                value = base64.b64decode(value, validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                value = ""
+            authorization = f"Bearer {value}"
+        self._authorize(authorization)
+
+    async def _ls_body(self, request: Request) -> dict[str, Any]:
+        body = await self._body(request)
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            raise _reject(422, "body: not JSON") from None
+        if not isinstance(parsed, dict):
+            raise _reject(422, "body: expected a JSON object")
+        return parsed
+
+    async def _bridge(self, call: Any) -> Any:
+        if self.label_studio is None:
+            raise _reject(404, "this deployment has no Label Studio bridge")
+        try:
+            return await self._control(call, "Label Studio bridge")
+        except (ValueError, KeyError, TypeError) as err:
+            raise _reject(422, _reason(err)) from None
+
+    async def ls_health(self, authorization: Annotated[str | None, Header()] = None) -> Any:
+        """Label Studio's health check (1 s budget): up, and the current model version."""
+        self._authorize_ml(authorization)
+        if self.label_studio is None:
+            raise _reject(404, "this deployment has no Label Studio bridge")
+        return await self._bridge(self.label_studio.health.remote())
+
+    async def ls_setup(
+        self, request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Any:
+        """A project's label config; answers the model version Label Studio compares."""
+        self._authorize_ml(authorization)
+        body = await self._ls_body(request)
+        return await self._bridge(self.label_studio.setup.remote(body))
+
+    async def ls_predict(
+        self, request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Any:
+        """One prediction per task, in order; the score is the model's confidence."""
+        self._authorize_ml(authorization)
+        body = await self._ls_body(request)
+        return await self._bridge(self.label_studio.predict.remote(body))
+
+    async def ls_webhook(self, request: Request) -> Any:
+        """Project events (1 s budget, no credentials: Label Studio's webhooks carry none).
+
+        Safe open: an event only makes the bridge read the task's annotations back from
+        Label Studio with its own key, so a forged event cannot change a label.
+        """
+        body = await self._ls_body(request)
+        return await self._bridge(self.label_studio.webhook.remote(body))
 
     async def page(self) -> HTMLResponse:
         """The labeling page."""

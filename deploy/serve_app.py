@@ -55,6 +55,7 @@ def bind(cfg: Config, *, detached: bool = False) -> Any:
         queue=handles["queue"],
         board=handles["board"],
         loop=host,
+        label_studio=handles["label_studio"],
         items=ItemStore(pool, storage=cfg.storage),
         token=os.environ.get("ACTIVESTREAM_TOKEN") or None,
         max_body_bytes=cfg.serve.max_body_bytes,

@@ -30,6 +30,7 @@ import ray
 from activestream import samplers
 from activestream.actors.checkpoints import CheckpointStore
 from activestream.actors.items import ItemStore
+from activestream.actors.label_studio import LabelStudioBridge
 from activestream.actors.labels import AddResult
 from activestream.actors.ledger import LabelLedger
 from activestream.actors.queue import QueryQueue, cold_start_over
@@ -107,6 +108,42 @@ class RayDownstream:
         return int(ray.get(self.queue.stats.remote(), timeout=self.timeout)["labeled"])
 
 
+class RayService:
+    """The Label Studio bridge's view of the ledger, trainer and board actors.
+
+    Args:
+        ledger: LabelLedger actor handle.
+        trainer: TrainerService actor handle.
+        board: WeightsBoard actor handle.
+        timeout: Seconds to wait for an actor.
+    """
+
+    def __init__(self, ledger: Any, trainer: Any, board: Any, timeout: float = 60.0) -> None:
+        self.ledger = ledger
+        self.trainer = trainer
+        self.board = board
+        self.timeout = timeout
+
+    def add(self, records: list[dict[str, Any]], *, annotator: str) -> None:  # noqa: D102
+        ref = self.ledger.add.remote(records, relabel=True, annotator=annotator)
+        ray.get(ref, timeout=self.timeout)
+
+    def retract(self, ids: list[str]) -> None:  # noqa: D102
+        ray.get(self.ledger.retract.remote(ids, annotator="label-studio"), timeout=self.timeout)
+
+    def labels_of(self, ids: list[str]) -> dict[str, int]:  # noqa: D102
+        return ray.get(self.ledger.labels_of.remote(ids), timeout=self.timeout)
+
+    def predict_proba(self, x: Any) -> Any:  # noqa: D102
+        return ray.get(self.trainer.predict_proba.remote(x), timeout=self.timeout)
+
+    def version(self) -> int:  # noqa: D102
+        return int(ray.get(self.board.latest_version.remote(), timeout=self.timeout))
+
+    def flush(self) -> None:  # noqa: D102
+        ray.get(self.trainer.flush.remote(), timeout=self.timeout)
+
+
 @dataclass
 class RoundStats:
     """One finished scoring round."""
@@ -169,6 +206,7 @@ class ActiveLoop:
         self.trainer: Any = None
         self.queue: Any = None
         self.ledger: Any = None
+        self.label_studio: Any = None
         self._ready = False  # the model has earned the hand-over from the cold start
         self._checked_version = -1
         self._published_seen = -1  # the newest version the trainer said it published
@@ -251,6 +289,16 @@ class ActiveLoop:
             probe_uris=[f"{cfg.state_dir}/checkpoints"],  # /healthz names a failing store
         )
         ray.get(self.ledger.catch_up.remote())  # the trainer holds the whole log
+        self.label_studio = self._actor(
+            "label-studio", LabelStudioBridge, {"num_cpus": 0, "max_concurrency": 16, **control}
+        ).remote(
+            items=ItemStore(self.pool, storage=cfg.storage),
+            service=RayService(self.ledger, self.trainer, self.board),
+            config=cfg.label_studio,
+            sampler=cfg.sampling.sampler,
+            storage=cfg.storage,
+            autostart=True,
+        )
         self._thread = threading.Thread(target=self._run, name="scoring-rounds", daemon=True)
         self._thread.start()
 
@@ -259,12 +307,14 @@ class ActiveLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=120)
+        if self.label_studio is not None:
+            ray.get(self.label_studio.stop.remote())
         if self.ledger is not None:
             ray.get(self.ledger.stop.remote())
         if self.trainer is not None:
             ray.get(self.trainer.stop.remote())  # writes a final checkpoint
         if self.name is not None:  # detached: they would outlive every handle
-            for handle in (self.ledger, self.trainer, self.queue, self.board):
+            for handle in (self.label_studio, self.ledger, self.trainer, self.queue, self.board):
                 if handle is not None:
                     ray.kill(handle, no_restart=True)
 
@@ -276,6 +326,7 @@ class ActiveLoop:
             "queue": self.queue,
             "board": self.board,
             "ledger": self.ledger,
+            "label_studio": self.label_studio,
         }
 
     def stats(self) -> dict[str, Any]:

@@ -7,6 +7,12 @@ if [ ! -x /usr/bin/chromium ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# The Label Studio integration tests run a real Label Studio, from its own venv (see
+# label_studio.sh; built once, about a minute). Locally ACTIVESTREAM_SKIP_LABEL_STUDIO=1 skips
+# building it and those tests (see the label_studio fixture); CI never does.
+if [ "${CI:-}" = "true" ] || [ "${ACTIVESTREAM_SKIP_LABEL_STUDIO:-}" != "1" ]; then
+    source "$ROOT/scripts/label_studio.sh"  # exports LABEL_STUDIO_BIN
+fi
 echo "== ruff"
 ruff check .
 ruff format --check .

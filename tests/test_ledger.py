@@ -262,3 +262,60 @@ def test_a_restarted_service_resumes_from_its_checkpoint_above_the_published_ver
     assert second.held_labels() == first.held_labels() and second.applied == 8
     assert published[-1].version == second.version
     second.stop()
+
+
+def test_a_retracted_label_leaves_the_ledger_and_the_trainer(tmp_path, digits):
+    pool, truth = digits
+    trainer, queue = make_trainer(pool), QueryQueue()
+    ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, queue))
+    ledger.add(labels(truth, 6))
+    gone = list(truth)[2]
+    assert ledger.retract([gone, "never-labeled"]) == 1
+    assert gone not in ledger.labels() and gone not in trainer.held_labels()
+    assert trainer.labels_seen == 5 and trainer.held_labels() == ledger.labels()
+
+
+def test_a_retract_is_durable_and_a_rebuilt_ledger_forgets_the_label(tmp_path, digits):
+    pool, truth = digits
+    ledger = make_ledger(tmp_path, pool)
+    ledger.add(labels(truth, 3))
+    ledger.retract([list(truth)[0]])
+    ledger.stop()
+    again = make_ledger(tmp_path, pool)
+    assert set(again.labels()) == set(list(truth)[1:3])
+
+
+def test_a_retracted_id_can_be_labeled_again_as_a_fresh_label(tmp_path, digits):
+    pool, truth = digits
+    trainer, queue = make_trainer(pool), QueryQueue()
+    ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, queue))
+    first = list(truth)[0]
+    ledger.add([{"id": first, "label": 1}])
+    ledger.retract([first])
+    assert ledger.add([{"id": first, "label": 2}]).accepted == 1
+    assert trainer.held_labels() == {first: 2}
+
+
+def test_a_trainer_replaying_the_log_from_scratch_ends_without_retracted_labels(tmp_path, digits):
+    pool, truth = digits
+    ledger = make_ledger(tmp_path, pool)
+    ledger.add(labels(truth, 5))
+    ledger.retract(list(truth)[:2])
+    trainer = make_trainer(pool)
+    assert trainer.ingest(0, ledger.read(0)) == ledger.log.offset
+    assert set(trainer.held_labels()) == set(list(truth)[2:5])
+
+
+def test_training_over_retracted_rows_stays_finite(tmp_path, digits):
+    import numpy as np
+
+    pool, truth = digits
+    trainer = make_trainer(pool)
+    ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, QueryQueue()))
+    ledger.add(labels(truth, 4))
+    trainer.fetch_pending()
+    ledger.retract(list(truth)[:4])  # a whole buffer withdrawn after its pixels arrived
+    ledger.add(labels(truth, 4, start=4))
+    assert trainer.step_if_ready()
+    weights = np.concatenate([p.detach().numpy().ravel() for p in trainer.model.parameters()])
+    assert np.isfinite(weights).all()
