@@ -282,7 +282,12 @@ class LabelStudioBridge:
 
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
         """One prediction per task, in task order, with the confidence as ``score``."""
-        tasks = list(body.get("tasks") or [])
+        tasks = body.get("tasks") or []
+        if not isinstance(tasks, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("id"), int) and isinstance(t.get("data"), dict)
+            for t in tasks
+        ):
+            raise ValueError("tasks: expected a list of {id: int, data: {...}} objects")
         project = self._project_for(body, tasks)
         ids = self._items_for(project, tasks)
         version = self.model_version()

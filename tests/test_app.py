@@ -61,3 +61,38 @@ def test_a_known_item_id_renders_its_pixels_as_a_png(items):
     response = asyncio.run(api_with(items).item_image(str(items.ids()[0])))
     assert response.media_type == "image/png"
     assert response.body.startswith(b"\x89PNG")
+
+
+def basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [basic("label-studio", "s3cret"), basic("", "s3cret"), "Bearer s3cret"],
+)
+def test_label_studio_may_authenticate_with_basic_auth_or_the_bearer_token(items, authorization):
+    api = LabelingAPI(
+        ledger=None, trainer=None, queue=None, board=None, items=items, token="s3cret"
+    )
+    api._authorize_ml(authorization)  # no exception: accepted
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, basic("label-studio", "wrong"), "Basic !!notbase64", "Bearer wrong"]
+)
+def test_label_studio_calls_without_the_token_are_401(items, authorization):
+    api = LabelingAPI(
+        ledger=None, trainer=None, queue=None, board=None, items=items, token="s3cret"
+    )
+    with pytest.raises(HTTPException) as raised:
+        api._authorize_ml(authorization)
+    assert raised.value.status_code == 401
+
+
+def test_label_studio_routes_answer_404_when_the_deployment_has_no_bridge(items):
+    with pytest.raises(HTTPException) as raised:
+        asyncio.run(api_with(items).ls_health())
+    assert raised.value.status_code == 404
