@@ -234,6 +234,7 @@ class LabelStudioBridge:
         self.pushed_version = -1
         self.pushed_at: float | None = None
         self.pushed_predictions = 0
+        self.push_seconds: float | None = None  # the newest push: predict, import, set version
         self.items_added = 0
         self.labels_logged = 0
         self.labels_retracted = 0
@@ -323,6 +324,7 @@ class LabelStudioBridge:
                 "pushed_version": self.pushed_version,
                 "pushed_at": self.pushed_at,
                 "pushed_predictions": self.pushed_predictions,
+                "push_seconds": self.push_seconds,
                 "items_added": self.items_added,
                 "labels_logged": self.labels_logged,
                 "labels_retracted": self.labels_retracted,
@@ -598,9 +600,14 @@ class LabelStudioBridge:
         if action == "START_TRAINING":
             self.service.flush()
             return
-        project = self._projects.get(project_id(event.get("project")))
+        pid = project_id(event.get("project"))
+        ref = event.get("project")
+        if pid not in self._projects and isinstance(ref, dict) and ref.get("label_config"):
+            # Never set up here (this bridge restarted, say): the event carries the config.
+            self.setup({"project": pid, "schema": ref["label_config"]})
+        project = self._projects.get(pid)
         if project is None:
-            return  # set up later; the reconcile will see everything
+            return  # set up later (POST /setup); the reconcile will see everything then
         if action in ANNOTATION_EVENTS:
             annotations = event.get("annotations") or [event.get("annotation") or {}]
             task = (event.get("task") or {}).get("id")
@@ -630,6 +637,7 @@ class LabelStudioBridge:
         for project in projects:
             if project.pushed == version or not project.tasks:
                 continue
+            began = time.perf_counter()
             try:
                 self._push(project, version)
             except Exception as err:  # noqa: BLE001 - retried at the next period
@@ -638,6 +646,7 @@ class LabelStudioBridge:
             with self._lock:
                 project.pushed = version
                 self.pushed_version, self.pushed_at = version, time.time()
+                self.push_seconds = time.perf_counter() - began
         # After the scores: annotators see a new order first, a missed webhook waits a moment.
         now = self._clock()
         if now - self._reconciled_at >= self.config.reconcile_seconds:

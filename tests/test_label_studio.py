@@ -165,3 +165,15 @@ def test_webhooks_are_queued_and_other_actions_are_acknowledged(bridge):
     assert bridge._events.qsize() == 0
     bridge.webhook({"action": "ANNOTATION_CREATED", "project": {"id": 1}, "annotation": {}})
     assert bridge._events.qsize() == 1
+
+
+def test_an_event_for_a_project_never_set_up_sets_it_up_from_the_config_it_carries(bridge):
+    bridge.webhook(
+        {
+            "action": "ANNOTATIONS_DELETED",
+            "project": {"id": 4, "label_config": CONFIG},
+            "annotations": [{"id": 1}],
+        }
+    )
+    bridge._handle(bridge._events.get_nowait())
+    assert 4 in bridge.status()["projects"]
