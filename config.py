@@ -311,6 +311,11 @@ class LabelStudioConfig(_Section):
         "(catches webhooks Label Studio never sent).",
     )
     batch: int = Field(100, ge=1, le=1000, description="Predictions per request to Label Studio.")
+    sampling: Literal["Uncertainty sampling"] | None = Field(
+        "Uncertainty sampling",
+        description="Set the project's task sampling to this with every new version (Label "
+        "Studio's Community UI cannot pick it; its API can); null leaves the project's own.",
+    )
 
 
 class Config(_Section):

@@ -584,7 +584,10 @@ class LabelStudioBridge:
         for i in range(0, len(rows), size):
             path = f"api/projects/{project.id}/import/predictions"
             self._api("POST", path, json=rows[i : i + size])
-        self._api("PATCH", f"api/projects/{project.id}", json={"model_version": name})
+        fields = {"model_version": name}
+        if self.config.sampling:  # what makes Label Studio's next task the most uncertain one
+            fields["sampling"] = self.config.sampling
+        self._api("PATCH", f"api/projects/{project.id}", json=fields)
         with self._lock:
             self.pushed_predictions += len(rows)
 

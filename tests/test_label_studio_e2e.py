@@ -8,14 +8,17 @@ Label Studio's REST API, each on the task Label Studio's uncertainty sampling ha
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import ray
+from browser import CHROMIUM, CHROMIUM_ARGS
 from PIL import Image
 
 from activestream.actors.items import ItemStore
@@ -73,7 +76,6 @@ def session(label_studio, run_service, durable_config, tmp_path_factory):
     files = [(f"{i}.png", png(x)) for i, x in zip(ids, ItemStore(test).get(ids), strict=True)]
     ls = label_studio.client()
     project = ls.create_project("activestream digits", CONFIG)["id"]
-    ls.patch_project(project, sampling="Uncertainty sampling")
     # Django takes at most 100 files per request (DATA_UPLOAD_MAX_NUMBER_FILES)
     assert sum(ls.import_files(project, files[i : i + 50]) for i in range(0, TASKS, 50)) == TASKS
     with run_service(cfg, token=TOKEN) as base:
@@ -96,6 +98,7 @@ def session(label_studio, run_service, durable_config, tmp_path_factory):
             120,
             "scores in Label Studio",
         )
+        assert ls.project(project)["sampling"] == "Uncertainty sampling"  # set by activestream
         version_at_start = ray.get(trainer.model_info.remote())["version"]
         answered: list[tuple[int, int, int]] = []  # task, label, annotation id
 
@@ -132,7 +135,8 @@ def session(label_studio, run_service, durable_config, tmp_path_factory):
         until(settled, 120, "scores of the last version")
         print(
             f"\nannotation saved in Label Studio -> new model version {to_version:.2f} s, "
-            f"-> re-ranked tasks in Label Studio {to_ranking:.2f} s"
+            f"-> re-ranked tasks in Label Studio {to_ranking:.2f} s "
+            f"(the last write of every task's score took {status()['push_seconds']:.2f} s)"
         )
         yield {
             "ls": ls,
@@ -223,3 +227,100 @@ def test_a_deleted_annotation_withdraws_the_label(session):
         30,
         "the trainer to let go of it",
     )
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "label-studio"
+# Data Manager columns left out of the screenshot, so the score column fits beside the image
+HIDDEN_COLUMNS = [
+    f"tasks:{column}"
+    for column in (
+        "inner_id",
+        "cancelled_annotations",
+        "annotators",
+        "annotations_results",
+        "annotations_ids",
+        "predictions_model_versions",
+        "predictions_results",
+        "file_upload",
+        "storage_filename",
+        "created_at",
+        "updated_at",
+        "updated_by",
+        "avg_lead_time",
+        "draft_exists",
+    )
+]
+
+
+def settle(page: Any, selector: str | None = None, text: str | None = None) -> None:
+    """Wait for a Label Studio page to finish loading: network idle, content shown, then paint."""
+    page.wait_for_load_state("networkidle")
+    if selector:
+        page.wait_for_selector(selector, state="visible", timeout=30_000)
+    if text:
+        page.get_by_text(text).first.wait_for(state="visible", timeout=30_000)
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(1500)
+
+
+def shoot(page: Any, name: str) -> None:
+    """Save the viewport as docs/label-studio/<name>, re-encoded smaller by PIL."""
+    path = DOCS / name
+    page.screenshot(path=str(path))
+    with Image.open(path) as image:
+        image.load()
+    image.save(path, optimize=True)
+
+
+# Last in the module: it needs the annotations the tests above made (and leaves them alone).
+@pytest.mark.skipif(
+    not os.environ.get("ACTIVESTREAM_UPDATE_DOCS"),
+    reason="refreshes docs/label-studio/*.png only when ACTIVESTREAM_UPDATE_DOCS is set",
+)
+def test_screenshots_of_the_connected_project_for_the_docs(session, label_studio):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} missing: scripts/test.sh installs Debian's chromium")
+    ls, project = session["ls"], session["project"]
+    # A Data Manager tab sorted by prediction score, ascending: the order Label Studio's
+    # uncertainty sampling hands tasks out in (the score column is hidden by default).
+    view = ls.request(
+        "POST",
+        "/api/dm/views/",
+        json={
+            "project": project,
+            "data": {
+                "title": "Most uncertain first",
+                "ordering": ["tasks:predictions_score"],
+                "hiddenColumns": {"explore": HIDDEN_COLUMNS, "labeling": HIDDEN_COLUMNS},
+            },
+        },
+    )["id"]
+    DOCS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        page.goto(f"{label_studio.url}/user/login/")
+        page.fill("#email", label_studio.username)
+        page.fill("#password", label_studio.password)
+        page.click("button.login-button")
+        page.wait_for_url(lambda url: "/user/login" not in url, timeout=30_000)
+
+        page.goto(f"{label_studio.url}/projects/{project}/data?tab={view}")
+        settle(page, text="Most uncertain first")
+        shoot(page, "data-manager.png")
+
+        page.goto(f"{label_studio.url}/projects/{project}/settings/ml")
+        settle(page, text="activestream")
+        shoot(page, "model-settings.png")
+
+        page.goto(f"{label_studio.url}/projects/{project}/data?tab={view}&labeling=1")
+        settle(page, selector="img")
+        # The image fills the view's height: scroll the choices (the prediction) into view.
+        choices = page.locator("input[type=checkbox]")
+        choices.last.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        checked = page.locator("input[type=checkbox]:checked").count()
+        print(f"\nlabeling view: {choices.count()} choices, {checked} checked")
+        shoot(page, "labeling.png")
+        browser.close()

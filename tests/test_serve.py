@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+from browser import CHROMIUM, CHROMIUM_ARGS
 
 from activestream.config import Config
 from activestream.sources.resolve import resolve_dataset
@@ -252,19 +253,6 @@ def test_malformed_release_bodies_get_422(server, body):
 def test_queries_n_out_of_range_is_422(server):
     assert requests.get(f"{server['base']}/queries?n=0", timeout=10).status_code == 422
     assert requests.get(f"{server['base']}/queries?n=abc", timeout=10).status_code == 422
-
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 PHONE = {"width": 375, "height": 740}
