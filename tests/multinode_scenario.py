@@ -114,12 +114,19 @@ def main() -> None:
             )
             time.sleep(0.5)
         after: set[str] = set()
+        fed = [time.monotonic()]
 
-        def two_more_rounds() -> bool:
+        def replaced_and_two_more_rounds() -> bool:
             after.update(actor_nodes("MapBatches(Scorer)"))
-            return len(loop.rounds) >= rounds_before + 2
+            if replacement.node_id in after and len(loop.rounds) >= rounds_before + 2:
+                return True
+            if time.monotonic() - fed[0] > 1.0:  # keep versions coming: each starts a pass
+                fed[0] = time.monotonic()  # whose pool can place a scorer on the new node
+                batch = [{"id": k, "label": v} for k, v in (next(items) for _ in range(8))]
+                add_labels(loop, batch, acked)
+            return False
 
-        loop.wait_for(two_more_rounds, 300, "rounds after removal")
+        loop.wait_for(replaced_and_two_more_rounds, 300, "a scorer on the replacement node")
         deadline = time.monotonic() + 120
         while True:
             try:

@@ -77,4 +77,4 @@ def test_a_three_node_cluster_places_work_and_survives_losing_a_node(s3_server, 
     assert all(nodes == [result["head_node"]] for nodes in result["control_nodes"].values())
     assert result["rounds_after_removal"] >= 2
     assert result["last_round_rows"] == result["pool_rows"]
-    assert result["labels_acked"] == 56 and result["labels_lost"] == 0
+    assert result["labels_acked"] >= 56 and result["labels_lost"] == 0  # 7 batches of 8, or more
