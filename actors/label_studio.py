@@ -503,8 +503,12 @@ class LabelStudioBridge:
         (item,) = self._items_for(project, [task])
         if item is None:
             return
-        label, annotator = self._annotation_label(project.schema, annotations)
         held = self.service.labels_of([item]).get(item)
+        self._agree(item, held, self._annotation_label(project.schema, annotations))
+
+    def _agree(self, item: str, held: int | None, annotated: tuple[Any, Any]) -> None:
+        """Log, relabel or withdraw ``item``'s label so the log says what Label Studio says."""
+        label, annotator = annotated
         if label is None and held is not None:
             self.service.retract([item])
             with self._lock:
@@ -558,13 +562,7 @@ class LabelStudioBridge:
             if item is None:
                 continue
             annotations = task.get("annotations") or []
-            label, annotator = self._annotation_label(project.schema, annotations)
-            if label is None and item in held:
-                self.service.retract([item])
-                with self._lock:
-                    self.labels_retracted += 1
-            elif label is not None and held.get(item) != label:
-                self._add_when_known(item, label, annotator)
+            self._agree(item, held.get(item), self._annotation_label(project.schema, annotations))
 
     # -- scores -> Label Studio --------------------------------------------------------------
     def _push(self, project: _Project, version: int) -> None:

@@ -157,7 +157,6 @@ class RoundStats:
 
 
 LOOP_ACTOR = "activestream-loop"
-ROLES = ("board", "queue", "trainer", "ledger")
 
 
 def start_loop_actor(cfg: Config, pool: ShardSet, *, detached: bool = False) -> Any:

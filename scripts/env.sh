@@ -10,19 +10,8 @@ VENV="${ACTIVESTREAM_VENV:-$HOME/.cache/activestream/venv-$HASH}"
 PYTHON="${PYTHON:-python3}"
 LOG="$VENV.log"
 
-step() {  # step "what the user sees" command...
-    local what="$1" began=$SECONDS
-    shift
-    printf '== %s ... ' "$what"
-    if "$@" >>"$LOG" 2>&1; then
-        echo "done ($((SECONDS - began)) s)"
-    else
-        echo "FAILED"
-        echo "-- last lines of $LOG:" >&2
-        grep -v "^WARNING: Location .* is ignored" "$LOG" | tail -n 30 >&2
-        exit 1
-    fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/step.sh"
+step() { step_in "$LOG" "" "$@"; }  # step "what the user sees" command...
 
 if [ ! -f "$VENV/.complete" ]; then
     mkdir -p "$(dirname "$VENV")"

@@ -53,19 +53,8 @@ VENV310="${ACTIVESTREAM_VENV310:-$HOME/.cache/activestream/venv310-$HASH310}"
 LOG310="$VENV310.log"
 PY310="$VENV310/bin/python"
 
-step310() {  # step310 "what the user sees" command...
-    local what="$1" began=$SECONDS
-    shift
-    printf '== [3.10] %s ... ' "$what"
-    if "$@" >>"$LOG310" 2>&1; then
-        echo "done ($((SECONDS - began)) s)"
-    else
-        echo "FAILED"
-        echo "-- last lines of $LOG310:" >&2
-        grep -v "^WARNING: Location .* is ignored" "$LOG310" | tail -n 30 >&2
-        exit 1
-    fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/step.sh"
+step310() { step_in "$LOG310" "3.10" "$@"; }  # step310 "what the user sees" command...
 
 if [ ! -f "$VENV310/.complete" ]; then
     mkdir -p "$(dirname "$VENV310")"

@@ -14,19 +14,8 @@ LS_VERSION="1.23.2"
 LS_VENV="${ACTIVESTREAM_LS_VENV:-$HOME/.cache/activestream/label-studio-$LS_VERSION}"
 LS_LOG="$LS_VENV.log"
 
-ls_step() {  # ls_step "what the user sees" command...
-    local what="$1" began=$SECONDS
-    shift
-    printf '== [label-studio] %s ... ' "$what" >&2
-    if "$@" >>"$LS_LOG" 2>&1; then
-        echo "done ($((SECONDS - began)) s)" >&2
-    else
-        echo "FAILED" >&2
-        echo "-- last lines of $LS_LOG:" >&2
-        grep -v "^WARNING: Location .* is ignored" "$LS_LOG" | tail -n 30 >&2
-        exit 1
-    fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/step.sh"
+ls_step() { step_in "$LS_LOG" "label-studio" "$@"; }  # ls_step "what the user sees" command...
 
 if [ ! -f "$LS_VENV/.complete" ]; then
     mkdir -p "$(dirname "$LS_VENV")"
