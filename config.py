@@ -128,7 +128,9 @@ class TrainingConfig(_Section):
 
     buffer_size: int = Field(16, ge=1, description="Labels to wait for before a training step.")
     policy: Literal["new_only", "replay", "full"] = "replay"
-    steps_per_update: int = Field(30, ge=1, description="Optimizer steps per buffered batch.")
+    steps_per_update: int = Field(
+        30, ge=1, description="Optimizer steps per buffer_size labels (a burst gets as many)."
+    )
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)

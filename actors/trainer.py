@@ -39,6 +39,17 @@ from activestream.sources.fs import DEFAULT_STORAGE
 RETRACTED = -100  # the label of a withdrawn row; the loss's ignore_index, so no step learns it
 
 
+def update_steps(labels: int, buffer_size: int, steps_per_update: int) -> int:
+    """Optimizer steps for one update on ``labels`` new labels: the same per label, bursts or not.
+
+    ``max(steps_per_update, ceil(steps_per_update * labels / buffer_size))``
+
+    >>> [update_steps(n, buffer_size=8, steps_per_update=20) for n in (3, 8, 12, 48)]
+    [20, 20, 30, 120]
+    """
+    return max(steps_per_update, -(-steps_per_update * labels // buffer_size))
+
+
 def _adamw(params: list[nn.Parameter], **kwargs: Any) -> torch.optim.Optimizer:
     """AdamW, with the fused kernel where the parameters' device has one.
 
@@ -374,6 +385,11 @@ class Trainer:
         Pixels of recorded labels are fetched first (see :meth:`fetch_pending`). Labels are
         snapshotted under the label lock and training runs under the model lock only, so
         ``add_labels`` never waits for a training step.
+
+        The update takes every waiting label, with ``steps_per_update`` steps per
+        ``buffer_size`` of them (never fewer than ``steps_per_update``): labels that arrive in a
+        burst, while an earlier update trains, get as much training as labels that arrive one
+        buffer at a time, and still cost one publication.
         """
         self.fetch_pending()
         with self._lock:
@@ -392,7 +408,7 @@ class Trainer:
             hits = [h for h, label in zip(hits, y[start:end].tolist(), strict=True) if label >= 0]
             self._train_mode()
             cfg = self.training
-            for _ in range(cfg.steps_per_update):
+            for _ in range(update_steps(end - start, cfg.buffer_size, cfg.steps_per_update)):
                 rows = self._minibatch(start, end)
                 xb = self._inputs(np.stack([held[r] for r in rows.tolist()]))
                 yb = y[rows].to(self.device, non_blocking=True)

@@ -17,7 +17,7 @@ def session(run_service, tmp_path_factory):
         {
             "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
             "training.buffer_size": 8,
-            "training.steps_per_update": 20,  # a clear margin over the 0.2 floor below
+            "training.steps_per_update": 20,  # a clear margin over the 0.4 floor below
             "sampling.warmup_labels": 16,
             "sampling.warmup_accuracy": 0.3,
             "sampling.sampler": "auto",  # the whole bandit path, through real actors
@@ -56,7 +56,7 @@ def test_the_model_learns_from_the_oracles_labels(session):
     report, _ = session
     first, last = report["curve"][0], report["curve"][-1]
     assert first["labels"] == 0
-    assert last["accuracy"] > first["accuracy"] + 0.2
+    assert last["accuracy"] > first["accuracy"] + 0.4
 
 
 def test_the_cold_start_asks_random_items_marked_as_exploration(session):

@@ -106,6 +106,19 @@ def test_every_policy_learns_digits_above_chance(digits, policy):
     assert trainer.evaluate(x, y) > 0.5
 
 
+def test_a_burst_of_labels_trains_as_many_steps_per_label_as_single_buffers(digits):
+    pool, _, truth = digits
+    steady = make_trainer(pool, buffer_size=8, steps_per_update=5)
+    for start in range(0, 48, 8):
+        steady.add_labels(first_labels(truth, 8, start=start))
+        steady.partial_fit()
+    burst = make_trainer(pool, buffer_size=8, steps_per_update=5)
+    burst.add_labels(first_labels(truth, 48))  # arrived while an earlier update trained
+    burst.partial_fit()
+    assert (steady.version, burst.version) == (6, 1)
+    assert burst.train_steps == steady.train_steps == 30
+
+
 def test_recency_weighted_replay_draws_newer_labels_more_often(digits):
     pool, _, truth = digits
     trainer = make_trainer(pool, replay_ratio=1.0, recency_half_life=8.0)
