@@ -179,6 +179,8 @@ class LabelingAPI:
         max_queries: Largest ``n`` a client may lease at once.
         trainer_timeout: Seconds to wait for the trainer before answering 503.
         version_ttl: How stale the reported model version may be, in seconds.
+        board_timeout: Seconds to wait for the weights board before reporting the last
+            version seen (a restarting board must not hold up every read route).
     """
 
     def __init__(
@@ -196,11 +198,13 @@ class LabelingAPI:
         max_queries: int = 100,
         trainer_timeout: float = 5.0,
         version_ttl: float = 0.1,
+        board_timeout: float = 0.5,
     ) -> None:
         self.ledger = ledger
         self.trainer = trainer
         self.trainer_timeout = trainer_timeout
         self.version_ttl = version_ttl
+        self.board_timeout = board_timeout
         self._version, self._version_at = -1, float("-inf")
         self.queue = queue
         self.board = board
@@ -310,12 +314,15 @@ class LabelingAPI:
         if now - self._version_at > self.version_ttl:
             from ray.exceptions import RayActorError
 
+            self._version_at = now  # a board that is down is asked again after the ttl too
             try:  # never lower: a weights board that just restarted says -1 for a moment
-                latest = int(await self.board.latest_version.remote())
-            except RayActorError:  # restarting: the last answer is the best one there is
-                return self._version
+                call = asyncio.ensure_future(self.board.latest_version.remote())
+                # A replica that has seen no version yet has nothing better to say: it waits.
+                deadline = self.board_timeout if self._version >= 0 else None
+                latest = int(await asyncio.wait_for(call, deadline))
+            except (RayActorError, TimeoutError, asyncio.TimeoutError):
+                return self._version  # restarting: the last answer is the best one there is
             self._version = max(self._version, latest)
-            self._version_at = now
         return self._version
 
     async def _trainer(self, call: Any) -> Any:

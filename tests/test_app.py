@@ -50,6 +50,59 @@ def test_a_trainer_call_timing_out_as_on_python_3_10_is_a_503_with_retry_after(i
     assert raised.value.headers == {"Retry-After": "2"}
 
 
+class _Board:
+    """A weights board handle that answers ``version``, or never (a restarting actor)."""
+
+    def __init__(self, version: int | None) -> None:
+        async def latest() -> int:
+            if version is None:
+                await asyncio.sleep(3600)
+            return version
+
+        self.latest_version = type("_Method", (), {"remote": staticmethod(latest)})()
+
+
+def test_the_version_comes_from_the_board(items):
+    api = LabelingAPI(ledger=None, trainer=None, queue=None, board=_Board(7), items=items)
+    assert asyncio.run(api.version()) == 7
+
+
+def test_a_board_that_does_not_answer_leaves_the_last_version_within_the_deadline(items):
+    api = LabelingAPI(
+        ledger=None, trainer=None, queue=None, board=_Board(7), items=items, board_timeout=0.2
+    )
+    asyncio.run(api.version())
+    api.board, api._version_at = _Board(None), float("-inf")  # restarting; the cache is stale
+
+    async def timed() -> tuple[int, float]:
+        began = asyncio.get_running_loop().time()
+        version = await api.version()
+        return version, asyncio.get_running_loop().time() - began
+
+    version, waited = asyncio.run(timed())
+    assert version == 7
+    assert waited < 1.0
+
+
+def test_a_replica_that_has_seen_no_version_waits_for_the_board(items):
+    api = LabelingAPI(
+        ledger=None, trainer=None, queue=None, board=_Board(None), items=items, board_timeout=0.1
+    )
+
+    async def bounded() -> int:
+        return await asyncio.wait_for(api.version(), 0.5)
+
+    with pytest.raises(asyncio.TimeoutError):  # still waiting; never a made-up -1
+        asyncio.run(bounded())
+
+
+def test_a_board_that_restarted_empty_never_lowers_the_version(items):
+    api = LabelingAPI(ledger=None, trainer=None, queue=None, board=_Board(7), items=items)
+    asyncio.run(api.version())
+    api.board, api._version_at = _Board(-1), float("-inf")
+    assert asyncio.run(api.version()) == 7
+
+
 def test_an_unknown_item_id_is_a_404_from_the_worker_thread_lookup(items):
     with pytest.raises(HTTPException) as raised:
         asyncio.run(api_with(items).item_image("no-such-item"))

@@ -386,3 +386,70 @@ def test_skipping_on_the_page_hands_the_lease_back(server, phone):
     assert answer.value.json() == {"released": 1}
     assert current_item(phone) != item
     assert release(server, [item]).json() == {"released": 0}  # nobody holds it: leasable again
+
+
+def refuse(page, path, times, retry_after=1):
+    """The next ``times`` requests to ``path`` answer 503, as while an actor restarts."""
+    refused = []
+
+    def handle(route):
+        if len(refused) < times:
+            refused.append(route.request.url)
+            route.fulfill(
+                status=503,
+                headers={"Retry-After": str(retry_after)},
+                content_type="application/json",
+                body='{"detail": "restarting"}',
+            )
+        else:
+            route.continue_()
+
+    page.route(f"**{path}", handle)
+    return refused
+
+
+def test_the_page_resends_labels_refused_with_503_in_order_and_says_so(server, phone):
+    ready(phone)
+    logged = len(label_log(server))
+    refused = refuse(phone, "/labels", times=2)
+    given = []
+    for _ in range(3):
+        item = current_item(phone)
+        given.append((item, server["truth"][item]))
+        phone.keyboard.press(str(given[-1][1]))
+    phone.wait_for_function("document.getElementById('net').textContent.includes('503')")
+    phone.wait_for_function("document.body.dataset.unsent === '0'", timeout=60_000)
+    assert len(refused) == 2
+    assert [(r["id"], r["label"]) for r in label_log(server)[logged:]] == given
+    assert phone.text_content("#net") == ""  # the problem line clears once a POST lands
+
+
+def test_the_page_builds_its_class_buttons_once_the_model_answers(server, phone):
+    refused = refuse(phone, "/model", times=2)
+    phone.reload()
+    phone.wait_for_function("document.getElementById('net').textContent.includes('503')")
+    assert phone.locator("button.class").count() == 0
+    phone.wait_for_selector("button.class", timeout=30_000)
+    assert phone.locator("button.class").count() == 10
+    assert len(refused) == 2
+
+
+def test_leaving_the_page_sends_unsent_labels_and_hands_back_its_leases(server, phone):
+    ready(phone)
+    logged = len(label_log(server))
+    refuse(phone, "/labels", times=1, retry_after=60)  # the label waits a minute to be resent
+    item = current_item(phone)
+    phone.keyboard.press(str(server["truth"][item]))
+    phone.wait_for_function("document.getElementById('net').textContent.includes('503')")
+    held = phone.evaluate("[state.item.id, ...state.ahead.map((i) => i.id)]")
+    assert phone.text_content("#unsent") == "1" and len(held) >= 4
+    phone.unroute("**/labels")
+    phone.goto("about:blank")  # pagehide: keepalive POSTs outlive the page
+    deadline = time.monotonic() + 30
+    while len(label_log(server)) == logged and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [(r["id"], r["label"]) for r in label_log(server)[logged:]] == [
+        (item, server["truth"][item])
+    ]
+    # Nobody holds the page's leases any more: releasing them again frees nothing.
+    assert release(server, held).json() == {"released": 0}
