@@ -206,6 +206,7 @@ class LabelingAPI:
         self.version_ttl = version_ttl
         self.board_timeout = board_timeout
         self._version, self._version_at = -1, float("-inf")
+        self._version_call: asyncio.Future[None] | None = None
         self.queue = queue
         self.board = board
         self.loop = loop
@@ -305,25 +306,34 @@ class LabelingAPI:
             raise _reject(422, f"{where}: {first['msg']}") from None
 
     async def version(self) -> int:
-        """Newest published version, at most ``version_ttl`` seconds old.
+        """Newest published version, at most ``version_ttl`` seconds old, never lower.
 
         Every read route reports it; caching it saves one actor call per request, which is a
-        large share of the work on a small machine.
+        large share of the work on a small machine. One board call at a time: the request that
+        starts it waits at most ``board_timeout`` and the others take the cached version, so a
+        restarting board holds nothing up. A replica that has seen no version yet has nothing
+        better to say: it waits for the board.
         """
-        now = time.monotonic()
-        if now - self._version_at > self.version_ttl:
-            from ray.exceptions import RayActorError
-
-            self._version_at = now  # a board that is down is asked again after the ttl too
-            try:  # never lower: a weights board that just restarted says -1 for a moment
-                call = asyncio.ensure_future(self.board.latest_version.remote())
-                # A replica that has seen no version yet has nothing better to say: it waits.
-                deadline = self.board_timeout if self._version >= 0 else None
-                latest = int(await asyncio.wait_for(call, deadline))
-            except (RayActorError, TimeoutError, asyncio.TimeoutError):
-                return self._version  # restarting: the last answer is the best one there is
-            self._version = max(self._version, latest)
+        if time.monotonic() - self._version_at <= self.version_ttl:
+            return self._version
+        if self._version_call is None or self._version_call.done():
+            self._version_call = asyncio.ensure_future(self._ask_board())
+            if self._version >= 0:
+                await asyncio.wait({self._version_call}, timeout=self.board_timeout)
+        if self._version < 0:
+            await asyncio.shield(self._version_call)
         return self._version
+
+    async def _ask_board(self) -> None:
+        from ray.exceptions import RayActorError
+
+        try:
+            latest = int(await self.board.latest_version.remote())
+        except RayActorError:  # restarting: the last answer is the best one there is
+            return
+        # never lower: a weights board that just restarted says -1 for a moment
+        self._version = max(self._version, latest)
+        self._version_at = time.monotonic()
 
     async def _trainer(self, call: Any) -> Any:
         """Await a trainer call; 503 with ``Retry-After`` while the trainer restarts.

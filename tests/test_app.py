@@ -51,12 +51,11 @@ def test_a_trainer_call_timing_out_as_on_python_3_10_is_a_503_with_retry_after(i
 
 
 class _Board:
-    """A weights board handle that answers ``version``, or never (a restarting actor)."""
+    """A weights board handle that answers ``version`` after ``delay`` s, or never (restarting)."""
 
-    def __init__(self, version: int | None) -> None:
+    def __init__(self, version: int | None, delay: float = 0.0) -> None:
         async def latest() -> int:
-            if version is None:
-                await asyncio.sleep(3600)
+            await asyncio.sleep(3600 if version is None else delay)
             return version
 
         self.latest_version = type("_Method", (), {"remote": staticmethod(latest)})()
@@ -94,6 +93,15 @@ def test_a_replica_that_has_seen_no_version_waits_for_the_board(items):
 
     with pytest.raises(asyncio.TimeoutError):  # still waiting; never a made-up -1
         asyncio.run(bounded())
+
+
+def test_requests_racing_a_fresh_replicas_first_board_call_all_report_its_answer(items):
+    api = LabelingAPI(ledger=None, trainer=None, queue=None, board=_Board(7, 0.1), items=items)
+
+    async def together() -> list[int]:
+        return list(await asyncio.gather(*(api.version() for _ in range(5))))
+
+    assert asyncio.run(together()) == [7] * 5
 
 
 def test_a_board_that_restarted_empty_never_lowers_the_version(items):
