@@ -141,6 +141,19 @@ class TrainingConfig(_Section):
     recency_half_life: float | None = Field(
         None, gt=0.0, description="Labels; when set, newer labels weigh more in replay draws."
     )
+    head_fit: Literal["lbfgs", "sgd"] = Field(
+        "lbfgs",
+        description="With model.train: head, how the final layer learns at each version: "
+        "'lbfgs' fits it to convergence on every label held (logistic regression on the "
+        "frozen features, warm started); 'sgd' takes steps_per_update minibatch steps.",
+    )
+    head_l2: float = Field(
+        1.0, gt=0.0, description="L2 strength of the 'lbfgs' head fit (scikit-learn's 1 / C)."
+    )
+    head_class_weight: Literal["none", "balanced"] = Field(
+        "none", description="Class weighting of the 'lbfgs' head fit."
+    )
+    head_max_iter: int = Field(100, ge=1, description="L-BFGS iterations per head fit at most.")
     num_gpus: float | None = Field(
         None, ge=0.0, description="GPUs for the trainer; None picks 1 when the cluster has one."
     )
@@ -230,6 +243,11 @@ class SamplingConfig(_Section):
         True,
         description="Ask at random until the model proves ready (prequential accuracy over "
         "the last warmup_labels reaches warmup_accuracy, or warmup_max_labels are in).",
+    )
+    cold_start_strategy: Literal["random", "typiclust", "maxherding"] = Field(
+        "random",
+        description="How cold-start queries are picked: uniformly, or from the pool's "
+        "embedding (typical points of uncovered clusters, or greatest kernel coverage).",
     )
     warmup_labels: int = Field(
         20, ge=1, description="Fewest random labels before the model may choose queries."

@@ -33,6 +33,7 @@ from activestream.actors.labels import AddResult, UnknownId, check_batch
 from activestream.actors.net import build_net, head_features, load_init_weights
 from activestream.actors.weights import WeightsVersion, state_to_numpy
 from activestream.config import ModelConfig, StorageConfig, TrainingConfig
+from activestream.models.head_fit import fit_linear_head
 from activestream.models.parts import last_linear, pick_device
 from activestream.sources.fs import DEFAULT_STORAGE
 
@@ -406,9 +407,14 @@ class Trainer:
                 self._inputs(np.stack([held[r] for r in range(start, end)])), y[start:end]
             )
             hits = [h for h, label in zip(hits, y[start:end].tolist(), strict=True) if label >= 0]
-            self._train_mode()
             cfg = self.training
-            for _ in range(update_steps(end - start, cfg.buffer_size, cfg.steps_per_update)):
+            if self._fits_head:
+                self._fit_head(held, y)
+                steps = 0
+            else:
+                self._train_mode()
+                steps = update_steps(end - start, cfg.buffer_size, cfg.steps_per_update)
+            for _ in range(steps):
                 rows = self._minibatch(start, end)
                 xb = self._inputs(np.stack([held[r] for r in rows.tolist()]))
                 yb = y[rows].to(self.device, non_blocking=True)
@@ -431,9 +437,33 @@ class Trainer:
             self.train_seconds += self.last_train_seconds
             self._torch_state = torch.get_rng_state()
 
+    @property
+    def _fits_head(self) -> bool:
+        """Whether updates solve the head's convex problem on every label (``head_fit``)."""
+        return self.model_cfg.train == "head" and self.training.head_fit == "lbfgs"
+
+    def _fit_head(self, held: Mapping[int, np.ndarray], y: torch.Tensor) -> None:
+        """Refit the final layer on the features of every label held (under the model lock).
+
+        Warm started from the current weights, so a few new labels cost few iterations.
+        """
+        cfg = self.training
+        x = torch.from_numpy(np.stack([held[r] for r in range(len(y))])).to(self.device)
+        self.train_steps += fit_linear_head(
+            self._head,
+            x,
+            y.to(self.device),
+            l2=cfg.head_l2,
+            class_weight=cfg.head_class_weight,
+            max_iter=cfg.head_max_iter,
+        )
+
     def _needed_rows(self) -> set[int]:
-        """Rows the policy may still draw: the buffer, plus the reservoir (or all, ``full``)."""
-        if self.training.policy == "full":
+        """Rows the policy may still draw: the buffer, plus the reservoir, or every row.
+
+        Every row for ``full`` and for the ``lbfgs`` head fit, which refits on every label.
+        """
+        if self.training.policy == "full" or self._fits_head:
             return set(range(len(self._y)))
         buffer = set(range(self._trained, len(self._y)))
         return buffer | set(self._reservoir.rows) if self.training.policy == "replay" else buffer

@@ -35,7 +35,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from activestream.models.registry import ModelFactory, Shape, call_factory, resolve
+from activestream.models.registry import (
+    ModelFactory,
+    Shape,
+    call_factory,
+    materialize,
+    resolve,
+)
 
 
 class ModelCheckError(AssertionError):
@@ -47,7 +53,17 @@ def _build(
 ) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return call_factory(factory, num_classes, shape=shape, dropout=dropout, kwargs=kwargs)
+        net = call_factory(factory, num_classes, shape=shape, dropout=dropout, kwargs=kwargs)
+        if isinstance(net, nn.Module):
+            try:
+                materialize(net, shape)
+            except ValueError as err:
+                raise ModelCheckError(f"model {_label(factory)}: {err}") from None
+        return net
+
+
+def _label(factory: ModelFactory | str) -> str:
+    return factory if isinstance(factory, str) else getattr(factory, "__name__", str(factory))
 
 
 def check_model(
@@ -70,7 +86,7 @@ def check_model(
     Raises:
         ModelCheckError: The first invariant the model breaks, named in the message.
     """
-    name = factory if isinstance(factory, str) else getattr(factory, "__name__", str(factory))
+    name = _label(factory)
     fn = resolve(factory) if isinstance(factory, str) else factory
     kwargs = dict(kwargs or {})
     shape = tuple(int(v) for v in shape)  # type: ignore[assignment]

@@ -153,11 +153,48 @@ def build_model(
             raise ValueError(
                 f"model factory {_name(factory)} rejected its arguments: {err}"
             ) from None
-    if not isinstance(net, torch.nn.Module):
-        raise ValueError(
-            f"model factory {_name(factory)} returned {type(net).__name__}, not a torch.nn.Module"
-        )
+        if not isinstance(net, torch.nn.Module):
+            raise ValueError(
+                f"model factory {_name(factory)} returned {type(net).__name__}, "
+                "not a torch.nn.Module"
+            )
+        materialize(net, shape)  # under the seed: lazy layers' weights are reproducible too
     return net
+
+
+def materialize(net: Any, shape: Shape) -> None:
+    """Give lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``...) their shapes with one dry pass.
+
+    A lazy layer has no weights until its first forward, so an optimizer, a state dict or a
+    weights broadcast built before it would hold uninitialized parameters. Every part builds
+    its model through :func:`build_model`, so all of them get the same materialized network.
+
+    Raises:
+        ValueError: The dry forward at ``shape`` fails (the message names the cause).
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Flatten(), nn.LazyLinear(3))
+    >>> materialize(net, (1, 4, 4))
+    >>> net[1].weight.shape
+    torch.Size([3, 16])
+    """
+    import torch
+    from torch.nn.parameter import is_lazy
+
+    if not any(is_lazy(p) for p in net.parameters()):
+        return
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(torch.zeros(2, *shape))
+    except Exception as err:  # a user's model: name what failed, whatever it raised
+        raise ValueError(
+            f"a dry forward at shape {tuple(shape)} (to size its lazy layers) failed: "
+            f"{type(err).__name__}: {err}"
+        ) from None
+    finally:
+        net.train(was_training)
 
 
 def _name(factory: str | ModelFactory) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
 import ray
 
 from activestream import samplers
@@ -40,7 +41,7 @@ from activestream.config import Config
 from activestream.errors import DataError
 from activestream.pipelines.features import ensure_features
 from activestream.pipelines.runtime import trainer_gpus
-from activestream.pipelines.scoring import ScoreResult, stream_rounds
+from activestream.pipelines.scoring import ScoreResult, cold_start_on_embedding, stream_rounds
 from activestream.sources.shards import ShardSet, grow_shards, sample_ids
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
@@ -488,14 +489,39 @@ class ActiveLoop:
         if self._ready and ray.get(self.queue.stats.remote())["warming"]:
             ray.get(self.queue.end_warmup.remote())
 
+    def _cold_order(self, result: ScoreResult) -> list[str]:
+        """The round's random sample, with cold-start picks from its embedding first.
+
+        While the model is cold a warming queue hands out this list in order, so with
+        ``cold_start_strategy`` set the first questions are the sample's typical or covering
+        items instead of uniform ones; labeled and leased ones are skipped by the queue.
+        """
+        ids = result.explore.ids.tolist()
+        sampling = self.cfg.sampling
+        if (
+            self._ready
+            or result.explore_embeddings is None
+            or not cold_start_on_embedding(self.cfg)
+        ):
+            return ids
+        want = min(len(ids), 4 * self.cfg.training.buffer_size)
+        picks = samplers.cold_picks(
+            sampling.cold_start_strategy,
+            result.explore_embeddings,
+            want,
+            rng=np.random.default_rng([self.cfg.seed, len(self.rounds)]),
+        ).tolist()
+        first = set(picks)
+        return [ids[i] for i in picks] + [i for j, i in enumerate(ids) if j not in first]
+
     def _finish_round(self, result: ScoreResult, started_version: int, seconds: float) -> None:
-        top, explore = result.top, result.explore
+        top = result.top
         ray.get(
             self.queue.update_round.remote(
                 top.ids.tolist(),
                 top.scores.tolist(),
                 top.versions.tolist(),
-                explore.ids.tolist(),
+                self._cold_order(result),
                 min(result.versions) if result.versions else started_version,
                 result.embeddings,
                 pool_rows=self.pool.num_rows,

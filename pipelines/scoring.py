@@ -39,6 +39,7 @@ class ScoreResult:
     versions: Counter[int] = field(default_factory=Counter)
     first_seen: dict[int, float] = field(default_factory=dict)
     embeddings: np.ndarray | None = None  # (k, D) for ``top.ids``, diversity samplers only
+    explore_embeddings: np.ndarray | None = None  # (k, D) for ``explore.ids`` (cold start)
     bad_rows: int = 0  # encoded images that did not decode: skipped, never queried
     arm_tops: list[samplers.TopKResult] | None = None  # ``auto``: the best rows of each arm
     preds: dict[str, int] | None = None  # ``auto``: the model's class for every arm's best
@@ -67,7 +68,15 @@ def scorer_kwargs(
         "image_column": shards.image_column,
         "encoded": shards.encoded,
         "features": shards.image_column == "feature",  # see pipelines.features
+        # A cold start on the embedding reads the random sample's embeddings; otherwise the
+        # sampler decides (diversity samplers need them for their candidates).
+        "embed": True if cold_start_on_embedding(cfg) else None,
     }
+
+
+def cold_start_on_embedding(cfg: Config) -> bool:
+    """Whether cold-start queries are picked from the pool's embedding (not uniformly)."""
+    return cfg.sampling.cold_start and cfg.sampling.cold_start_strategy != "random"
 
 
 def scored_dataset(
@@ -124,11 +133,11 @@ class _Round:
         ids = batch.column("id").to_numpy(zero_copy_only=False)
         version = batch.column("model_version").to_numpy()
         self.top.push(ids, batch.column("score").to_numpy(), version)
+        self.explore.push(ids, self.rng.random(batch.num_rows), version)
         if "embedding" in batch.column_names:
             self._keep_embeddings(ids, batch.column("embedding"))
         if "arm_scores" in batch.column_names:
             self._push_arms(ids, batch.column("arm_scores"), batch.column("pred"), version)
-        self.explore.push(ids, self.rng.random(batch.num_rows), version)
         self.versions.update(version.tolist())
         for v in np.unique(version).tolist():
             self.first_seen.setdefault(v, time.time())
@@ -146,7 +155,7 @@ class _Round:
         values = array.flatten().to_numpy().reshape(-1, dim)
         self.embedding.update(zip(ids.tolist(), values, strict=True))
         if len(self.embedding) > 4 * self.k:
-            keep = set(self.top.result().ids.tolist())
+            keep = set(self.top.result().ids.tolist()) | set(self.explore.result().ids.tolist())
             self.embedding = {i: e for i, e in self.embedding.items() if i in keep}
 
     def _push_arms(self, ids: np.ndarray, column: Any, pred: Any, version: np.ndarray) -> None:
@@ -166,20 +175,23 @@ class _Round:
     def result(self) -> ScoreResult:
         seconds = time.perf_counter() - self.start
         top = self.top.result()
-        embeddings = None
+        explore = self.explore.result()
+        embeddings = explore_embeddings = None
         if self.embedding:
             embeddings = np.stack([self.embedding[i] for i in top.ids.tolist()])
+            explore_embeddings = np.stack([self.embedding[i] for i in explore.ids.tolist()])
         return ScoreResult(
             top,
-            self.explore.result(),
+            explore,
             self.rows,
             seconds,
             self.versions,
             self.first_seen,
-            embeddings,
-            self.bad_rows,
-            [t.result() for t in self.arm_tops] or None,
-            self.preds or None,
+            embeddings=embeddings,
+            explore_embeddings=explore_embeddings,
+            bad_rows=self.bad_rows,
+            arm_tops=[t.result() for t in self.arm_tops] or None,
+            preds=self.preds or None,
         )
 
 

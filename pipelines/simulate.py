@@ -132,6 +132,11 @@ def run_once(
     labels, accuracy = [0], [evaluate()]
     asked = 0
     order: list[str] = []  # the ids asked, in the order asked
+    cold = cfg.sampling.cold_start_strategy
+    if cold != "random" and not passive:
+        embedding_of = f_pool if cfg.model.train == "head" else x_pool.reshape(len(x_pool), -1)
+    asked_rows = np.zeros(len(ids), dtype=bool)
+    cold_rng = np.random.default_rng([seed, 2])
     while asked < budget or pending:
         if asked < budget:
             probs, scores, embedding = outputs()
@@ -145,6 +150,18 @@ def run_once(
             top.push(ids, scores)
             best = top.result()
             sample = ids[rng.permutation(len(ids))[:k]]
+            if queue.warming and cold != "random" and not passive:
+                # Cold start on the embedding: this batch's picks go first in the random list,
+                # which is all a warming queue hands out.
+                free = np.flatnonzero(~asked_rows)
+                picks = samplers.cold_picks(
+                    cold,
+                    embedding_of[free],
+                    min(cfg.training.buffer_size, budget - asked),
+                    rng=cold_rng,
+                    already=embedding_of[asked_rows],
+                )
+                sample = np.concatenate([ids[free[picks]], sample])
             chosen = None if embedding is None else embedding[[row_of[i] for i in best.ids]]
             queue.update_round(
                 best.ids,
@@ -160,6 +177,7 @@ def run_once(
             if not batch:
                 break
             asked += len(batch)
+            asked_rows[[row_of[q.id] for q in batch]] = True
             pending.append([q.id for q in batch])
             order.extend(pending[-1])
         if len(pending) > answer_delay or asked >= budget:

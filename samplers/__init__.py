@@ -9,13 +9,17 @@ candidates and their embeddings: :func:`kcenter_greedy` (core-set) and
 share of random exploration, :class:`TopK` keeps the best rows of a pool scored in many pieces,
 and :class:`VariableUncertainty` decides record by record on a stream under a label budget.
 
-This package imports numpy only: no Ray, no torch, nothing else from the project, so it can be
-tested and reused anywhere.
+Cold start: :func:`cold_picks` asks typical (:mod:`~activestream.samplers.typiclust`) or
+covering (:mod:`~activestream.samplers.maxherding`) items of the pool's embedding while the
+model is cold.
+
+This package imports numpy (and scikit-learn for clustering and neighbours) only: no Ray, no
+torch, nothing else from the project, so it can be tested and reused anywhere.
 """
 
 from activestream.samplers.bald import bald
 from activestream.samplers.cluster_margin import cluster_margin_select
-from activestream.samplers.cold_start import warmed_up
+from activestream.samplers.cold_start import COLD_STARTS, cold_picks, warmed_up
 from activestream.samplers.entropy import entropy
 from activestream.samplers.exploration import ExploreResult, explore_mix
 from activestream.samplers.kcenter import kcenter_greedy
@@ -37,6 +41,7 @@ from activestream.samplers.stream import VariableUncertainty
 from activestream.samplers.topk import TopK, TopKResult
 
 __all__ = [
+    "COLD_STARTS",
     "BatchFn",
     "ExploreResult",
     "SamplerSpec",
@@ -46,6 +51,7 @@ __all__ = [
     "VariableUncertainty",
     "bald",
     "cluster_margin_select",
+    "cold_picks",
     "entropy",
     "explore_mix",
     "get",

@@ -61,3 +61,41 @@ def warmed_up(
         return False
     recent = np.asarray(hits[-(window or min_labels) :], dtype=bool)
     return bool(recent.mean() >= accuracy)
+
+
+#: Registered cold-start strategies: how the first labels are picked while the model is cold.
+COLD_STARTS = ("random", "typiclust", "maxherding")
+
+
+def cold_picks(
+    name: str,
+    embeddings: np.ndarray,
+    k: int,
+    *,
+    rng: np.random.Generator,
+    already: np.ndarray | None = None,
+) -> np.ndarray:
+    """(N, D) embeddings of unlabeled items -> (min(k, N),) indices to ask while cold.
+
+    ``random`` draws uniformly; ``typiclust`` (:func:`~activestream.samplers.typiclust`) and
+    ``maxherding`` (:func:`~activestream.samplers.maxherding`) read the embeddings, with the
+    labeled items' embeddings ``already`` counted as covered.
+
+    >>> x = np.array([[0.0], [0.1], [0.2], [0.1], [5.0], [5.1], [5.2], [40.0]])
+    >>> cold_picks("maxherding", x, 1, rng=np.random.default_rng(0), already=x[:1]).tolist()
+    [5]
+    >>> cold_picks("greedy", x, 1, rng=np.random.default_rng(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown cold start 'greedy'; choose from random, typiclust, maxherding
+    """
+    from activestream.samplers.maxherding import maxherding
+    from activestream.samplers.typiclust import typiclust
+
+    if name == "random":
+        return rng.permutation(len(embeddings))[:k].astype(np.int64)
+    if name == "typiclust":
+        return typiclust(embeddings, k, rng=rng, already=already)
+    if name == "maxherding":
+        return maxherding(embeddings, k, rng=rng, already=already)
+    raise ValueError(f"unknown cold start {name!r}; choose from {', '.join(COLD_STARTS)}")

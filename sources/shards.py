@@ -366,7 +366,9 @@ def _read_footer(fs: pafs.FileSystem, path: str) -> _Footer:
                 f"Parquet file {path}: column 'label' must hold class indices or class names"
             )
     if "label" in names and not string_labels:
-        col = names.index("label")
+        # Statistics are per leaf column: a nested image column before ``label`` (a struct of
+        # bytes and path, as Hugging Face writes it) shifts the leaf index past the field's.
+        col = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == "label")
         for rg in range(meta.num_row_groups):
             stats = meta.row_group(rg).column(col).statistics
             if stats is None or not stats.has_min_max:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from encoded_data import NAMES, write_encoded
+from encoded_data import NAMES, encode, image_for, write_encoded
 
 from activestream.actors.items import ItemStore
 from activestream.actors.scorer import Scorer
@@ -108,3 +109,36 @@ def test_streamed_rounds_split_at_their_boundaries_even_with_bad_rows(ray_sessio
     )
     results = list(stream_rounds(cfg, [shards, shards]))
     assert [(r.rows, r.bad_rows) for r in results] == [(20, 2), (20, 2)]
+
+
+@pytest.mark.parametrize("statistics", [True, False], ids=["with-stats", "no-stats"])
+@pytest.mark.parametrize(
+    "order",
+    [("image", "label"), ("label", "image"), ("id", "image", "label"), ("image", "id", "label")],
+    ids="-".join,
+)
+def test_integer_labels_are_read_whatever_the_position_of_a_nested_image_column(
+    tmp_path, order, statistics
+):
+    # Hugging Face writes the image struct (bytes, path) wherever the features put it; footer
+    # statistics are per leaf column, so a struct before `label` shifts its leaf index.
+    rng = np.random.default_rng(0)
+    labels = [int(v) for v in rng.integers(0, 3, 9)] + [2]
+    images = [encode(image_for(label, (24, 24), rng)) for label in labels]
+    columns = {
+        "id": pa.array([f"x{i}" for i in range(len(labels))], pa.string()),
+        "image": pa.StructArray.from_arrays(
+            [pa.array(images, pa.binary()), pa.array([f"pool/{i:05d}.png" for i in range(10)])],
+            ["bytes", "path"],
+        ),
+        "label": pa.array(labels, pa.int64()),
+    }
+    pq.write_table(
+        pa.table({name: columns[name] for name in order}),
+        tmp_path / "part.parquet",
+        write_statistics=statistics,
+    )
+    shards = open_shards(str(tmp_path))
+    assert shards.classes == ("0", "1", "2")
+    truth = ground_truth(shards)
+    assert sorted(truth.values()) == sorted(labels)

@@ -125,3 +125,26 @@ def test_an_import_string_that_does_not_import_names_the_target(scratch_registry
     register_model("test-missing", "no_such_package.models:net")
     with pytest.raises(ValueError, match="cannot import model factory 'no_such_package"):
         build_model("test-missing", shape=(1, 8, 8), num_classes=4)
+
+
+def test_a_model_with_lazy_layers_is_built_with_every_weight_materialized():
+    from torch.nn.parameter import is_lazy
+    from user_plugins import lazy_cnn
+
+    net = build_model(lazy_cnn, shape=(1, 8, 8), num_classes=3, seed=4)
+    assert not any(is_lazy(p) for p in net.parameters())
+    twin = build_model(lazy_cnn, shape=(1, 8, 8), num_classes=3, seed=4)
+    for a, b in zip(net.state_dict().values(), twin.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_contract_check_accepts_a_model_with_lazy_layers():
+    check_model("user_plugins:lazy_cnn", shape=(1, 8, 8), num_classes=3)
+
+
+def test_a_lazy_model_that_cannot_take_the_input_shape_names_the_dry_forward():
+    def broken(num_classes):
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(5), nn.Linear(7, num_classes))
+
+    with pytest.raises(ValueError, match="dry forward at shape"):
+        build_model(broken, shape=(1, 8, 8), num_classes=3)

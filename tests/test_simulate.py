@@ -204,3 +204,14 @@ def test_stream_mode_auto_spends_its_budget_and_learns(tmp_path):
     assert auto["spent"] == [96]  # labels it asked for, not the grid it is reported on
     assert auto["accuracy_mean"][-1] > auto["accuracy_mean"][0] + 0.3
     assert sum(auto["arm_pulls"].values()) >= 1
+
+
+@pytest.mark.slow
+def test_a_users_model_with_lazy_layers_runs_the_whole_simulation(tmp_path):
+    cfg = Config().with_overrides(
+        {"data.cache_dir": str(tmp_path), "model.factory": "user_plugins:lazy_cnn"}
+    )
+    pool, test = resolve_dataset(cfg)
+    curve = run_once(cfg, pool, test, strategy="margin", seed=0, budget=32)
+    assert curve.labels[-1] == 32
+    assert curve.accuracy[-1] > curve.accuracy[0]

@@ -21,6 +21,17 @@ def tiny_mlp(num_classes: int, *, shape: tuple[int, int, int], hidden: int = 16)
     )
 
 
+def lazy_cnn(num_classes: int, *, dropout: float = 0.25) -> nn.Module:
+    """A CNN written with lazy layers: no input shape anywhere in the user's code."""
+    return nn.Sequential(
+        nn.LazyConv2d(8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.LazyLinear(num_classes),
+    )
+
+
 def not_a_model(num_classes: int) -> str:
     """Returns the wrong thing, to check the error users get."""
     return f"{num_classes} classes"
