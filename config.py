@@ -154,6 +154,21 @@ class TrainingConfig(_Section):
         "none", description="Class weighting of the 'lbfgs' head fit."
     )
     head_max_iter: int = Field(100, ge=1, description="L-BFGS iterations per head fit at most.")
+    semi_supervised: Literal["none", "pseudo_label", "label_propagation"] = Field(
+        "none",
+        description="With the 'lbfgs' head fit, also train on unlabeled pool items: the "
+        "model's own confident predictions (pseudo_label) or labels spread over a kNN graph "
+        "of the embedding (label_propagation). Never written to the label log.",
+    )
+    pseudo_threshold: float = Field(
+        0.9, gt=0.0, le=1.0, description="Confidence a pseudo-label needs to be trained on."
+    )
+    pseudo_weight: float = Field(
+        0.3, gt=0.0, le=1.0, description="Loss weight of a pseudo-label (a label weighs 1)."
+    )
+    unlabeled_sample: int = Field(
+        5000, ge=1, description="Unlabeled pool items the semi-supervised fit draws from."
+    )
     num_gpus: float | None = Field(
         None, ge=0.0, description="GPUs for the trainer; None picks 1 when the cluster has one."
     )
@@ -363,6 +378,16 @@ class Config(_Section):
             raise ValueError(
                 f"sampler {self.sampling.sampler!r} draws MC-dropout passes: model.dropout "
                 "must be > 0"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _semi_supervised_needs_a_fitted_head(self) -> Config:
+        fitted = self.model.train == "head" and self.training.head_fit == "lbfgs"
+        if self.training.semi_supervised != "none" and not fitted:
+            raise ValueError(
+                f"training.semi_supervised {self.training.semi_supervised!r} trains on the "
+                "frozen embedding: set model.train: head and training.head_fit: lbfgs"
             )
         return self
 

@@ -163,6 +163,9 @@ class Trainer:
         self.recent_hits: deque[bool] = deque(maxlen=100)
         self.version = 0
         self.train_steps = 0
+        self.pseudo_labels = 0  # unlabeled items the newest fit trained on (never labels)
+        # (ids, features) of an unlabeled pool sample, for semi-supervised fits; drawn once
+        self._unlabeled: tuple[list[str], np.ndarray] | None = None
         self.train_seconds = 0.0
         self.last_train_seconds: float | None = None  # the newest update's prequential + steps
         self.last_train_cpu_seconds: float | None = None  # of which the training thread's CPU
@@ -445,18 +448,80 @@ class Trainer:
     def _fit_head(self, held: Mapping[int, np.ndarray], y: torch.Tensor) -> None:
         """Refit the final layer on the features of every label held (under the model lock).
 
-        Warm started from the current weights, so a few new labels cost few iterations.
+        Warm started from the current weights, so a few new labels cost few iterations. With
+        ``semi_supervised`` a second fit adds the confident pseudo-labels of an unlabeled
+        sample of the pool at ``pseudo_weight``; they live only in this fit, never in the
+        label log or in :meth:`held_labels`.
         """
         cfg = self.training
         x = torch.from_numpy(np.stack([held[r] for r in range(len(y))])).to(self.device)
-        self.train_steps += fit_linear_head(
-            self._head,
-            x,
-            y.to(self.device),
-            l2=cfg.head_l2,
-            class_weight=cfg.head_class_weight,
-            max_iter=cfg.head_max_iter,
-        )
+        y = y.to(self.device)
+
+        def fit(xs: torch.Tensor, ys: torch.Tensor, w: torch.Tensor | None = None) -> None:
+            self.train_steps += fit_linear_head(
+                self._head,
+                xs,
+                ys,
+                l2=cfg.head_l2,
+                class_weight=cfg.head_class_weight,
+                sample_weight=w,
+                max_iter=cfg.head_max_iter,
+            )
+
+        fit(x, y)
+        unlabeled = self._unlabeled_features()
+        if unlabeled is None or not len(unlabeled):
+            self.pseudo_labels = 0
+            return
+        u = torch.from_numpy(unlabeled).to(self.device)
+        pseudo, confidence = self._pseudo_labels(x, y, u)
+        keep = confidence >= cfg.pseudo_threshold
+        self.pseudo_labels = int(keep.sum())
+        if self.pseudo_labels:
+            weights = torch.cat(
+                [torch.ones(len(y)), torch.full((self.pseudo_labels,), cfg.pseudo_weight)]
+            ).to(self.device)
+            fit(torch.cat([x, u[keep]]), torch.cat([y, pseudo[keep]]), weights)
+
+    def _pseudo_labels(
+        self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M,) class and confidence for each unlabeled row ``u``, by the configured method."""
+        if self.training.semi_supervised == "pseudo_label":
+            with torch.no_grad():
+                probs = torch.softmax(self._head(u).float(), dim=1)
+            confidence, pseudo = probs.max(dim=1)
+            return pseudo, confidence
+        from sklearn.semi_supervised import LabelSpreading
+
+        keep = y >= 0
+        xs = torch.cat([x[keep], u]).cpu().numpy()
+        ys = np.concatenate([y[keep].cpu().numpy(), np.full(len(u), -1)])
+        if len(np.unique(ys[ys >= 0])) < 2:
+            return torch.zeros(len(u), dtype=torch.long), torch.zeros(len(u))
+        spread = LabelSpreading(kernel="knn", n_neighbors=10, alpha=0.2, max_iter=50).fit(xs, ys)
+        dist = spread.label_distributions_[int(keep.sum()) :]
+        pseudo = torch.as_tensor(spread.classes_[dist.argmax(1)], dtype=torch.long)
+        return pseudo.to(u.device), torch.as_tensor(dist.max(1), dtype=torch.float32)
+
+    def _unlabeled_features(self) -> np.ndarray | None:
+        """Features of the unlabeled pool sample (semi-supervised fits), labeled ones left out.
+
+        The sample is drawn and its features computed once; items labeled since are skipped.
+        """
+        if self.training.semi_supervised == "none":
+            return None
+        if self._unlabeled is None:
+            with self._items_lock:
+                ids = self.items.ids()
+            rng = np.random.default_rng([self.seed, 3])
+            take = min(self.training.unlabeled_sample, len(ids))
+            chosen = [str(i) for i in ids[rng.choice(len(ids), take, replace=False)]]
+            self._unlabeled = (chosen, np.stack(self._kept(self._pixels(chosen))))
+        chosen, features = self._unlabeled
+        with self._lock:
+            free = [j for j, item in enumerate(chosen) if self._held(item) is None]
+        return features[free]
 
     def _needed_rows(self) -> set[int]:
         """Rows the policy may still draw: the buffer, plus the reservoir, or every row.
@@ -633,6 +698,7 @@ class Trainer:
             "arch": self.model_cfg.factory,
             "classes": list(self.items.classes),
             "train_steps": self.train_steps,
+            "pseudo_labels": self.pseudo_labels,
             "recent_accuracy": float(np.mean(self.recent_hits)) if self.recent_hits else None,
         }
 

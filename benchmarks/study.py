@@ -140,7 +140,7 @@ def run_part(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]
         table = {}
         for policy in ("new_only", "replay", "full"):
             _say(f"  policy {policy}")
-            runs = [forgetting.run(base, policy, seed) for seed in range(seeds)]
+            runs = [forgetting.run_policy(base, policy, seed) for seed in range(seeds)]
             table[policy] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
         results = {"policies": table}
     results["seeds"] = seeds

@@ -571,6 +571,11 @@ class LabelingAPI:
         Counter("activestream_train_steps", "Optimizer steps", registry=registry).inc(
             info["train_steps"]
         )
+        Gauge(
+            "activestream_pseudo_labels",
+            "Unlabeled items the newest model trained on with its own pseudo-labels",
+            registry=registry,
+        ).set(info.get("pseudo_labels", 0))
         Gauge("activestream_pool_items", "Items in the pool", registry=registry).set(
             queue.get("pool_rows", 0)
         )

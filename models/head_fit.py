@@ -57,6 +57,7 @@ def fit_linear_head(
     *,
     l2: float,
     class_weight: ClassWeight = "none",
+    sample_weight: torch.Tensor | None = None,
     max_iter: int = 100,
     tolerance: float = 1e-7,
 ) -> int:
@@ -69,6 +70,7 @@ def fit_linear_head(
         y: (N,) class indices; negative entries (withdrawn labels) are ignored.
         l2: Inverse regularization strength, scikit-learn's ``1 / C``.
         class_weight: ``"balanced"`` weighs classes inversely to their label counts.
+        sample_weight: (N,) weight of each row (e.g. below 1 for pseudo-labels); None: all 1.
         max_iter: L-BFGS iterations at most.
         tolerance: Stop when the gradient's largest entry falls below this.
 
@@ -81,6 +83,8 @@ def fit_linear_head(
         return 0
     weight = class_weights(y.cpu(), head.out_features, class_weight).to(x.device)
     sample_w = weight[y]
+    if sample_weight is not None:
+        sample_w = sample_w * sample_weight[keep].to(sample_w)
     n = float(len(y))
     optimizer = torch.optim.LBFGS(
         head.parameters(),

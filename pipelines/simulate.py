@@ -13,12 +13,15 @@ Outputs follow the CLI contract: ``results.json`` and ``learning_curves.png``.
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
 import json
 import multiprocessing
+import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +115,15 @@ def run_once(
     pending: deque[list[str]] = deque()
     if cfg.model.train == "head":  # a frozen backbone: its features once, the head each round
         cache = feature_cache if feature_cache is not None else {}
-        if "pool" not in cache:
+        if "pool" not in cache and feature_cache is not None:  # shared: once per machine
+            cache.update(
+                _disk_cached(
+                    cfg,
+                    [pool.uri, list(pool.file_rows), test.uri, list(test.file_rows)],
+                    lambda: {"pool": trainer.features(x_pool), "test": trainer.features(x_test)},
+                )
+            )
+        elif "pool" not in cache:
             cache["pool"], cache["test"] = trainer.features(x_pool), trainer.features(x_test)
         f_pool, f_test = cache["pool"], cache["test"]
 
@@ -193,6 +204,31 @@ def run_once(
                 labels.append(trainer.labels_seen)
                 accuracy.append(evaluate())
     return Curve(labels, accuracy, time.perf_counter() - began, queue.arms(), asked=order)
+
+
+def _disk_cached(
+    cfg: Config, data_key: list[Any], compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Backbone features under ``<data.cache_dir>/features/``, computed once per machine.
+
+    A frozen pretrained backbone gives every seed, strategy and study part the same features;
+    the file is keyed by the model config and the data, and a lock makes parallel workers wait
+    for the one computing it instead of each running the backbone over the pool.
+    """
+    key = json.dumps([cfg.model.model_dump(mode="json"), data_key], sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = Path(cfg.data.cache_dir) / "features" / f"sim-{digest}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            with np.load(path) as stored:
+                return {name: stored[name] for name in stored.files}
+        arrays = compute()
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+        return arrays
 
 
 def _top_ids(ids: np.ndarray, scores: np.ndarray, k: int) -> list[str]:

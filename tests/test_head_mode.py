@@ -157,3 +157,45 @@ def test_a_fitted_head_trains_on_every_label_it_holds(digits):
     x = ItemStore(pool).get(ids)
     accuracy = trainer.evaluate(x, np.array([truth[i] for i in ids]))
     assert accuracy > 0.95  # the convex optimum on 40 points in 1,280 dimensions fits them
+
+
+@pytest.mark.parametrize("method", ["pseudo_label", "label_propagation"])
+def test_semi_supervised_fits_train_on_pool_items_but_never_report_them_as_labels(
+    digits, method
+):
+    cfg, pool, test = digits
+    cfg = head_cfg(cfg).with_overrides(
+        {
+            "training.semi_supervised": method,
+            "training.unlabeled_sample": 300,
+            "training.pseudo_threshold": 0.15,  # this untrained CNN's features are weak
+        }
+    )
+    trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=0)
+    truth = ground_truth(pool)
+    ids = list(truth)[:40]
+    trainer.add_labels([{"id": i, "label": truth[i]} for i in ids])
+    trainer.partial_fit()
+    assert trainer.pseudo_labels > 0
+    assert trainer.labels_seen == 40 and len(trainer.held_labels()) == 40
+    assert trainer.model_info()["pseudo_labels"] == trainer.pseudo_labels
+    assert trainer.held_rows == 40  # pseudo-labeled items are not training rows
+
+
+def test_pseudo_labels_leave_out_items_labeled_since_the_sample_was_drawn(digits):
+    cfg, pool, _ = digits
+    cfg = head_cfg(cfg).with_overrides(
+        {"training.semi_supervised": "pseudo_label", "training.unlabeled_sample": 10_000}
+    )
+    trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=0)
+    truth = ground_truth(pool)
+    trainer.add_labels([{"id": i, "label": truth[i]} for i in list(truth)[:16]])
+    trainer.partial_fit()
+    assert len(trainer._unlabeled_features()) == pool.num_rows - 16
+
+
+def test_semi_supervised_training_needs_the_fitted_head():
+    from activestream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.train: head"):
+        Config().with_overrides({"training.semi_supervised": "pseudo_label"})
