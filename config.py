@@ -260,7 +260,7 @@ class SamplingConfig(_Section):
         "the last warmup_labels reaches warmup_accuracy, or warmup_max_labels are in).",
     )
     cold_start_strategy: Literal["random", "typiclust", "maxherding"] = Field(
-        "random",
+        "maxherding",
         description="How cold-start queries are picked: uniformly, or from the pool's "
         "embedding (typical points of uncovered clusters, or greatest kernel coverage).",
     )

@@ -62,7 +62,55 @@ SETUPS: dict[str, tuple[str, str, dict[str, Any], int]] = {
         256,
     ),
 }
-PARTS = [*SETUPS, "stream", "buffer", "explore", "policy"]
+#: What each part of the product buys, one row per configuration: (row, strategy, overrides).
+Variant = tuple[str, str, dict[str, Any]]
+#: Variant parts: (title, data, config overrides, budget, baseline row, rows).
+VARIANTS: dict[str, tuple[str, str, dict[str, Any], int, str, list[Variant]]] = {
+    "fashion_head_parts": (
+        "Fashion-MNIST, pretrained EfficientNet-Lite0 head: what each part buys",
+        "fashion",
+        {**FASHION_HEAD, "training.buffer_size": 10},
+        200,
+        "random, refit logistic regression",
+        [
+            ("random, SGD head (before)", "random", {"training.head_fit": "sgd"}),
+            ("random, refit logistic regression", "random", {}),
+            ("random, pseudo-labels", "random", {"training.semi_supervised": "pseudo_label"}),
+            (
+                "margin, SGD head, random cold start (before)",
+                "margin",
+                {"training.head_fit": "sgd", "sampling.cold_start_strategy": "random"},
+            ),
+            ("margin, random cold start", "margin", {"sampling.cold_start_strategy": "random"}),
+            ("margin, typiclust", "margin", {"sampling.cold_start_strategy": "typiclust"}),
+            ("margin, maxherding", "margin", {"sampling.cold_start_strategy": "maxherding"}),
+            (
+                "margin, maxherding, pseudo-labels",
+                "margin",
+                {
+                    "sampling.cold_start_strategy": "maxherding",
+                    "training.semi_supervised": "pseudo_label",
+                },
+            ),
+        ],
+    ),
+    "digits_parts": (
+        "Bundled digits, CNN from scratch: cold start",
+        "digits",
+        {},
+        400,
+        "random",
+        [
+            ("random", "random", {}),
+            ("margin, random cold start", "margin", {"sampling.cold_start_strategy": "random"}),
+            ("margin, typiclust", "margin", {"sampling.cold_start_strategy": "typiclust"}),
+            ("margin, maxherding", "margin", {"sampling.cold_start_strategy": "maxherding"}),
+        ],
+    ),
+}
+PARTS = [*SETUPS, *VARIANTS, "stream", "buffer", "explore", "policy"]
+#: Labels per class at which the variant tables show accuracy.
+PER_CLASS = (1, 2, 5, 10)
 
 
 def _say(text: str) -> None:
@@ -122,6 +170,8 @@ def run_part(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]
         cfg = base.with_overrides({"data.dataset": _data(kind, cache, args.rows), **overrides})
         names = [*samplers.names(), "auto"]
         results = _simulate(cfg, names, seeds, budget, workers, dataset=title)
+    elif part in VARIANTS:
+        results = _variants(part, base, cache, args)
     elif part == "stream":
         strategies = ["variable_uncertainty", "auto"]
         results = _simulate(base, strategies, seeds, args.budget or 400, workers, mode="stream")
@@ -145,6 +195,74 @@ def run_part(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]
         results = {"policies": table}
     results["seeds"] = seeds
     return results
+
+
+def _variants(part: str, base: Config, cache: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every row of a variant part on the same seeds, compared with its baseline row."""
+    title, kind, overrides, budget, baseline, rows = VARIANTS[part]
+    budget = args.budget or budget
+    setup = base.with_overrides({"data.dataset": _data(kind, cache, args.rows), **overrides})
+    pool, test = resolve_dataset(setup)
+    out: dict[str, Any] = {
+        "title": title,
+        "baseline": baseline,
+        "config": {**setup.model_dump(), "budget": budget, "seeds": args.seeds, "mode": "pool"},
+        "pool_rows": pool.num_rows,
+        "test_rows": test.num_rows,
+        "classes": len(pool.classes),
+        "rows": {},
+    }
+    for label, strategy, tweak in rows:
+        _say(f"  {label}")
+        cfg = setup.with_overrides(tweak)
+        r = _simulate(cfg, [strategy], args.seeds, budget, args.workers, dataset=title)
+        out["rows"][label] = {"strategy": strategy, "overrides": tweak, **r["strategies"][strategy]}
+    # One results dict whose "random" is the baseline row: compare() then measures every row
+    # against it (labels to its final accuracy, gap in standard errors).
+    named = {f"row:{label}": row for label, row in out["rows"].items()}
+    as_results = {
+        "config": out["config"],
+        "strategies": {**named, "random": named[f"row:{baseline}"]},
+    }
+    out["compare"] = {k[4:]: v for k, v in compare(as_results).items() if k.startswith("row:")}
+    if setup.model.train == "head":
+        out["ceiling"] = embedding_ceiling(setup)
+    return out
+
+
+def embedding_ceiling(cfg: Config) -> dict[str, float]:
+    """What the frozen embedding allows at all: a head fitted on every pool label, and kNN.
+
+    Active learning can at best reach these with fewer labels; when they are low, the embedding
+    (backbone, input resolution), not the sampler, bounds what labels can buy.
+    """
+    import torch
+    from sklearn.neighbors import KNeighborsClassifier
+    from torch import nn
+
+    from activestream.models.head_fit import fit_linear_head
+    from activestream.pipelines.simulate import pretrained_features
+
+    pool, test = resolve_dataset(cfg)
+    f = pretrained_features(cfg, pool, test)
+    began = time.perf_counter()
+    head = nn.Linear(f["pool"].shape[1], len(pool.classes))
+    fit_linear_head(
+        head,
+        torch.from_numpy(f["pool"]),
+        torch.from_numpy(f["pool_y"].astype(np.int64)),
+        l2=cfg.training.head_l2,
+        max_iter=500,
+    )
+    with torch.no_grad():
+        probe = float((head(torch.from_numpy(f["test"])).argmax(1).numpy() == f["test_y"]).mean())
+    knn = KNeighborsClassifier(10).fit(f["pool"], f["pool_y"]).score(f["test"], f["test_y"])
+    return {
+        "linear_probe_all_labels": round(probe, 4),
+        "knn10_all_labels": round(float(knn), 4),
+        "labels": int(len(f["pool_y"])),
+        "seconds": round(time.perf_counter() - began, 1),
+    }
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -222,6 +340,61 @@ def _setup_section(part: str, r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _accuracy_at(row: dict[str, Any], labels: int) -> float | None:
+    grid = row["labels"]
+    if labels > grid[-1]:
+        return None
+    return float(np.interp(labels, grid, row["accuracy_mean"]))
+
+
+def _variants_section(part: str, r: dict[str, Any]) -> list[str]:
+    budget, seeds, classes = r["config"]["budget"], r["config"]["seeds"], r["classes"]
+    at = [n * classes for n in PER_CLASS]
+    lines = [
+        f"## {r['title']}",
+        "",
+        f"{r['pool_rows']:,} pool and {r['test_rows']:,} test images, {seeds} seeds, budget "
+        f"{budget}, every row on the same seeds. Baseline: **{r['baseline']}** (final accuracy "
+        f"{r['rows'][r['baseline']]['accuracy_mean'][-1]:.3f}); the last columns measure each "
+        "row against it.",
+        "",
+    ]
+    if "ceiling" in r:
+        c = r["ceiling"]
+        lines += [
+            f"The embedding's ceiling: a head fitted on all {c['labels']:,} pool labels "
+            f"reaches {c['linear_probe_all_labels']:.3f}, 10-nearest-neighbours "
+            f"{c['knn10_all_labels']:.3f}.",
+            "",
+        ]
+    head = " | ".join(f"at {n} ({n // classes}/class)" for n in at)
+    lines += [
+        f"| configuration | {head} | final | AUC | labels to baseline's final "
+        "| worst gap (SE) | s/run |",
+        "|---|" + "---|" * (len(at) + 5),
+    ]
+    for label, row in r["rows"].items():
+        c = r["compare"][label]
+        cells = " | ".join("" if (a := _accuracy_at(row, n)) is None else f"{a:.3f}" for n in at)
+        lines.append(
+            f"| {label} | {cells} | {c['final']:.3f} ± {c['final_std']:.3f} | {c['auc']:.3f} "
+            f"| {_fmt_need(c['labels_to_random_final'], budget)} | {c['worst_gap_se']:+.1f} "
+            f"| {c['seconds_mean']:.1f} |"
+        )
+    return [*lines, "", f"![{part}](study/{part}.png)", ""]
+
+
+def plot_variants(r: dict[str, Any], path: Path) -> None:
+    """The variant part's curves, one per row, in the simulator's plot."""
+    results = {
+        "dataset": r["title"].split(":")[0],
+        "config": r["config"],
+        "strategies": {k: v for k, v in r["rows"].items()},
+        "random_final_accuracy": r["rows"][r["baseline"]]["accuracy_mean"][-1],
+    }
+    plot_curves(results, path)
+
+
 def _knob_section(part: str, r: dict[str, Any]) -> list[str]:
     title = {"buffer": "How much to buffer", "explore": "How much to explore"}[part]
     budget = next(iter(r["settings"].values()))["config"]["budget"]
@@ -276,6 +449,8 @@ def render_markdown(data: dict[str, dict[str, Any]], machine: dict[str, Any]) ->
         r = data[part]
         if part in SETUPS or part == "stream":
             lines += _setup_section(part, r)
+        elif part in VARIANTS:
+            lines += _variants_section(part, r)
         elif part in ("buffer", "explore"):
             lines += _knob_section(part, r)
         else:
@@ -334,6 +509,8 @@ def main() -> None:
             (out / f"{part}.json").write_text(json.dumps(results, indent=1))
             if "strategies" in results:
                 plot_curves(results, out / f"{part}.png")
+            elif part in VARIANTS:
+                plot_variants(results, out / f"{part}.png")
     render_page(out, out.parent / "study.md")
 
 

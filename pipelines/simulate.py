@@ -36,6 +36,7 @@ from activestream.actors.scorer import Scorer
 from activestream.actors.trainer import Trainer
 from activestream.config import Config
 from activestream.pipelines.curves import labels_to_reach
+from activestream.pipelines.scoring import cold_start_on_embedding
 from activestream.samplers.auto import Exp3
 from activestream.sources.shards import ShardSet, load_arrays
 
@@ -94,6 +95,7 @@ def run_once(
         sampler=strategy,
         seed=seed,
         mc_samples=cfg.sampling.mc_samples,
+        embed=True if cold_start_on_embedding(cfg) else None,
     )
     scorer.set_weights(trainer.state_arrays(), trainer.version)
     spec = samplers.spec(strategy)
@@ -117,10 +119,8 @@ def run_once(
         cache = feature_cache if feature_cache is not None else {}
         if "pool" not in cache and feature_cache is not None:  # shared: once per machine
             cache.update(
-                _disk_cached(
-                    cfg,
-                    [pool.uri, list(pool.file_rows), test.uri, list(test.file_rows)],
-                    lambda: {"pool": trainer.features(x_pool), "test": trainer.features(x_test)},
+                pretrained_features(
+                    cfg, pool, test, trainer=trainer, arrays=(ids, x_pool, y_pool, x_test, y_test)
                 )
             )
         elif "pool" not in cache:
@@ -143,9 +143,7 @@ def run_once(
     labels, accuracy = [0], [evaluate()]
     asked = 0
     order: list[str] = []  # the ids asked, in the order asked
-    cold = cfg.sampling.cold_start_strategy
-    if cold != "random" and not passive:
-        embedding_of = f_pool if cfg.model.train == "head" else x_pool.reshape(len(x_pool), -1)
+    cold = cfg.sampling.cold_start_strategy if cold_start_on_embedding(cfg) else "random"
     asked_rows = np.zeros(len(ids), dtype=bool)
     cold_rng = np.random.default_rng([seed, 2])
     while asked < budget or pending:
@@ -161,9 +159,11 @@ def run_once(
             top.push(ids, scores)
             best = top.result()
             sample = ids[rng.permutation(len(ids))[:k]]
-            if queue.warming and cold != "random" and not passive:
-                # Cold start on the embedding: this batch's picks go first in the random list,
-                # which is all a warming queue hands out.
+            if queue.warming and cold != "random" and not passive and embedding is not None:
+                # Cold start on the embedding the scorers emit (the frozen features, or the
+                # current model's penultimate layer), as in the service: this batch's picks go
+                # first in the random list, which is all a warming queue hands out.
+                embedding_of = embedding
                 free = np.flatnonzero(~asked_rows)
                 picks = samplers.cold_picks(
                     cold,
@@ -206,14 +206,54 @@ def run_once(
     return Curve(labels, accuracy, time.perf_counter() - began, queue.arms(), asked=order)
 
 
+def pretrained_features(
+    cfg: Config,
+    pool: ShardSet,
+    test: ShardSet,
+    *,
+    trainer: Trainer | None = None,
+    arrays: tuple[np.ndarray, ...] | None = None,
+) -> dict[str, np.ndarray]:
+    """A frozen pretrained backbone's features of the pool and test split, once per machine.
+
+    Every seed, strategy and study part gets the same features, so they are kept under
+    ``<data.cache_dir>/features/``, keyed by the model config and the data; a lock makes
+    parallel workers wait for the one computing them instead of each running the backbone.
+
+    Args:
+        cfg: The model (backbone, input transform) and where the cache lives.
+        pool: The pool split.
+        test: The held-out split.
+        trainer: Computes the features; None builds one from ``cfg``.
+        arrays: ``(pool ids, pool images, pool labels, test images, test labels)`` when the
+            caller has them loaded already.
+
+    Returns:
+        ``pool`` (N, D) and ``test`` (M, D) float32 features, ``pool_y`` and ``test_y`` labels.
+    """
+
+    def compute() -> dict[str, np.ndarray]:
+        _, x_pool, y_pool, x_test, y_test = arrays or _ground_truth(pool, test)
+        net = trainer or Trainer(
+            training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=cfg.seed
+        )
+        return {
+            "pool": net.features(x_pool),
+            "test": net.features(x_test),
+            "pool_y": y_pool,
+            "test_y": y_test,
+        }
+
+    key = [pool.uri, list(pool.file_rows), test.uri, list(test.file_rows)]
+    return _disk_cached(cfg, key, compute)
+
+
 def _disk_cached(
     cfg: Config, data_key: list[Any], compute: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
-    """Backbone features under ``<data.cache_dir>/features/``, computed once per machine.
+    """Arrays under ``<data.cache_dir>/features/`` keyed by the model config and ``data_key``.
 
-    A frozen pretrained backbone gives every seed, strategy and study part the same features;
-    the file is keyed by the model config and the data, and a lock makes parallel workers wait
-    for the one computing it instead of each running the backbone over the pool.
+    Computed once per machine: a file lock makes parallel workers wait for the first.
     """
     key = json.dumps([cfg.model.model_dump(mode="json"), data_key], sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
