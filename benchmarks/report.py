@@ -76,8 +76,21 @@ LEARNING_SOURCES = {
     "fashion_cnn": "docs/study/fashion_cnn.json",
     "gratings": "docs/study/gratings.json",
     "stream": "docs/study/stream.json",
+    "fashion_head_parts": "docs/study/fashion_head_parts.json",
+    "digits_parts": "docs/study/digits_parts.json",
     "knobs": "docs/knobs/knobs.json",
     "real_loop": "docs/real-loop/real_loop.json",
+}
+#: Rows of the study's variant parts shown in the README: the defaults, and what more buys.
+PART_ROWS = {
+    "fashion_head_parts": (
+        "Fashion-MNIST, pretrained EfficientNet-Lite0 head (defaults: fitted head, maxherding)",
+        ["margin, random cold start", "margin, maxherding", "margin, maxherding, pseudo-labels"],
+    ),
+    "digits_parts": (
+        "Digits, CNN from scratch (cold start on the model's embedding)",
+        ["margin, random cold start", "margin, maxherding"],
+    ),
 }
 
 
@@ -121,6 +134,26 @@ def render_learning(data: dict[str, Any]) -> str:
             lines.append(
                 f"| {title}, {r['seeds']} seeds | {sampler} | "
                 f"{_versus_random(table[sampler], table['random'], budget)} | "
+                "[study](docs/study.md) |"
+            )
+    for key, (title, names) in PART_ROWS.items():
+        r = data[key]
+        budget, baseline = r["config"]["budget"], r["baseline"]
+        for name in names:
+            c = r["compare"][name]
+            need = c["labels_to_random_final"]
+            share = "not reached" if need is None else f"{need} of {budget} ({need / budget:.0%})"
+            lines.append(
+                f"| {title}, {r['config']['seeds']} seeds | {name} | {share} labels to reach "
+                f"*{baseline}*'s final accuracy; AUC {c['auc']:.3f} vs "
+                f"{r['compare'][baseline]['auc']:.3f}; worst gap {c['worst_gap_se']:+.1f} SE | "
+                "[study](docs/study.md) |"
+            )
+        if "ceiling" in r:
+            lines.append(
+                f"| {title}: the embedding's ceiling | fitted head on all "
+                f"{r['ceiling']['labels']:,} labels | {r['ceiling']['linear_probe_all_labels']:.3f}"
+                f" accuracy (10-NN: {r['ceiling']['knn10_all_labels']:.3f}) | "
                 "[study](docs/study.md) |"
             )
     rows = {row["name"]: row for row in data["knobs"]["rows"]}

@@ -504,15 +504,13 @@ class ActiveLoop:
             or not cold_start_on_embedding(self.cfg)
         ):
             return ids
-        want = min(len(ids), 4 * self.cfg.training.buffer_size)
-        picks = samplers.cold_picks(
+        order = samplers.cold_order(
             sampling.cold_start_strategy,
             result.explore_embeddings,
-            want,
+            min(len(ids), 4 * self.cfg.training.buffer_size),
             rng=np.random.default_rng([self.cfg.seed, len(self.rounds)]),
-        ).tolist()
-        first = set(picks)
-        return [ids[i] for i in picks] + [i for j, i in enumerate(ids) if j not in first]
+        )
+        return [ids[i] for i in order.tolist()]
 
     def _finish_round(self, result: ScoreResult, started_version: int, seconds: float) -> None:
         top = result.top

@@ -19,7 +19,7 @@ torch, nothing else from the project, so it can be tested and reused anywhere.
 
 from activestream.samplers.bald import bald
 from activestream.samplers.cluster_margin import cluster_margin_select
-from activestream.samplers.cold_start import COLD_STARTS, cold_picks, warmed_up
+from activestream.samplers.cold_start import COLD_STARTS, cold_order, cold_picks, warmed_up
 from activestream.samplers.entropy import entropy
 from activestream.samplers.exploration import ExploreResult, explore_mix
 from activestream.samplers.kcenter import kcenter_greedy
@@ -51,6 +51,7 @@ __all__ = [
     "VariableUncertainty",
     "bald",
     "cluster_margin_select",
+    "cold_order",
     "cold_picks",
     "entropy",
     "explore_mix",

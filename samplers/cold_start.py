@@ -99,3 +99,26 @@ def cold_picks(
     if name == "maxherding":
         return maxherding(embeddings, k, rng=rng, already=already)
     raise ValueError(f"unknown cold start {name!r}; choose from {', '.join(COLD_STARTS)}")
+
+
+def cold_order(
+    name: str, embeddings: np.ndarray, first: int, *, rng: np.random.Generator
+) -> np.ndarray:
+    """A random sample's rows, reordered so ``first`` cold-start picks come before the rest.
+
+    The service's scoring round keeps a uniform random sample of the pool with its embeddings;
+    a warming queue hands that list out in order, so putting the strategy's picks first makes
+    them the first questions, and the rest stay a uniform sample behind them.
+
+    Returns:
+        (N,) int64: a permutation of ``range(N)``.
+
+    Two groups of three and an outlier: each group's centre first, then the rest in order.
+
+    >>> x = np.array([[0.0], [40.0], [0.1], [5.1], [0.2], [5.0], [5.2]])
+    >>> cold_order("maxherding", x, 2, rng=np.random.default_rng(0)).tolist()
+    [3, 2, 0, 1, 4, 5, 6]
+    """
+    picks = cold_picks(name, embeddings, first, rng=rng) if first else np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(len(embeddings)), picks)
+    return np.concatenate([picks, rest]).astype(np.int64)

@@ -88,3 +88,24 @@ def test_an_auto_round_keeps_each_arms_own_top_k_and_their_predictions(ray_sessi
     assert all(len(top.ids) == 16 for top in result.arm_tops)
     assert len({tuple(top.ids.tolist()) for top in result.arm_tops}) > 1
     assert set(result.preds) >= {i for top in result.arm_tops for i in top.ids.tolist()}
+
+
+def test_a_cold_start_on_the_embedding_gets_the_random_samples_embeddings(ray_session, digits):
+    from activestream.actors.items import ItemStore
+    from activestream.actors.scorer import Scorer
+
+    cfg, pool = digits
+    result = score_pass(cfg, pool, candidates=30)  # the default cold start reads embeddings
+    assert result.explore_embeddings is not None
+    assert result.explore_embeddings.shape[0] == len(result.explore.ids) == 30
+    # the same model (version 0 of the seed) in this process gives the same embedding per id
+    local = Scorer(model=cfg.model, shape=pool.shape, num_classes=10, seed=cfg.seed, embed=True)
+    _, _, expected = local.outputs(ItemStore(pool).get(result.explore.ids.tolist()))
+    np.testing.assert_allclose(result.explore_embeddings, expected, atol=1e-5)
+
+
+def test_a_uniform_cold_start_with_a_plain_sampler_carries_no_embeddings(ray_session, digits):
+    cfg, pool = digits
+    cfg = cfg.with_overrides({"sampling.cold_start_strategy": "random"})
+    result = score_pass(cfg, pool, candidates=30)
+    assert result.explore_embeddings is None and result.embeddings is None

@@ -29,7 +29,8 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docs") / "study"
     subprocess.run(
         [sys.executable, "-m", "activestream.benchmarks.study", "--out", str(out)]
-        + ["--only", ",".join(PARTS), "--seeds", str(SEEDS), "--budget", str(BUDGET)]
+        + ["--only", ",".join([*PARTS, "digits_parts"]), "--seeds", str(SEEDS)]
+        + ["--budget", str(BUDGET)]
         + ["--workers", "2"],
         check=True,
         timeout=900,
@@ -144,12 +145,43 @@ def test_the_reported_figures_are_those_of_the_curves(tiny_study: Path) -> None:
         )
 
 
-def test_random_and_the_cold_start_ask_the_same_first_labels(tiny_study: Path) -> None:
-    # Random is a cold start that never hands over: same seed, same first buffer, same model.
+def test_every_sampler_starts_from_the_same_cold_start_picks(tiny_study: Path) -> None:
+    # The cold start (maxherding on the embedding by default) does not depend on the sampler:
+    # same seed, same first buffer, same model. Random keeps asking uniformly.
     results = json.loads((tiny_study / "digits.json").read_text())
-    first = {n: r["accuracy_mean"][1] for n, r in results["strategies"].items()}
+    first = {n: r["accuracy_mean"][1] for n, r in results["strategies"].items() if n != "random"}
     assert len(set(first.values())) == 1
     assert np.isfinite(list(first.values())).all()
+
+
+def test_a_variant_part_runs_every_row_on_the_same_seeds_against_its_baseline(
+    tiny_study: Path,
+) -> None:
+    results = _results(tiny_study, "digits_parts")
+    rows = [label for label, _, _ in study.VARIANTS["digits_parts"][5]]
+    assert list(results["rows"]) == list(results["compare"]) == rows
+    baseline = results["rows"][results["baseline"]]
+    assert results["compare"][results["baseline"]]["worst_gap_se"] == 0.0
+    for label, row in results["rows"].items():
+        assert row["labels"] == GRID and row["spent"] == [BUDGET] * SEEDS
+        assert results["compare"][label]["auc"] == pytest.approx(
+            area_under_curve(row["labels"], row["accuracy_mean"]), abs=1e-5
+        )
+        assert results["compare"][label]["labels_to_random_final"] == labels_to_reach(
+            row["labels"], row["accuracy_mean"], baseline["accuracy_mean"][-1]
+        )
+    # a uniform cold start asks what random asks: the first buffer is the same
+    assert results["rows"]["margin, random cold start"]["accuracy_mean"][1] == (
+        baseline["accuracy_mean"][1]
+    )
+
+
+def test_a_variant_part_is_rendered_with_its_rows_and_plot(tiny_study: Path) -> None:
+    page = (tiny_study.parent / "study.md").read_text()
+    for label, _, _ in study.VARIANTS["digits_parts"][5]:
+        assert f"| {label} |" in page
+    assert "![digits_parts](study/digits_parts.png)" in page
+    assert (tiny_study / "digits_parts.png").stat().st_size > 10_000
 
 
 def test_the_page_is_the_rendering_of_the_json(tiny_study: Path) -> None:
