@@ -154,12 +154,21 @@ class TrainingConfig(_Section):
         "none", description="Class weighting of the 'lbfgs' head fit."
     )
     head_max_iter: int = Field(100, ge=1, description="L-BFGS iterations per head fit at most.")
-    semi_supervised: Literal["none", "pseudo_label", "label_propagation"] = Field(
-        "none",
+    semi_supervised: Literal["auto", "none", "pseudo_label", "label_propagation"] = Field(
+        "auto",
         description="With the 'lbfgs' head fit, also train on unlabeled pool items: the "
         "model's own confident predictions (pseudo_label) or labels spread over a kNN graph "
-        "of the embedding (label_propagation). Never written to the label log.",
+        "of the embedding (label_propagation). Never written to the label log. 'auto': "
+        "pseudo_label with the fitted head, none otherwise (the study's choice).",
     )
+
+    def semi_supervised_for(self, model: ModelConfig) -> str:
+        """The semi-supervised method in effect for ``model`` ('auto' resolved)."""
+        fitted = model.train == "head" and self.head_fit == "lbfgs"
+        if self.semi_supervised == "auto":
+            return "pseudo_label" if fitted else "none"
+        return self.semi_supervised
+
     pseudo_threshold: float = Field(
         0.9, gt=0.0, le=1.0, description="Confidence a pseudo-label needs to be trained on."
     )
@@ -384,7 +393,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _semi_supervised_needs_a_fitted_head(self) -> Config:
         fitted = self.model.train == "head" and self.training.head_fit == "lbfgs"
-        if self.training.semi_supervised != "none" and not fitted:
+        if self.training.semi_supervised not in ("auto", "none") and not fitted:
             raise ValueError(
                 f"training.semi_supervised {self.training.semi_supervised!r} trains on the "
                 "frozen embedding: set model.train: head and training.head_fit: lbfgs"

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,11 +31,13 @@ from activestream.actors.checkpoints import CheckpointStore
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import AddResult, UnknownId, check_batch
 from activestream.actors.net import build_net, head_features, load_init_weights
+from activestream.actors.scorer import features_to_array
 from activestream.actors.weights import WeightsVersion, state_to_numpy
 from activestream.config import ModelConfig, StorageConfig, TrainingConfig
 from activestream.models.head_fit import fit_linear_head
 from activestream.models.parts import last_linear, pick_device
 from activestream.sources.fs import DEFAULT_STORAGE
+from activestream.sources.shards import ShardSet
 
 RETRACTED = -100  # the label of a withdrawn row; the loss's ignore_index, so no step learns it
 
@@ -166,6 +168,7 @@ class Trainer:
         self.pseudo_labels = 0  # unlabeled items the newest fit trained on (never labels)
         # (ids, features) of an unlabeled pool sample, for semi-supervised fits; drawn once
         self._unlabeled: tuple[list[str], np.ndarray] | None = None
+        self.compute_unlabeled = True  # else wait for use_unlabeled (see TrainerService)
         self.train_seconds = 0.0
         self.last_train_seconds: float | None = None  # the newest update's prequential + steps
         self.last_train_cpu_seconds: float | None = None  # of which the training thread's CPU
@@ -441,6 +444,10 @@ class Trainer:
             self._torch_state = torch.get_rng_state()
 
     @property
+    def _semi_supervised(self) -> str:
+        return self.training.semi_supervised_for(self.model_cfg)
+
+    @property
     def _fits_head(self) -> bool:
         """Whether updates solve the head's convex problem on every label (``head_fit``)."""
         return self.model_cfg.train == "head" and self.training.head_fit == "lbfgs"
@@ -487,7 +494,7 @@ class Trainer:
         self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(M,) class and confidence for each unlabeled row ``u``, by the configured method."""
-        if self.training.semi_supervised == "pseudo_label":
+        if self._semi_supervised == "pseudo_label":
             with torch.no_grad():
                 probs = torch.softmax(self._head(u).float(), dim=1)
             confidence, pseudo = probs.max(dim=1)
@@ -504,13 +511,26 @@ class Trainer:
         pseudo = torch.as_tensor(spread.classes_[dist.argmax(1)], dtype=torch.long)
         return pseudo.to(u.device), torch.as_tensor(dist.max(1), dtype=torch.float32)
 
+    def use_unlabeled(self, ids: Sequence[str], features: np.ndarray) -> None:
+        """Take ``features`` (N, D) of pool items ``ids`` as the unlabeled sample.
+
+        Where the pool's frozen features exist already (the simulator's cache, the service's
+        feature files), the sample is drawn from them instead of running the backbone again.
+        """
+        rng = np.random.default_rng([self.seed, 3])
+        rows = rng.choice(len(ids), min(self.training.unlabeled_sample, len(ids)), replace=False)
+        sample = np.asarray(features[np.sort(rows)], dtype=np.float32)
+        self._unlabeled = ([str(ids[r]) for r in np.sort(rows)], sample)
+
     def _unlabeled_features(self) -> np.ndarray | None:
         """Features of the unlabeled pool sample (semi-supervised fits), labeled ones left out.
 
         The sample is drawn and its features computed once; items labeled since are skipped.
         """
-        if self.training.semi_supervised == "none":
+        if self._semi_supervised == "none":
             return None
+        if self._unlabeled is None and not self.compute_unlabeled:
+            return None  # the service hands over a sample of the feature files instead
         if self._unlabeled is None:
             with self._items_lock:
                 ids = self.items.ids()
@@ -754,6 +774,7 @@ class TrainerService(Trainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.compute_unlabeled = False  # the loop hands over its feature files' sample
         self._publish = publish
         self._put = put
         self.checkpoints = checkpoints
@@ -908,6 +929,25 @@ class TrainerService(Trainer):
         """
         if self._version_floor is not None and self._version_floor() < self.version:
             self.publish_current()
+
+    def use_unlabeled_files(self, features: ShardSet, max_files: int = 4) -> bool:
+        """Draw the unlabeled sample from the pool's feature files (``train: head``), once.
+
+        Reads the id and feature columns of at most ``max_files`` files, drawn by row count;
+        until then semi-supervised fits train on labels only. Returns whether it read any.
+        """
+        if self._semi_supervised == "none" or self._unlabeled is not None:
+            return False
+        rng = np.random.default_rng([self.seed, 4])
+        rows = np.asarray(features.file_rows or [1] * len(features.paths), dtype=np.float64)
+        take = min(max_files, len(features.paths))
+        files = rng.choice(len(features.paths), size=take, replace=False, p=rows / rows.sum())
+        tables = [features.read_file(int(f), columns=("id", "image")) for f in sorted(files)]
+        ids = [i for t in tables for i in t.column("id").to_pylist()]
+        column = features.image_column
+        values = np.concatenate([features_to_array(t.column(column)) for t in tables])
+        self.use_unlabeled(ids, values)
+        return True
 
     def model_info(self) -> dict[str, Any]:  # noqa: D102
         info = super().model_info()

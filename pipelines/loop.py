@@ -379,7 +379,12 @@ class ActiveLoop:
         if self.cfg.model.train != "head":
             return self.pool
         weights = ray.get(self.board.latest.remote())
-        return ensure_features(self.cfg, self.pool, weights)
+        features = ensure_features(self.cfg, self.pool, weights)
+        if self.cfg.training.semi_supervised_for(self.cfg.model) != "none":
+            # the trainer's unlabeled sample comes from these files (a no-op once it has one;
+            # asked every round, so a restarted trainer gets it again)
+            self.trainer.use_unlabeled_files.remote(features)
+        return features
 
     def _shards_for(self, source: ShardSet, index: int) -> ShardSet:
         per_round = self.cfg.scoring.shards_per_round

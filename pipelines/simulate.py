@@ -126,6 +126,8 @@ def run_once(
         elif "pool" not in cache:
             cache["pool"], cache["test"] = trainer.features(x_pool), trainer.features(x_test)
         f_pool, f_test = cache["pool"], cache["test"]
+        if cfg.training.semi_supervised_for(cfg.model) != "none":
+            trainer.use_unlabeled(ids, f_pool)  # the cached features, not another backbone run
 
         def outputs() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             return scorer.feature_outputs(f_pool)

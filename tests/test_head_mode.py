@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -73,6 +75,7 @@ def test_the_loop_scores_rounds_over_feature_files_written_once(ray_session, tmp
             "training.buffer_size": 4,
             "training.steps_per_update": 3,
             "sampling.candidates": 64,
+            "training.pseudo_threshold": 0.15,  # this untrained CNN's features are weak
         }
     )
     pool, _ = resolve_dataset(cfg)
@@ -89,6 +92,21 @@ def test_the_loop_scores_rounds_over_feature_files_written_once(ray_session, tmp
         loop.add_labels([{"id": q.id, "label": truth[q.id]} for q in leased])
         loop.wait_for(lambda: len(loop.rounds) >= 2, 120, "a round after the new version")
         assert [f.stat().st_mtime_ns for f in files] == written  # computed once
+        # pseudo-labels (the fitted head's default) come from a sample of those files
+        import ray
+
+        leased = loop.lease(4)
+        loop.add_labels([{"id": q.id, "label": truth[q.id]} for q in leased])
+        def info() -> dict:
+            return ray.get(loop.trainer.model_info.remote())
+
+        loop.wait_for(
+            lambda: info()["labels_seen"] == 8 and info()["pseudo_labels"] > 0,
+            120,
+            "a version trained on the 8 labels and on pseudo-labels",
+        )
+        time.sleep(1)  # pseudo-labels never become labels, however long it runs
+        assert info()["labels_seen"] == 8 and info()["version"] >= 2
     finally:
         loop.stop()
 
@@ -124,7 +142,9 @@ def test_the_trainers_head_is_the_refit_logistic_regression_at_each_version(digi
     from sklearn.linear_model import LogisticRegression
 
     cfg, pool, test = digits
-    cfg = head_cfg(cfg).with_overrides({"training.head_l2": 2.0})
+    cfg = head_cfg(cfg).with_overrides(
+        {"training.head_l2": 2.0, "training.semi_supervised": "none"}  # labels only
+    )
     trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=0)
     truth = ground_truth(pool)
     ids = list(truth)
@@ -139,30 +159,39 @@ def test_the_trainers_head_is_the_refit_logistic_regression_at_each_version(digi
         ref = LogisticRegression(C=1 / 2.0, max_iter=5000, tol=1e-8).fit(f, y)
         ours = trainer._head(torch.from_numpy(f_test)).detach().numpy()
         agree = (ours.argmax(1) == ref.classes_[ref.decision_function(f_test).argmax(1)]).mean()
-        # Measured: 99.8% and 100% of the test split classified alike at 64 and 200 labels
-        # (the rest are near-ties of this untrained CNN's features).
-        assert agree >= 0.99, (count, agree)
+        # Measured: 98.9-100% of the test split classified alike at 64 and 200 labels,
+        # depending on torch's thread count (the rest are near-ties of this untrained CNN's
+        # tiny features, where float32 rounding decides).
+        assert agree >= 0.98, (count, agree)
 
 
-def test_a_fitted_head_trains_on_every_label_it_holds(digits):
+def test_a_fitted_head_refits_on_every_label_it_holds(digits):
+    # Five updates of 8, warm started each time, end where one fit on all 40 labels ends.
+    from torch import nn
+
+    from activestream.models.head_fit import fit_linear_head
+
     cfg, pool, _ = digits
-    trainer = Trainer(training=head_cfg(cfg).training, model=head_cfg(cfg).model,
-                      items=ItemStore(pool), seed=0)  # fmt: skip
+    cfg = head_cfg(cfg).with_overrides({"training.semi_supervised": "none"})
+    trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=0)
     truth = ground_truth(pool)
     ids = list(truth)[:40]
     for start in range(0, 40, 8):
         trainer.add_labels([{"id": i, "label": truth[i]} for i in ids[start : start + 8]])
         trainer.partial_fit()
     assert trainer.held_rows == 40  # the replay policy would keep only the reservoir
-    x = ItemStore(pool).get(ids)
-    accuracy = trainer.evaluate(x, np.array([truth[i] for i in ids]))
-    assert accuracy > 0.95  # the convex optimum on 40 points in 1,280 dimensions fits them
+    f = torch.from_numpy(trainer.features(ItemStore(pool).get(ids)))
+    fresh = nn.Linear(f.shape[1], 10)
+    fit_linear_head(fresh, f, torch.tensor([truth[i] for i in ids]), l2=cfg.training.head_l2)
+    with torch.no_grad():  # softmax ignores a shift shared by every class: compare centred
+        ours, theirs = trainer._head(f).numpy(), fresh(f).numpy()
+    np.testing.assert_allclose(
+        ours - ours.mean(1, keepdims=True), theirs - theirs.mean(1, keepdims=True), atol=2e-3
+    )
 
 
 @pytest.mark.parametrize("method", ["pseudo_label", "label_propagation"])
-def test_semi_supervised_fits_train_on_pool_items_but_never_report_them_as_labels(
-    digits, method
-):
+def test_semi_supervised_fits_train_on_pool_items_but_never_report_them_as_labels(digits, method):
     cfg, pool, test = digits
     cfg = head_cfg(cfg).with_overrides(
         {

@@ -29,8 +29,8 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docs") / "study"
     subprocess.run(
         [sys.executable, "-m", "activestream.benchmarks.study", "--out", str(out)]
-        + ["--only", ",".join([*PARTS, "digits_parts"]), "--seeds", str(SEEDS)]
-        + ["--budget", str(BUDGET)]
+        + ["--only", ",".join([*PARTS, "digits_parts", "cold_scale"]), "--seeds", str(SEEDS)]
+        + ["--budget", str(BUDGET), "--scale-rows", "2000,30000"]
         + ["--workers", "2"],
         check=True,
         timeout=900,
@@ -171,8 +171,9 @@ def test_a_variant_part_runs_every_row_on_the_same_seeds_against_its_baseline(
             row["labels"], row["accuracy_mean"], baseline["accuracy_mean"][-1]
         )
     # a uniform cold start asks what random asks: the first buffer is the same
-    assert results["rows"]["margin, random cold start"]["accuracy_mean"][1] == (
-        baseline["accuracy_mean"][1]
+    assert (
+        results["rows"]["margin, random cold start"]["accuracy_mean"][1]
+        == (baseline["accuracy_mean"][1])
     )
 
 
@@ -191,3 +192,15 @@ def test_the_page_is_the_rendering_of_the_json(tiny_study: Path) -> None:
     assert section == "\n" + study.render_markdown(data, machine)
     for name in (*samplers.names(), "**auto**"):
         assert f"| {name} |" in section
+
+
+def test_the_cold_start_scale_part_times_both_strategies_on_each_pool(tiny_study: Path) -> None:
+    rows = _results(tiny_study, "cold_scale")["results"]
+    assert [(r["strategy"], r["rows"]) for r in rows] == [
+        ("typiclust", 2000), ("maxherding", 2000), ("typiclust", 30000), ("maxherding", 30000)
+    ]  # fmt: skip
+    for row in rows:
+        assert row["picks"] == row["k"] and row["seconds"] > 0 and row["peak_mb"] > 0
+    # maxherding's kernel is over a sample of 3,000 at most: its memory stops growing
+    herding = [r["peak_mb"] for r in rows if r["strategy"] == "maxherding"]
+    assert herding[1] < 4 * herding[0]
