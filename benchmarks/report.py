@@ -84,7 +84,7 @@ LEARNING_SOURCES = {
 #: Rows of the study's variant parts shown in the README: the defaults, and what more buys.
 PART_ROWS = {
     "fashion_head_parts": (
-        "Fashion-MNIST, pretrained EfficientNet-Lite0 head (defaults: fitted head, maxherding)",
+        "Fashion-MNIST (10,000 pool), pretrained EfficientNet-Lite0 head",
         ["margin, random cold start", "margin, maxherding", "margin, maxherding, pseudo-labels"],
     ),
     "digits_parts": (

@@ -138,6 +138,27 @@ def check_embeddings(embeddings: Any, *, name: str = "embeddings") -> np.ndarray
     return arr
 
 
+def sample_embeddings(
+    embeddings: Any, max_points: int, rng: np.random.Generator, *, name: str = "embeddings"
+) -> tuple[np.ndarray, np.ndarray]:
+    """A uniform sample of at most ``max_points`` rows: (indices (M,), rows as float64 (M, D)).
+
+    Only the sample is copied and checked (see :func:`check_embeddings`), so a pool of a
+    million float32 embeddings is never converted whole; a bad row outside the sample goes
+    unnoticed, which costs nothing because it is never read.
+
+    >>> idx, rows = sample_embeddings(np.ones((5, 2), np.float32), 3, np.random.default_rng(0))
+    >>> idx.shape, rows.dtype
+    ((3,), dtype('float64'))
+    """
+    arr = np.asarray(embeddings)
+    if arr.ndim != 2:
+        check_embeddings(arr, name=name)  # raises, naming the shape it got
+    n = len(arr)
+    sample = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
+    return sample, check_embeddings(arr[sample], name=name)
+
+
 def check_count(k: Any, *, name: str = "k") -> int:
     """Return ``k`` as an int >= 0, or raise ValueError (bools are not counts).
 

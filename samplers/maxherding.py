@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from activestream.samplers._validate import check_count, check_embeddings
+from activestream.samplers._validate import check_count, sample_embeddings
 
 
 def maxherding(
@@ -52,13 +52,11 @@ def maxherding(
     >>> maxherding(x, 1, rng=np.random.default_rng(0), sigma=0.5, already=[[0.1]]).tolist()
     [5]
     """
-    x = check_embeddings(embeddings)
-    k = min(check_count(k), len(x))
+    n = len(np.asarray(embeddings))
+    k = min(check_count(k), n)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    n = len(x)
-    sample = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
-    points = x[sample]
+    sample, points = sample_embeddings(embeddings, max_points, rng)  # (M,), (M, D)
     d2 = _sq_dists(points, points)  # (M, M)
     if sigma is None:
         nearest = np.sqrt(np.partition(d2 + np.diag(np.full(len(points), np.inf)), 0, axis=1)[:, 0])
@@ -67,7 +65,7 @@ def maxherding(
     kern = np.exp(-d2 / (2.0 * sigma**2))  # (M, M): kern[j, c] how much c covers j
     covered = np.zeros(len(points))
     if already is not None and len(np.asarray(already)):
-        known = np.asarray(already, np.float64).reshape(-1, x.shape[1])
+        known = np.asarray(already, np.float64).reshape(-1, points.shape[1])
         covered = np.exp(-_sq_dists(points, known) / (2.0 * sigma**2)).max(axis=1)
     picks: list[int] = []
     taken = np.zeros(len(points), dtype=bool)

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 from numpy.typing import ArrayLike
 
-from activestream.samplers._validate import check_count, check_embeddings
+from activestream.samplers._validate import check_count, sample_embeddings
 
 
 def typicality(points: np.ndarray, neighbors: int = 20) -> np.ndarray:
@@ -84,16 +84,16 @@ def typiclust(
     >>> typiclust(x, 2, rng=rng(0), already=[[5.1]], neighbors=2, min_cluster_size=2).tolist()
     [1, 4]
     """
-    x = check_embeddings(embeddings)
     k = check_count(k)
-    n = len(x)
-    known = np.zeros((0, x.shape[1])) if already is None else np.asarray(already, np.float64)
-    known = known.reshape(-1, x.shape[1])
+    sample, cand = sample_embeddings(embeddings, max_points, rng)  # (M,), (M, D)
+    n = len(np.asarray(embeddings))
+    dim = cand.shape[1]
+    known = np.zeros((0, dim)) if already is None else np.asarray(already, np.float64)
+    known = known.reshape(-1, dim)
     k = min(k, n)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    sample = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
-    points = np.concatenate([x[sample], known])
+    points = np.concatenate([cand, known])
     clusters = min(len(known) + k, len(points))
     labels = _kmeans(points, clusters, rng)
     cand_labels, known_labels = labels[: len(sample)], labels[len(sample) :]
@@ -107,7 +107,7 @@ def typiclust(
     for c in order:
         members = np.flatnonzero(cand_labels == c)
         if len(members):
-            typ = typicality(x[sample[members]], neighbors)
+            typ = typicality(cand[members], neighbors)
             ranked[c] = members[np.argsort(-typ, kind="stable")].tolist()
     picks: list[int] = []
     # One per cluster in order, again and again; outlier clusters only once the rest run out.

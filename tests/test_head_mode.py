@@ -97,6 +97,7 @@ def test_the_loop_scores_rounds_over_feature_files_written_once(ray_session, tmp
 
         leased = loop.lease(4)
         loop.add_labels([{"id": q.id, "label": truth[q.id]} for q in leased])
+
         def info() -> dict:
             return ray.get(loop.trainer.model_info.remote())
 
