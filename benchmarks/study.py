@@ -362,6 +362,16 @@ def _arm_line(results: dict[str, Any]) -> str:
     return f"Batches `auto` gave each arm, over all seeds: {shares}.\n"
 
 
+def _settings(config: dict[str, Any]) -> str:
+    """The defaults a part ran with that change its figures (runs before they existed: none)."""
+    sampling, training = config.get("sampling", {}), config.get("training", {})
+    said = [f"cold start: {sampling.get('cold_start_strategy', 'random')}"]
+    if config.get("model", {}).get("train") == "head":
+        said.append(f"head fit: {training.get('head_fit', 'sgd')}")
+        said.append(f"semi-supervised: {training.get('semi_supervised', 'none')}")
+    return ", ".join(said)
+
+
 def _setup_section(part: str, r: dict[str, Any]) -> list[str]:
     title = SETUPS[part][0] if part in SETUPS else "Stream-based selection, digits"
     budget = r["config"]["budget"]
@@ -370,7 +380,7 @@ def _setup_section(part: str, r: dict[str, Any]) -> list[str]:
         "",
         f"{r['pool_rows']:,} pool and {r['test_rows']:,} test images, {r['seeds']} seeds, "
         f"budget {budget}; random's final accuracy {r['random_final_accuracy']:.3f}; "
-        f"{r['seconds'] / 60:.0f} min for all runs.",
+        f"{r['seconds'] / 60:.0f} min for all runs; {_settings(r['config'])}.",
         "",
         *_sampler_table(r),
         "",
