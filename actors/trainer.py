@@ -517,10 +517,14 @@ class Trainer:
         Where the pool's frozen features exist already (the simulator's cache, the service's
         feature files), the sample is drawn from them instead of running the backbone again.
         """
+        rows = self._sample_rows(len(ids))
+        sample = np.asarray(features[rows], dtype=np.float32)
+        self._unlabeled = ([str(ids[r]) for r in rows], sample)
+
+    def _sample_rows(self, n: int) -> np.ndarray:
+        """Sorted rows of the unlabeled sample among ``n`` pool items (the same draw always)."""
         rng = np.random.default_rng([self.seed, 3])
-        rows = rng.choice(len(ids), min(self.training.unlabeled_sample, len(ids)), replace=False)
-        sample = np.asarray(features[np.sort(rows)], dtype=np.float32)
-        self._unlabeled = ([str(ids[r]) for r in np.sort(rows)], sample)
+        return np.sort(rng.choice(n, min(self.training.unlabeled_sample, n), replace=False))
 
     def _unlabeled_features(self) -> np.ndarray | None:
         """Features of the unlabeled pool sample (semi-supervised fits), labeled ones left out.
@@ -534,9 +538,7 @@ class Trainer:
         if self._unlabeled is None:
             with self._items_lock:
                 ids = self.items.ids()
-            rng = np.random.default_rng([self.seed, 3])
-            take = min(self.training.unlabeled_sample, len(ids))
-            chosen = [str(i) for i in ids[rng.choice(len(ids), take, replace=False)]]
+            chosen = [str(i) for i in ids[self._sample_rows(len(ids))]]
             self._unlabeled = (chosen, np.stack(self._kept(self._pixels(chosen))))
         chosen, features = self._unlabeled
         with self._lock:

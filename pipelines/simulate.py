@@ -165,14 +165,13 @@ def run_once(
                 # Cold start on the embedding the scorers emit (the frozen features, or the
                 # current model's penultimate layer), as in the service: this batch's picks go
                 # first in the random list, which is all a warming queue hands out.
-                embedding_of = embedding
                 free = np.flatnonzero(~asked_rows)
                 picks = samplers.cold_picks(
                     cold,
-                    embedding_of[free],
+                    embedding[free],
                     min(cfg.training.buffer_size, budget - asked),
                     rng=cold_rng,
-                    already=embedding_of[asked_rows],
+                    already=embedding[asked_rows],
                 )
                 sample = np.concatenate([ids[free[picks]], sample])
             chosen = None if embedding is None else embedding[[row_of[i] for i in best.ids]]
