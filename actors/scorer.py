@@ -117,6 +117,8 @@ class Scorer:
             )
         self._mc_rng = np.random.default_rng([seed, _worker_salt(), 1])
         self.embed = spec.batch is not None if embed is None else embed
+        # BADGE and the like select on the last layer's gradient, not on its input.
+        self._gradient = spec.embedding == "gradient"
         self._captured: list[torch.Tensor] = []
         if self.embed:
             last_linear(self._model).register_forward_hook(
@@ -195,19 +197,25 @@ class Scorer:
             scores = self._score(torch.stack(passes).double().cpu().numpy())
         else:
             scores = self._score(probs)
-        return probs, scores, (np.asarray(f, dtype=np.float32) if self.embed else None)
+        return probs, scores, (self._embedding(probs, f) if self.embed else None)
 
     def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(N, C, H, W) -> probabilities (N, C), scores (N,), embeddings (N, D) or None."""
         probs = self.predict_proba(x)
         embedding = None
         if self.embed and self._captured:
-            embedding = self._captured[-1].float().cpu().numpy()
+            embedding = self._embedding(probs, self._captured[-1].float().cpu().numpy())
         if self._mc:
             scores = self._score(self.mc_proba(x, self._mc))
         else:
             scores = self._score(probs)
         return probs, scores, embedding
+
+    def _embedding(self, probs: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """The embedding the sampler selects on, from the last layer's input features."""
+        if self._gradient:
+            return samplers.gradient_embedding(probs, features)  # (N, C * D')
+        return np.asarray(features, dtype=np.float32)  # (N, D)
 
     def score_arrays(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) float32 -> (N,) sampler scores with the current weights."""
@@ -259,4 +267,8 @@ class Scorer:
     def _embed_dim(self, embedding: np.ndarray | None) -> int:
         if embedding is not None:
             return int(embedding.shape[1])
-        return int(last_linear(self._model).in_features)
+        head = last_linear(self._model)
+        if self._gradient:  # as wide as one row's gradient embedding (sketched or not)
+            c, d = int(head.out_features), int(head.in_features)
+            return int(samplers.gradient_embedding(np.full((1, c), 1.0 / c), np.zeros((1, d))).size)
+        return int(head.in_features)

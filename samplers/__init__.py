@@ -4,8 +4,9 @@ Most samplers map a (N, C) array of class probabilities to (N,) float64 scores i
 higher = ask a human first; :func:`bald` takes (T, N, C) MC-dropout passes instead. Pick one by
 name with :func:`get`; :func:`names` lists them and :func:`spec` says what each one takes.
 Some also carry a :data:`BatchFn` (``spec(name).batch``) that picks a diverse batch from scored
-candidates and their embeddings: :func:`kcenter_greedy` (core-set) and
-:func:`cluster_margin_select`. :func:`explore_mix` turns scores into a batch of queries with a
+candidates and their embeddings: :func:`kcenter_greedy` (core-set),
+:func:`cluster_margin_select` and :func:`badge_select` (k-means++ on
+:func:`gradient_embedding`). :func:`explore_mix` turns scores into a batch of queries with a
 share of random exploration, :class:`TopK` keeps the best rows of a pool scored in many pieces,
 and :class:`VariableUncertainty` decides record by record on a stream under a label budget.
 
@@ -17,6 +18,7 @@ This package imports numpy (and scikit-learn for clustering and neighbours) only
 torch, nothing else from the project, so it can be tested and reused anywhere.
 """
 
+from activestream.samplers.badge import badge_select, gradient_embedding
 from activestream.samplers.bald import bald
 from activestream.samplers.cluster_margin import cluster_margin_select
 from activestream.samplers.cold_start import COLD_STARTS, cold_order, cold_picks, warmed_up
@@ -49,6 +51,7 @@ __all__ = [
     "TopK",
     "TopKResult",
     "VariableUncertainty",
+    "badge_select",
     "bald",
     "cluster_margin_select",
     "cold_order",
@@ -56,6 +59,7 @@ __all__ = [
     "entropy",
     "explore_mix",
     "get",
+    "gradient_embedding",
     "kcenter_greedy",
     "least_confidence",
     "margin",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,6 +46,9 @@ class SamplerSpec:
             scores and embeddings; None means the plain top-k by score.
         arms: Set for ``auto`` only: the scorer returns (N, A) scores, one column per arm
             named here, and the queue's bandit picks an arm per batch.
+        embedding: What the scorer emits as each candidate's embedding: ``"penultimate"``
+            (the last layer's input features) or ``"gradient"`` (BADGE's last-layer gradient
+            embedding, :func:`~activestream.samplers.badge.gradient_embedding`).
     """
 
     name: str
@@ -55,6 +58,7 @@ class SamplerSpec:
     deterministic: bool = True
     batch: BatchFn | None = None
     arms: tuple[str, ...] | None = None
+    embedding: Literal["penultimate", "gradient"] = "penultimate"
 
 
 _REGISTRY: dict[str, SamplerSpec] = {}
@@ -72,6 +76,7 @@ def register(
     inputs: tuple[str, ...] = PROBS,
     uncertainty: bool = True,
     batch: BatchFn | None = None,
+    embedding: Literal["penultimate", "gradient"] = "penultimate",
 ) -> Callable[[ScoreFn], ScoreFn]:
     """Register a deterministic score function under ``name`` (use as a decorator).
 
@@ -81,7 +86,15 @@ def register(
 
     def decorate(fn: ScoreFn) -> ScoreFn:
         _add(
-            SamplerSpec(name, lambda _rng: fn, inputs, uncertainty, deterministic=True, batch=batch)
+            SamplerSpec(
+                name,
+                lambda _rng: fn,
+                inputs,
+                uncertainty,
+                deterministic=True,
+                batch=batch,
+                embedding=embedding,
+            )
         )
         return fn
 

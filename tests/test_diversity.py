@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from probability_rows import prob_rows
 
 from activestream import samplers
-from activestream.samplers import VariableUncertainty, bald, cluster_margin_select, kcenter_greedy
+from activestream.samplers import (
+    VariableUncertainty,
+    badge_select,
+    bald,
+    cluster_margin_select,
+    gradient_embedding,
+    kcenter_greedy,
+)
 from activestream.samplers.cluster_margin import kmeans
 
 SETTINGS = settings(max_examples=100, deadline=None)
@@ -318,6 +325,70 @@ def test_cluster_margin_rejects_bad_arguments() -> None:
         cluster_margin_select([0.1], [[0.0]], 1, 0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_init must be >= 1"):
         kmeans(np.zeros((2, 1)), 1, np.random.default_rng(0), n_init=0)
+
+
+# -- BADGE -----------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(data=st.data(), n=st.integers(0, 6), c=st.integers(2, 5), d=st.integers(1, 6))
+def test_the_gradient_embedding_is_the_outer_product_of_the_logit_gradient_and_the_features(
+    data: st.DataObject, n: int, c: int, d: int
+) -> None:
+    probs = data.draw(prob_rows((n, c)))
+    features = data.draw(hnp.arrays(np.float64, (n, d), elements=st.floats(-10, 10)))
+    g = gradient_embedding(probs, features).reshape(n, c, d)  # (N, C, D)
+    for row in range(n):
+        a = probs[row] - np.eye(c)[probs[row].argmax()]  # (C,)
+        np.testing.assert_allclose(g[row], np.outer(a, features[row]), rtol=1e-6, atol=1e-5)
+
+
+def test_a_wide_gradient_embedding_is_sketched_keeping_its_inner_products() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10), size=40)  # (40, 10)
+    features = rng.normal(size=(40, 1280))  # (40, 1280): 12,800 exact dimensions
+    exact = gradient_embedding(probs, features, max_dim=10**6).astype(np.float64)
+    sketched = gradient_embedding(probs, features).astype(np.float64)  # (40, 10 * 204)
+    assert exact.shape == (40, 12800) and sketched.shape == (40, 2040)
+    # Same projection in every call (scorer processes must agree), inner products kept.
+    np.testing.assert_array_equal(gradient_embedding(probs, features), sketched)
+    gram, approx = exact @ exact.T, sketched @ sketched.T  # (40, 40)
+    scale = np.sqrt(np.outer(np.diag(gram), np.diag(gram)))  # |g_i| |g_j|
+    assert np.abs(approx - gram).max() / scale.max() < 0.25
+    assert np.corrcoef(gram.ravel(), approx.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_badge_picks_from_every_well_separated_blob(seed: int) -> None:
+    points, labels, scores = separated_blobs(seed)
+    n_blobs = int(labels.max()) + 1
+    top = np.argsort(-scores, kind="stable")[:n_blobs]
+    assert set(labels[top].tolist()) == {0}
+    # k-means++ draws by squared distance: a blob far from every pick (distance ~76 or more
+    # against a blob radius ~8) is all but certain to be drawn before a second point of a
+    # blob already picked.
+    picks = badge_select(scores, points, n_blobs, np.random.default_rng(seed))
+    assert set(labels[picks].tolist()) == set(range(n_blobs))
+
+
+def test_badge_prefers_uncertain_items_whose_gradients_are_long() -> None:
+    rng = np.random.default_rng(0)
+    confident = rng.dirichlet(np.ones(4) * 0.05, size=500)  # (500, 4), nearly one-hot
+    unsure = rng.dirichlet(np.ones(4) * 20.0, size=50)  # (50, 4), nearly uniform
+    probs = np.concatenate([confident, unsure])  # (550, 4)
+    features = rng.normal(size=(550, 16))  # (550, 16), the same spread for both
+    g = gradient_embedding(probs, features)
+    picks = badge_select(np.zeros(550), g, 20, np.random.default_rng(1))
+    # A eleventh of the candidates are unsure; more than three times that share of the picks
+    # are (8 of 20 here; uniform draws would give about 2).
+    assert (picks >= 500).mean() >= 3 * 50 / 550
+
+
+def test_badge_rejects_features_of_another_length() -> None:
+    with pytest.raises(ValueError, match="probs has 2 rows but features has 1"):
+        gradient_embedding([[0.5, 0.5], [1.0, 0.0]], [[1.0]])
+    with pytest.raises(TypeError, match="Generator"):
+        badge_select([0.1], [[0.0]], 1, 0)  # type: ignore[arg-type]
 
 
 # -- variable uncertainty (stream) ------------------------------------------------------------

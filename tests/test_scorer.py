@@ -103,6 +103,33 @@ def test_a_diversity_sampler_gets_an_embedding_column():
     assert scorer(_batch(0)).column("embedding").type.list_size == embedding.shape[1]
 
 
+def test_badge_gets_the_last_layers_loss_gradient_as_its_embedding():
+    import torch
+
+    from activestream.sources.shards import pixels_to_array
+
+    scorer = Scorer(shape=(1, 8, 8), num_classes=10, sampler="badge")
+    batch = _batch(3)
+    embedding = np.stack(scorer(batch).column("embedding").to_pylist())  # (3, C * D)
+    # The same gradient by autograd: cross-entropy at the predicted class, w.r.t. the weights
+    # of the last linear layer, one row at a time.
+    from activestream.models.parts import last_linear
+
+    x = torch.from_numpy(
+        scorer._transform(pixels_to_array(batch.column("pixels"), (1, 8, 8)))  # noqa: SLF001
+    )
+    head = last_linear(scorer._model)  # noqa: SLF001
+    for row in range(3):
+        scorer._model.zero_grad()  # noqa: SLF001
+        logits = scorer._model(x[row : row + 1])  # noqa: SLF001
+        loss = torch.nn.functional.cross_entropy(logits, logits.argmax(dim=1))
+        loss.backward()
+        np.testing.assert_allclose(
+            embedding[row], head.weight.grad.numpy().ravel(), rtol=1e-4, atol=1e-6
+        )
+    assert scorer(_batch(0)).column("embedding").type.list_size == embedding.shape[1]
+
+
 def test_resnet18_gets_a_dropout_layer_so_bald_passes_disagree():
     scorer = Scorer(
         model=ModelConfig(factory="resnet18", dropout=0.5),
