@@ -273,6 +273,13 @@ class SamplingConfig(_Section):
         description="How cold-start queries are picked: uniformly, or from the pool's "
         "embedding (typical points of uncovered clusters, or greatest kernel coverage).",
     )
+    embedding_model: ModelConfig | None = Field(
+        None,
+        description="A frozen network whose features embed the pool for cold starts and "
+        "diversity samplers (e.g. {factory: efficientnet_lite0, resize: 64, normalize: "
+        "imagenet} for a classifier trained from scratch); computed once per pool file. None: "
+        "the model's own features. Gradient-embedding samplers (badge) always use the model.",
+    )
     warmup_labels: int = Field(
         20, ge=1, description="Fewest random labels before the model may choose queries."
     )

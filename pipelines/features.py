@@ -25,6 +25,7 @@ import ray
 import torch
 
 from activestream.actors.net import build_net, head_features
+from activestream.actors.scorer import features_to_array
 from activestream.actors.weights import WeightsVersion, load_numpy_state
 from activestream.config import Config, ModelConfig
 from activestream.models.parts import pick_device
@@ -35,9 +36,12 @@ from activestream.sources.shards import ShardSet
 FEATURE_COLUMN = "feature"
 
 
-def fingerprint(cfg: Config, pool: ShardSet) -> str:
-    """16 hex digits naming the features of ``pool`` under ``cfg.model``'s frozen backbone."""
-    model = cfg.model
+def fingerprint(cfg: Config, pool: ShardSet, model: ModelConfig | None = None) -> str:
+    """16 hex digits naming the features of ``pool`` under a frozen backbone.
+
+    ``model`` defaults to ``cfg.model``; the embedding model passes its own config.
+    """
+    model = model or cfg.model
     key = {
         "factory": model.factory,
         "kwargs": model.kwargs,
@@ -106,7 +110,13 @@ def extract_file(
     return out.num_rows
 
 
-def ensure_features(cfg: Config, pool: ShardSet, weights: WeightsVersion | None) -> ShardSet:
+def ensure_features(
+    cfg: Config,
+    pool: ShardSet,
+    weights: WeightsVersion | None,
+    *,
+    model: ModelConfig | None = None,
+) -> ShardSet:
     """The feature files of ``pool``, computing the missing ones; a ShardSet over them.
 
     Args:
@@ -114,8 +124,12 @@ def ensure_features(cfg: Config, pool: ShardSet, weights: WeightsVersion | None)
         pool: The image pool.
         weights: A published version (any: the backbone is frozen); None builds the seeded
             initial model, as the trainer does without ``init_weights``.
+        model: Another frozen network than ``cfg.model`` (``sampling.embedding_model``); it
+            keeps its own weights, so ``weights`` is ignored.
     """
-    uri = f"{cfg.state_dir.rstrip('/')}/features/{fingerprint(cfg, pool)}"
+    if model is not None:
+        weights = None
+    uri = f"{cfg.state_dir.rstrip('/')}/features/{fingerprint(cfg, pool, model)}"
     fs, base = filesystem_for(uri, cfg.storage)
     fs.create_dir(base, recursive=True)
     paths = [join_path(base, f"{i:06d}.parquet") for i in range(len(pool.paths))]
@@ -132,7 +146,7 @@ def ensure_features(cfg: Config, pool: ShardSet, weights: WeightsVersion | None)
             missing,
             ray.get(
                 [
-                    task.remote(pool, i, paths[i], fs, cfg.model, state_ref, seed=cfg.seed)
+                    task.remote(pool, i, paths[i], fs, model or cfg.model, state_ref, seed=cfg.seed)
                     for i in missing
                 ]
             ),
@@ -161,3 +175,35 @@ def ensure_features(cfg: Config, pool: ShardSet, weights: WeightsVersion | None)
         has_ids=True,
         string_labels=False,
     )
+
+
+def read_features(features: ShardSet, ids: list[str]) -> np.ndarray:
+    """(len(ids), D) float32 features of ``ids`` from feature files, in the order asked.
+
+    One streaming pass over the files' ``id`` column, reading the feature column of the
+    matching rows only, so memory stays at the answer's size whatever the pool's. Ids without
+    a row (images that did not decode) get zeros.
+
+    Args:
+        features: A ShardSet from :func:`ensure_features`.
+        ids: The items wanted, e.g. a round's candidates and its random sample.
+    """
+    import pyarrow.compute as pc
+
+    where = {item: j for j, item in enumerate(ids)}
+    out: np.ndarray | None = None
+    wanted = pa.array(list(where), pa.string())
+    for path in features.paths:
+        with features.filesystem.open_input_file(path) as handle:
+            pf = pq.ParquetFile(handle)
+            for group in range(pf.num_row_groups):
+                file_ids = pf.read_row_group(group, columns=["id"]).column("id")
+                hit = pc.is_in(file_ids, value_set=wanted)
+                if not pc.any(hit).as_py():
+                    continue
+                rows = pf.read_row_group(group, columns=["id", FEATURE_COLUMN]).filter(hit)
+                values = features_to_array(rows.column(FEATURE_COLUMN))  # (hits, D)
+                if out is None:
+                    out = np.zeros((len(ids), values.shape[1]), np.float32)
+                out[[where[i] for i in rows.column("id").to_pylist()]] = values
+    return out if out is not None else np.zeros((len(ids), 0), np.float32)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -39,9 +39,14 @@ from activestream.actors.trainer import TrainerService
 from activestream.actors.weights import WeightsBoard, WeightsVersion
 from activestream.config import Config
 from activestream.errors import DataError
-from activestream.pipelines.features import ensure_features
+from activestream.pipelines.features import ensure_features, read_features
 from activestream.pipelines.runtime import trainer_gpus
-from activestream.pipelines.scoring import ScoreResult, cold_start_on_embedding, stream_rounds
+from activestream.pipelines.scoring import (
+    ScoreResult,
+    cold_start_on_embedding,
+    embedding_model,
+    stream_rounds,
+)
 from activestream.sources.shards import ShardSet, grow_shards, sample_ids
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
@@ -209,6 +214,7 @@ class ActiveLoop:
         self.label_studio: Any = None
         self._ready = False  # the model has earned the hand-over from the cold start
         self._checked_version = -1
+        self._embedding_files: tuple[ShardSet, ShardSet] | None = None
         self._published_seen = -1  # the newest version the trainer said it published
         self._queue_rounds = 0  # rounds the queue said it holds at the last look
         self.queue_restarts = 0
@@ -517,7 +523,27 @@ class ActiveLoop:
         )
         return [ids[i] for i in order.tolist()]
 
+    def _with_embedding_model(self, result: ScoreResult) -> ScoreResult:
+        """The round's candidates and random sample embedded by ``sampling.embedding_model``.
+
+        Its features are computed once per pool file (kept beside the label log, like the
+        frozen features of ``train: head``) and only the rows this round needs are read back.
+        """
+        model = embedding_model(self.cfg)
+        if model is None:
+            return result
+        if self._embedding_files is None or self._embedding_files[0] is not self.pool:
+            embedded = ensure_features(self.cfg, self.pool, None, model=model)
+            self._embedding_files = (self.pool, embedded)
+        files = self._embedding_files[1]
+        return replace(
+            result,
+            embeddings=read_features(files, result.top.ids.tolist()),
+            explore_embeddings=read_features(files, result.explore.ids.tolist()),
+        )
+
     def _finish_round(self, result: ScoreResult, started_version: int, seconds: float) -> None:
+        result = self._with_embedding_model(result)
         top = result.top
         ray.get(
             self.queue.update_round.remote(

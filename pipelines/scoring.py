@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from activestream import samplers
 from activestream.actors.scorer import Scorer
 from activestream.actors.weights import WeightsVersion
-from activestream.config import Config
+from activestream.config import Config, ModelConfig
 from activestream.pipelines.runtime import scorer_gpus
 from activestream.sources.shards import ShardSet, read_ray_dataset
 
@@ -70,8 +70,23 @@ def scorer_kwargs(
         "features": shards.image_column == "feature",  # see pipelines.features
         # A cold start on the embedding reads the random sample's embeddings; otherwise the
         # sampler decides (diversity samplers need them for their candidates).
-        "embed": True if cold_start_on_embedding(cfg) else None,
+        "embed": scorer_embeds(cfg),
     }
+
+
+def embedding_model(cfg: Config) -> ModelConfig | None:
+    """The frozen network embedding the pool for selection, if not the model itself."""
+    sampler = samplers.spec(cfg.sampling.sampler)
+    if cfg.sampling.embedding_model is None or sampler.embedding == "gradient":
+        return None
+    return cfg.sampling.embedding_model
+
+
+def scorer_embeds(cfg: Config) -> bool | None:
+    """Whether scorers emit an embedding column (None: as the sampler needs)."""
+    if embedding_model(cfg) is not None:
+        return False  # selection reads the embedding model's files instead
+    return True if cold_start_on_embedding(cfg) else None
 
 
 def cold_start_on_embedding(cfg: Config) -> bool:

@@ -36,7 +36,7 @@ from activestream.actors.scorer import Scorer
 from activestream.actors.trainer import Trainer
 from activestream.config import Config
 from activestream.pipelines.curves import labels_to_reach
-from activestream.pipelines.scoring import cold_start_on_embedding
+from activestream.pipelines.scoring import cold_start_on_embedding, embedding_model, scorer_embeds
 from activestream.samplers.auto import Exp3
 from activestream.sources.shards import ShardSet, load_arrays
 
@@ -85,6 +85,7 @@ def run_once(
     are then computed once for all seeds and strategies.
     """
     began = time.perf_counter()
+    run_cfg = cfg.with_overrides({"sampling.sampler": strategy})
     ids, x_pool, y_pool, x_test, y_test = _ground_truth(pool, test)
     truth = dict(zip(ids.tolist(), y_pool.tolist(), strict=True))
     trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=seed)
@@ -95,10 +96,16 @@ def run_once(
         sampler=strategy,
         seed=seed,
         mc_samples=cfg.sampling.mc_samples,
-        embed=True if cold_start_on_embedding(cfg) else None,
+        embed=scorer_embeds(run_cfg),
     )
     scorer.set_weights(trainer.state_arrays(), trainer.version)
     spec = samplers.spec(strategy)
+    fixed_embedding = None  # a separate embedding model's features, the same every round
+    if (emb_model := embedding_model(run_cfg)) is not None:
+        frozen = emb_model.model_copy(update={"train": "head"})
+        fixed_embedding = pretrained_features(cfg.model_copy(update={"model": frozen}), pool, test)[
+            "pool"
+        ]
     # Random is a cold start that never ends: with the same seed it asks exactly what a
     # sampler's cold start asks, so the two curves differ only from the hand-over on.
     passive = strategy == "random"
@@ -151,6 +158,8 @@ def run_once(
     while asked < budget or pending:
         if asked < budget:
             probs, scores, embedding = outputs()
+            if fixed_embedding is not None:
+                embedding = fixed_embedding
             arm_ranked, preds = None, None
             if spec.arms is not None:  # auto: (N, A), one ranked list per arm
                 arm_ranked = [_top_ids(ids, scores[:, a], k) for a in range(scores.shape[1])]
