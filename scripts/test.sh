@@ -7,6 +7,12 @@ if [ ! -x /usr/bin/chromium ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# Fashion-MNIST (the official IDX files, Debian's package) for the real-image tests.
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+    echo "== installing dataset-fashion-mnist (Debian package) for the real-image tests"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
 # The Label Studio integration tests run a real Label Studio, from its own venv (see
 # label_studio.sh; built once, about a minute). Locally ACTIVESTREAM_SKIP_LABEL_STUDIO=1 skips
 # building it and those tests (see the label_studio fixture); CI never does.
