@@ -276,6 +276,12 @@ class QueryQueue:
                 self._chosen_by.pop(item, None)
         return released
 
+    def taken(self, ids: Iterable[str]) -> list[str]:
+        """Those of ``ids`` labeled or leased now (asked, so they cover their region)."""
+        with self._lock:
+            self._expire(self._clock())
+            return [i for i in ids if i in self._labeled or i in self._leases]
+
     def depth(self) -> int:
         """Ranked candidates that could still be leased now."""
         with self._lock:

@@ -215,6 +215,7 @@ class ActiveLoop:
         self._ready = False  # the model has earned the hand-over from the cold start
         self._checked_version = -1
         self._embedding_files: tuple[ShardSet, ShardSet] | None = None
+        self._cold_put_first: dict[str, np.ndarray] = {}  # cold picks' embeddings, by id
         self._published_seen = -1  # the newest version the trainer said it published
         self._queue_rounds = 0  # rounds the queue said it holds at the last look
         self.queue_restarts = 0
@@ -515,12 +516,20 @@ class ActiveLoop:
             or not cold_start_on_embedding(self.cfg)
         ):
             return ids
+        # Items put first in earlier rounds and asked since cover their region: the next picks
+        # go elsewhere (the sample is fresh each round; the queue says which were asked).
+        asked = ray.get(self.queue.taken.remote(list(self._cold_put_first)))
+        already = np.stack([self._cold_put_first[i] for i in asked]) if asked else None
+        first = min(len(ids), 4 * self.cfg.training.buffer_size)
         order = samplers.cold_order(
             sampling.cold_start_strategy,
             result.explore_embeddings,
-            min(len(ids), 4 * self.cfg.training.buffer_size),
+            first,
             rng=np.random.default_rng([self.cfg.seed, len(self.rounds)]),
+            already=already,
         )
+        for row in order[:first].tolist():
+            self._cold_put_first[ids[row]] = result.explore_embeddings[row]
         return [ids[i] for i in order.tolist()]
 
     def _with_embedding_model(self, result: ScoreResult) -> ScoreResult:

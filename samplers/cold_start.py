@@ -102,13 +102,25 @@ def cold_picks(
 
 
 def cold_order(
-    name: str, embeddings: np.ndarray, first: int, *, rng: np.random.Generator
+    name: str,
+    embeddings: np.ndarray,
+    first: int,
+    *,
+    rng: np.random.Generator,
+    already: np.ndarray | None = None,
 ) -> np.ndarray:
     """A random sample's rows, reordered so ``first`` cold-start picks come before the rest.
 
     The service's scoring round keeps a uniform random sample of the pool with its embeddings;
     a warming queue hands that list out in order, so putting the strategy's picks first makes
     them the first questions, and the rest stay a uniform sample behind them.
+
+    Args:
+        name: A strategy of :data:`COLD_STARTS`.
+        embeddings: (N, D) embeddings of the sample.
+        first: How many picks go first.
+        rng: Drives the strategy's sampling.
+        already: Optional (M, D) embeddings of items asked before, counted as covered.
 
     Returns:
         (N,) int64: a permutation of ``range(N)``.
@@ -119,6 +131,10 @@ def cold_order(
     >>> cold_order("maxherding", x, 2, rng=np.random.default_rng(0)).tolist()
     [3, 2, 0, 1, 4, 5, 6]
     """
-    picks = cold_picks(name, embeddings, first, rng=rng) if first else np.zeros(0, np.int64)
+    picks = (
+        cold_picks(name, embeddings, first, rng=rng, already=already)
+        if first
+        else np.zeros(0, np.int64)
+    )
     rest = np.setdiff1d(np.arange(len(embeddings)), picks)
     return np.concatenate([picks, rest]).astype(np.int64)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from activestream.samplers import COLD_STARTS, cold_picks
+from activestream.samplers import COLD_STARTS, cold_order, cold_picks
 from activestream.samplers.maxherding import maxherding
 from activestream.samplers.typiclust import typiclust
 
@@ -70,6 +70,15 @@ def test_labeled_groups_count_as_covered(name):
     labeled = x[blob < 3][::20]  # two labeled items in each of groups 0, 1, 2
     picks = cold_picks(name, x, 2, rng=np.random.default_rng(0), already=labeled)
     assert sorted(blob[picks].tolist()) == [3, 4]
+
+
+@pytest.mark.parametrize("name", ["typiclust", "maxherding"])
+def test_a_fresh_sample_puts_first_the_groups_not_asked_in_earlier_rounds(name):
+    x, blob = blobs(5, 40)
+    asked_before = x[blob < 3][::20]  # the service's earlier cold picks, asked since
+    order = cold_order(name, x, 2, rng=np.random.default_rng(0), already=asked_before)
+    assert sorted(blob[order[:2]].tolist()) == [3, 4]
+    assert sorted(order.tolist()) == list(range(len(x)))  # still the whole sample
 
 
 def test_typiclust_asks_the_most_typical_member_of_a_group():

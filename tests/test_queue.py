@@ -39,6 +39,16 @@ def test_a_labeled_item_is_never_asked_again_even_after_a_new_round():
     assert [q.id for q in queue.lease(3)] == ["r2"]
 
 
+def test_taken_names_the_items_leased_or_labeled_now():
+    clock = Clock()
+    queue = make_queue(lease=10.0, clock=clock)
+    leased = [q.id for q in queue.lease(2)]
+    queue.mark_labeled(["r5"])
+    assert queue.taken(["r5", *leased, "r9", "nowhere"]) == ["r5", *leased]
+    clock.now = 11.0  # the leases expired, the label stays
+    assert queue.taken(["r5", *leased]) == ["r5"]
+
+
 def test_expired_leases_come_back():
     clock = Clock()
     queue = make_queue(lease=10.0, clock=clock)
