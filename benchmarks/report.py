@@ -78,18 +78,23 @@ LEARNING_SOURCES = {
     "stream": "docs/study/stream.json",
     "fashion_head_parts": "docs/study/fashion_head_parts.json",
     "digits_parts": "docs/study/digits_parts.json",
+    "fashion_cnn_parts": "docs/study/fashion_cnn_parts.json",
     "knobs": "docs/knobs/knobs.json",
     "real_loop": "docs/real-loop/real_loop.json",
 }
 #: Rows of the study's variant parts shown in the README: the defaults, and what more buys.
 PART_ROWS = {
     "fashion_head_parts": (
-        "Fashion-MNIST (10,000 pool), pretrained EfficientNet-Lite0 head",
+        "Fashion-MNIST, pretrained EfficientNet-Lite0 head",
         ["margin, random cold start", "margin, maxherding", "margin, maxherding, pseudo-labels"],
     ),
     "digits_parts": (
         "Digits, CNN from scratch (cold start on the model's embedding)",
         ["margin, random cold start", "margin, maxherding"],
+    ),
+    "fashion_cnn_parts": (
+        "Fashion-MNIST, CNN from scratch",
+        ["margin, own embedding", "margin, pretrained embedding"],
     ),
 }
 
@@ -144,7 +149,8 @@ def render_learning(data: dict[str, Any]) -> str:
             need = c["labels_to_random_final"]
             share = "not reached" if need is None else f"{need} of {budget} ({need / budget:.0%})"
             lines.append(
-                f"| {title}, {r['config']['seeds']} seeds | {name} | {share} labels to reach "
+                f"| {title} ({r['pool_rows']:,} pool), {r['config']['seeds']} seeds | {name} | "
+                f"{share} labels to reach "
                 f"*{baseline}*'s final accuracy; AUC {c['auc']:.3f} vs "
                 f"{r['compare'][baseline]['auc']:.3f}; worst gap {c['worst_gap_se']:+.1f} SE | "
                 "[study](docs/study.md) |"

@@ -48,6 +48,8 @@ FASHION_HEAD = {
     "model.normalize": "imagenet",
     "model.dropout": 0.2,
 }
+#: The pretrained network a from-scratch classifier may select with (sampling.embedding_model).
+PRETRAINED_EMBEDDER = {"factory": "efficientnet_lite0", "resize": 64, "normalize": "imagenet"}
 #: Sampler parts: (title, data, config overrides, budget).
 SETUPS: dict[str, tuple[str, str, dict[str, Any], int]] = {
     "digits": ("Bundled digits, CNN from scratch", "digits", {}, 400),
@@ -95,6 +97,38 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any], int, str, list[Variant]]] = 
                     "training.semi_supervised": "pseudo_label",
                 },
             ),
+            (
+                "cluster_margin, maxherding, pseudo-labels",
+                "cluster_margin",
+                {"training.semi_supervised": "pseudo_label"},
+            ),
+            (
+                "badge, maxherding, pseudo-labels",
+                "badge",
+                {"training.semi_supervised": "pseudo_label"},
+            ),
+        ],
+    ),
+    "fashion_cnn_parts": (
+        "Fashion-MNIST at 14x14, CNN from scratch: the pretrained embedding for selection",
+        "fashion",
+        {"model.resize": 14},
+        256,
+        "random",
+        [
+            ("random", "random", {}),
+            ("margin, own embedding", "margin", {}),
+            (
+                "margin, pretrained embedding",
+                "margin",
+                {"sampling.embedding_model": PRETRAINED_EMBEDDER},
+            ),
+            (
+                "cluster_margin, pretrained embedding",
+                "cluster_margin",
+                {"sampling.embedding_model": PRETRAINED_EMBEDDER},
+            ),
+            ("badge (the model's own gradients)", "badge", {}),
         ],
     ),
     "digits_parts": (
