@@ -131,6 +131,19 @@ class TrainingConfig(_Section):
     steps_per_update: int = Field(
         30, ge=1, description="Optimizer steps per buffer_size labels (a burst gets as many)."
     )
+    update_seconds: float | None = Field(
+        2.0,
+        gt=0.0,
+        description="Service: the longest one update's optimizer steps run before it publishes. "
+        "Under load each label gets fewer steps rather than the version waiting; None: no limit "
+        "(the simulator never limits, so its curves do not depend on the machine).",
+    )
+    publish_seconds: float = Field(
+        5.0,
+        gt=0.0,
+        description="Service: labels waiting this long are trained on and published even when "
+        "the buffer is not full, so versions keep coming at any label rate.",
+    )
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)

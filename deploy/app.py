@@ -576,6 +576,21 @@ class LabelingAPI:
             "Unlabeled items the newest model trained on with its own pseudo-labels",
             registry=registry,
         ).set(info.get("pseudo_labels", 0))
+        Gauge(
+            "activestream_training_backlog",
+            "Labels held but not trained on yet (time-boxed updates keep it short)",
+            registry=registry,
+        ).set(info.get("buffered", 0))
+        Counter(
+            "activestream_empty_leases",
+            "Lease requests answered with no item",
+            registry=registry,
+        ).inc(queue.get("empty_leases", 0))
+        Counter(
+            "activestream_reserve_leases",
+            "Items leased from random reserve picks after a round's lists were spent",
+            registry=registry,
+        ).inc(queue.get("reserve_leased", 0))
         Gauge("activestream_pool_items", "Items in the pool", registry=registry).set(
             queue.get("pool_rows", 0)
         )

@@ -187,6 +187,11 @@ def start_loop_actor(cfg: Config, pool: ShardSet, *, detached: bool = False) -> 
     return host
 
 
+def _reserve_ids(pool: ShardSet, n: int, seed: int, draw: int) -> list[str]:
+    """Random pool ids for the queue's reserve: draw ``draw`` of a seeded sequence."""
+    return sample_ids(pool, n, seed=seed + 7919 * draw)
+
+
 class ActiveLoop:
     """Owns the actors of one active-learning deployment and the background scoring rounds.
 
@@ -257,6 +262,7 @@ class ActiveLoop:
             arms=samplers.spec(cfg.sampling.sampler).arms,
             gamma=cfg.sampling.auto_gamma,
             cold_sample=partial(sample_ids, self.pool, cfg.sampling.candidates, cfg.seed),
+            reserve_sample=partial(_reserve_ids, self.pool, cfg.sampling.candidates, cfg.seed),
         )
         durability = cfg.durability
         self.trainer = self._actor(
@@ -470,19 +476,21 @@ class ActiveLoop:
         return lost
 
     def _await_publication(self, timeout: float) -> None:
-        """Sleep until the trainer publishes its next version, at most ``timeout`` seconds.
+        """Sleep until the board has a version newer than the last seen, at most ``timeout`` s.
 
-        One long poll on the trainer instead of asking the board every 20 to 50 ms (each ask
-        costs both actors about half a millisecond of CPU, taken from training on a small
-        machine). The board stays the source of truth: callers read it afterwards, so a call
-        that fails (the trainer restarting) costs a short sleep, never a version.
+        One long poll on the board, the one authority on versions (``WeightsBoard.listen``),
+        instead of asking every 20 to 50 ms (each ask costs both actors about half a
+        millisecond of CPU, taken from training on a small machine). A call that fails (the
+        board restarting) costs a short sleep, never a version: callers read the board after.
         """
         if self._stop.is_set():
             return
         try:
-            ref = self.trainer.wait_published.remote(self._published_seen, timeout)
-            self._published_seen = int(ray.get(ref, timeout=timeout + 5))
-        except Exception:  # noqa: BLE001 - a restarting trainer: poll the board as before
+            ref = self.board.listen.remote(self._published_seen, timeout)
+            latest = ray.get(ref, timeout=timeout + 5)
+            if latest is not None:
+                self._published_seen = latest.version
+        except Exception:  # noqa: BLE001 - a restarting board: poll it again shortly
             self._stop.wait(0.05)
 
     def _hand_over(self, version: int) -> None:

@@ -7,7 +7,13 @@ import pytest
 
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import LabelConflict, LabelError
-from activestream.actors.trainer import Trainer, TrainerService, _lower_priority, _Reservoir
+from activestream.actors.trainer import (
+    Trainer,
+    TrainerService,
+    _lower_priority,
+    _Reservoir,
+    update_steps,
+)
 from activestream.actors.weights import WeightsBoard
 from activestream.config import Config, ModelConfig, TrainingConfig
 from activestream.sources.resolve import resolve_dataset
@@ -147,6 +153,41 @@ def test_service_publishes_each_version_once(digits):
     assert [w.version for w in published] == [0, 1]
     assert len(puts) == 2
     assert published[1].labels_seen == 4
+
+
+def test_service_publishes_a_partial_buffer_once_labels_waited_publish_seconds(digits):
+    pool, _, truth = digits
+    published = []
+    service = TrainerService(
+        training=TrainingConfig(buffer_size=16, steps_per_update=2, publish_seconds=0.3),
+        model=ModelConfig(),
+        items=ItemStore(pool),
+        publish=published.append,
+        put=lambda state: state,
+    )
+    service.start()
+    began = time.monotonic()
+    service.add_labels(first_labels(truth, 3))  # far from a full buffer of 16
+    while len(published) < 2 and time.monotonic() - began < 30:
+        time.sleep(0.02)
+    waited = time.monotonic() - began
+    service.stop()
+    assert [w.version for w in published] == [0, 1] and published[1].labels_seen == 3
+    assert 0.3 <= waited < 5.0
+
+
+def test_a_time_boxed_update_takes_fewer_steps_and_still_trains_every_label(digits):
+    pool, _, truth = digits
+    trainer = Trainer(
+        training=TrainingConfig(buffer_size=4, steps_per_update=400),
+        model=ModelConfig(),
+        items=ItemStore(pool),
+    )
+    trainer.add_labels(first_labels(truth, 64))  # a backlog: 16 buffers, 6,400 steps untimed
+    trainer.partial_fit(seconds=0.2)
+    assert 1 <= trainer.train_steps < update_steps(64, 4, 400)
+    assert trainer.cut_updates == 1
+    assert trainer.labels_seen == 64 and trainer.buffered == 0 and trainer.version == 1
 
 
 def test_service_republishes_to_a_board_that_restarted_empty(digits):
@@ -311,26 +352,28 @@ def test_the_service_reports_what_its_last_update_spent_training_and_publishing(
     )
 
 
-def test_waiting_for_a_publication_returns_as_soon_as_one_is_out(digits):
+def test_a_board_listener_gets_the_trainers_next_version_as_soon_as_it_is_out(digits):
     pool, _, truth = digits
+    board = WeightsBoard()
     service = TrainerService(
         training=TrainingConfig(buffer_size=4, steps_per_update=2),
         model=ModelConfig(),
         items=ItemStore(pool),
-        publish=lambda weights: None,
+        publish=board.publish,
         put=lambda state: state,
     )
-    assert service.wait_published(-1, timeout=0.01) == -1  # nothing published yet
+    assert board.listen(-1, timeout=0.01) is None  # nothing published yet
     service.start()
-    assert service.wait_published(-1, timeout=5) == 0  # already out: no wait
+    assert board.listen(-1, timeout=5).version == 0  # already out: no wait
     began = time.monotonic()
-    assert service.wait_published(0, timeout=0.2) == 0  # nothing new: the timeout
+    assert board.listen(0, timeout=0.2) is None  # nothing new: the timeout
     assert time.monotonic() - began >= 0.2
     threading.Timer(0.2, service.add_labels, [first_labels(truth, 4)]).start()
     began = time.monotonic()
-    assert service.wait_published(0, timeout=30) == 1
+    latest = board.listen(0, timeout=30)
     waited = time.monotonic() - began
     service.stop()
+    assert latest.version == 1 and latest.labels_seen == 4 and latest.refs
     assert 0.2 <= waited < 30
 
 
