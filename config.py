@@ -329,6 +329,12 @@ class ServeConfig(_Section):
     """HTTP limits of the Serve app."""
 
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger bodies get HTTP 413.")
+    request_timeout: float = Field(
+        1.0,
+        gt=0.0,
+        description="Seconds a request waits for the query queue or the label ledger before "
+        "it is answered 503 with Retry-After (overload is an answer, not a wait).",
+    )
 
 
 class DurabilityConfig(_Section):
