@@ -244,6 +244,12 @@ class ScoringConfig(_Section):
         description="How long a streaming pass waits for a new version after a round before "
         "it ends and releases the scorers.",
     )
+    pool_check_seconds: float = Field(
+        5.0,
+        gt=0.0,
+        description="How often the loop looks for new files under the pool while it waits for "
+        "a version; new files start a round with the current model at once.",
+    )
     nice: int = Field(
         15,
         ge=0,

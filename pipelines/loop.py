@@ -221,6 +221,8 @@ class ActiveLoop:
         self._checked_version = -1
         self._embedding_files: tuple[ShardSet, ShardSet] | None = None
         self._cold_put_first: dict[str, np.ndarray] = {}  # cold picks' embeddings, by id
+        self._pool_checked_at = time.monotonic()
+        self._new_files = False  # files found under the pool that no pass has scored yet
         self._published_seen = -1  # the newest version the trainer said it published
         self._queue_rounds = 0  # rounds the queue said it holds at the last look
         self.queue_restarts = 0
@@ -413,11 +415,13 @@ class ActiveLoop:
         while not self._stop.is_set():
             try:
                 version = self.version()
-                if last is not None and version < last + every and not self._queue_restarted():
+                idle = last is not None and version < last + every
+                if idle and not self._queue_restarted() and not self._pool_grew():
                     self._hand_over(version)
                     self._await_publication(0.5)
                     continue
                 self._grow_pool()
+                self._new_files = False  # this pass scores them
                 source = self._scoring_source()
                 first = len(self.rounds)
                 plan = [
@@ -443,12 +447,26 @@ class ActiveLoop:
                 self.errors.append(f"{type(err).__name__}: {err}")
                 self._stop.wait(1.0)
 
+    def _pool_grew(self) -> bool:
+        """New files under the pool since the last pass (looked for every pool_check_seconds).
+
+        They are scored with the current model at once, without waiting for a version: until
+        then nobody could be asked about them (labels wait for queries, versions for labels).
+        """
+        now = time.monotonic()
+        if now - self._pool_checked_at >= self.cfg.scoring.pool_check_seconds:
+            self._pool_checked_at = now
+            self._new_files = self._grow_pool() or self._new_files
+        return self._new_files
+
     def _await_version(self, target: int) -> bool:
         """Wait up to ``scoring.linger_seconds`` for version ``target``; False on timeout."""
         deadline = time.monotonic() + self.cfg.scoring.linger_seconds
         while (version := self.version()) < target:
             if self._queue_restarted():
                 break  # an empty queue: score again now, with the version there is
+            if self._pool_grew():
+                return False  # a new pass, planned over the new files too
             self._hand_over(version)
             left = deadline - time.monotonic()
             if self._stop.is_set() or left <= 0:
