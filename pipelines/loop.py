@@ -47,7 +47,8 @@ from activestream.pipelines.scoring import (
     embedding_model,
     stream_rounds,
 )
-from activestream.sources.shards import ShardSet, grow_shards, sample_ids
+from activestream.sources.pool import grow_shards
+from activestream.sources.shards import ShardSet, sample_ids
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
 

@@ -10,7 +10,8 @@ from encoded_data import write_encoded
 
 from activestream.actors.items import ItemStore
 from activestream.config import Config
-from activestream.sources.shards import grow_shards, open_shards
+from activestream.sources.pool import grow_shards
+from activestream.sources.shards import open_shards
 
 
 def test_grow_shards_finds_only_the_new_files(tmp_path):
