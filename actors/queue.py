@@ -60,6 +60,39 @@ class Query:
     explored: bool
 
 
+@dataclass(frozen=True)
+class RoundUpdate:
+    """A finished scoring round, as the queue takes it: one typed object across actors.
+
+    Arrays travel as arrays (Ray serializes numpy without copying element by element); the
+    queue turns ids into its own lookup structures once, on arrival.
+
+    Attributes:
+        ranked_ids: (K,) candidate ids, best first.
+        scores: (K,) their sampler scores.
+        versions: (K,) the model version that scored each.
+        random_ids: (R,) a uniform sample of the pool, in random order (exploration, cold
+            start).
+        round_version: The oldest version the round's scores came from.
+        embeddings: (K, D) embeddings of the candidates, for batch samplers; None otherwise.
+        pool_rows: Items in the pool the round saw (reported in stats).
+        bad_rows: Of those, images that did not decode.
+        arm_ranked: ``auto`` only: one ranked id array per arm.
+        preds: ``auto`` only: the round model's class for the ids in ``arm_ranked``.
+    """
+
+    ranked_ids: Sequence[str] | np.ndarray
+    scores: Sequence[float] | np.ndarray
+    versions: Sequence[int] | np.ndarray
+    random_ids: Sequence[str] | np.ndarray
+    round_version: int
+    embeddings: Sequence[Sequence[float]] | np.ndarray | None = None
+    pool_rows: int | None = None
+    bad_rows: int | None = None
+    arm_ranked: Sequence[Sequence[str] | np.ndarray] | None = None
+    preds: Mapping[str, int] | None = None
+
+
 class QueryQueue:
     """Leases over the candidates of the last finished scoring round.
 
@@ -162,40 +195,43 @@ class QueryQueue:
         random_ids: Sequence[str],
         round_version: int,
         embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
-        *,
-        pool_rows: int | None = None,
-        bad_rows: int | None = None,
-        arm_ranked: Sequence[Sequence[str]] | None = None,
-        preds: Mapping[str, int] | None = None,
+        **rest: Any,
     ) -> None:
+        """:meth:`take_round` from loose arguments (tests, in-process callers)."""
+        self.take_round(
+            RoundUpdate(ranked_ids, scores, versions, random_ids, round_version, embeddings, **rest)
+        )
+
+    def take_round(self, update: RoundUpdate) -> None:
         """Replace the candidates with a finished round's (ranked best first).
 
         ``pool_rows`` and ``bad_rows`` (images that did not decode) are what the round saw;
         they are only reported, in :meth:`stats`. ``arm_ranked`` (one ranked id list per arm)
         and ``preds`` (the round model's class for those ids) feed the ``auto`` bandit.
         """
-        with self._lock:
-            self._arm_ranked = [[str(i) for i in r] for r in arm_ranked or []]
-            self._pred = {str(i): int(c) for i, c in (preds or {}).items()}
-            if pool_rows is not None:
-                self.pool_rows = int(pool_rows)
-            if bad_rows is not None:
-                self.bad_rows = int(bad_rows)
-            self._embedding = (
-                {}
-                if embeddings is None
-                else {
-                    str(i): np.asarray(e, dtype=np.float32)
-                    for i, e in zip(ranked_ids, embeddings, strict=True)
-                }
-            )
-            self._ranked = [str(i) for i in ranked_ids]
-            self._random = [str(i) for i in random_ids]
-            self._score = {
-                str(i): (float(s), int(v))
-                for i, s, v in zip(ranked_ids, scores, versions, strict=True)
+        ranked = [str(i) for i in update.ranked_ids]
+        scores = np.asarray(update.scores, dtype=np.float64).tolist()
+        versions = np.asarray(update.versions, dtype=np.int64).tolist()
+        embedding = (
+            {}
+            if update.embeddings is None
+            else {
+                i: np.asarray(e, dtype=np.float32)
+                for i, e in zip(ranked, update.embeddings, strict=True)
             }
-            self.round_version = int(round_version)
+        )
+        with self._lock:
+            self._arm_ranked = [[str(i) for i in r] for r in update.arm_ranked or []]
+            self._pred = {str(i): int(c) for i, c in (update.preds or {}).items()}
+            if update.pool_rows is not None:
+                self.pool_rows = int(update.pool_rows)
+            if update.bad_rows is not None:
+                self.bad_rows = int(update.bad_rows)
+            self._embedding = embedding
+            self._ranked = ranked
+            self._random = [str(i) for i in update.random_ids]
+            self._score = {i: (s, v) for i, s, v in zip(ranked, scores, versions, strict=True)}
+            self.round_version = int(update.round_version)
             self.rounds += 1
 
     def _expire(self, now: float) -> None:

@@ -34,7 +34,7 @@ from activestream.actors.items import ItemStore
 from activestream.actors.label_studio import LabelStudioBridge
 from activestream.actors.labels import AddResult
 from activestream.actors.ledger import LabelLedger
-from activestream.actors.queue import QueryQueue, cold_start_over
+from activestream.actors.queue import QueryQueue, RoundUpdate, cold_start_over
 from activestream.actors.trainer import TrainerService
 from activestream.actors.weights import WeightsBoard, WeightsVersion
 from activestream.config import Config
@@ -582,17 +582,19 @@ class ActiveLoop:
         result = self._with_embedding_model(result)
         top = result.top
         ray.get(
-            self.queue.update_round.remote(
-                top.ids.tolist(),
-                top.scores.tolist(),
-                top.versions.tolist(),
-                self._cold_order(result),
-                min(result.versions) if result.versions else started_version,
-                result.embeddings,
-                pool_rows=self.pool.num_rows,
-                bad_rows=result.bad_rows,
-                arm_ranked=[t.ids.tolist() for t in result.arm_tops or []] or None,
-                preds=result.preds,
+            self.queue.take_round.remote(
+                RoundUpdate(
+                    top.ids,
+                    top.scores,
+                    top.versions,
+                    self._cold_order(result),
+                    min(result.versions) if result.versions else started_version,
+                    result.embeddings,
+                    pool_rows=self.pool.num_rows,
+                    bad_rows=result.bad_rows,
+                    arm_ranked=[t.ids for t in result.arm_tops or []] or None,
+                    preds=result.preds,
+                )
             )
         )
         self._queue_rounds += 1
