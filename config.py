@@ -131,6 +131,19 @@ class TrainingConfig(_Section):
     steps_per_update: int = Field(
         30, ge=1, description="Optimizer steps per buffer_size labels (a burst gets as many)."
     )
+    update_seconds: float | None = Field(
+        2.0,
+        gt=0.0,
+        description="Service: the longest one update's optimizer steps run before it publishes. "
+        "Under load each label gets fewer steps rather than the version waiting; None: no limit "
+        "(the simulator never limits, so its curves do not depend on the machine).",
+    )
+    publish_seconds: float = Field(
+        5.0,
+        gt=0.0,
+        description="Service: labels waiting this long are trained on and published even when "
+        "the buffer is not full, so versions keep coming at any label rate.",
+    )
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
@@ -231,6 +244,12 @@ class ScoringConfig(_Section):
         description="How long a streaming pass waits for a new version after a round before "
         "it ends and releases the scorers.",
     )
+    pool_check_seconds: float = Field(
+        5.0,
+        gt=0.0,
+        description="How often the loop looks for new files under the pool while it waits for "
+        "a version; new files start a round with the current model at once.",
+    )
     nice: int = Field(
         15,
         ge=0,
@@ -316,6 +335,12 @@ class ServeConfig(_Section):
     """HTTP limits of the Serve app."""
 
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger bodies get HTTP 413.")
+    request_timeout: float = Field(
+        1.0,
+        gt=0.0,
+        description="Seconds a request waits for the query queue or the label ledger before "
+        "it is answered 503 with Retry-After (overload is an answer, not a wait).",
+    )
 
 
 class DurabilityConfig(_Section):

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from activestream.config import StorageConfig
 from activestream.sources.fs import DEFAULT_STORAGE
 from activestream.sources.idindex import IdIndex
-from activestream.sources.shards import ShardSet, grow_shards
+from activestream.sources.pool import grow_shards
+from activestream.sources.shards import ShardSet
 
 #: Ids of an image folder per index part: one Arrow array each, far below the 2 GiB that int32
 #: string offsets allow, and a million parts' overhead never arises for a million files.

@@ -26,6 +26,11 @@ back empty) ``cold_sample`` fills the random list from the pool itself: an untra
 ranking is noise anyway, so random items are the right first questions, and nobody opening the
 page waits for a scoring pass. They are marked explored and carry model version -1 (unscored).
 
+A lease never comes back empty while the pool has unlabeled items: once a round's candidates
+and random sample are spent (annotators outpacing the rounds), ``reserve_sample`` draws more
+random pool ids, in a background thread, as soon as fewer than ``low_water`` items remain
+leasable, and leases fall back on them (explored) until the next round lands.
+
 Plain class, clock injected: tests move time by hand.
 """
 
@@ -55,6 +60,39 @@ class Query:
     explored: bool
 
 
+@dataclass(frozen=True)
+class RoundUpdate:
+    """A finished scoring round, as the queue takes it: one typed object across actors.
+
+    Arrays travel as arrays (Ray serializes numpy without copying element by element); the
+    queue turns ids into its own lookup structures once, on arrival.
+
+    Attributes:
+        ranked_ids: (K,) candidate ids, best first.
+        scores: (K,) their sampler scores.
+        versions: (K,) the model version that scored each.
+        random_ids: (R,) a uniform sample of the pool, in random order (exploration, cold
+            start).
+        round_version: The oldest version the round's scores came from.
+        embeddings: (K, D) embeddings of the candidates, for batch samplers; None otherwise.
+        pool_rows: Items in the pool the round saw (reported in stats).
+        bad_rows: Of those, images that did not decode.
+        arm_ranked: ``auto`` only: one ranked id array per arm.
+        preds: ``auto`` only: the round model's class for the ids in ``arm_ranked``.
+    """
+
+    ranked_ids: Sequence[str] | np.ndarray
+    scores: Sequence[float] | np.ndarray
+    versions: Sequence[int] | np.ndarray
+    random_ids: Sequence[str] | np.ndarray
+    round_version: int
+    embeddings: Sequence[Sequence[float]] | np.ndarray | None = None
+    pool_rows: int | None = None
+    bad_rows: int | None = None
+    arm_ranked: Sequence[Sequence[str] | np.ndarray] | None = None
+    preds: Mapping[str, int] | None = None
+
+
 class QueryQueue:
     """Leases over the candidates of the last finished scoring round.
 
@@ -72,6 +110,10 @@ class QueryQueue:
         gamma: The bandit's exploration share (``arms`` only).
         cold_sample: Returns random pool ids to hand out until the first round lands; called
             once, in a background thread, so a (re)started queue answers at once.
+        reserve_sample: ``draw -> random pool ids`` (draw = 1, 2, ...), called in a background
+            thread whenever fewer than ``low_water`` items remain leasable; leases fall back on
+            them once the round's lists run out.
+        low_water: Leasable items below which the reserve is refilled.
     """
 
     def __init__(
@@ -87,6 +129,8 @@ class QueryQueue:
         arms: Sequence[str] | None = None,
         gamma: float = 0.3,
         cold_sample: Callable[[], Sequence[str]] | None = None,
+        reserve_sample: Callable[[int], Sequence[str]] | None = None,
+        low_water: int = 64,
     ) -> None:
         self.explore_p = explore_p
         self.lease_seconds = lease_seconds
@@ -113,6 +157,13 @@ class QueryQueue:
         self.leased_total = 0
         self.explored_total = 0
         self.cold_error: str | None = None
+        self._reserve_sample = reserve_sample
+        self.low_water = low_water
+        self._reserve: list[str] = []
+        self._reserve_draws = 0
+        self._refilling = False
+        self.reserve_leased = 0  # leases the reserve answered (the round's lists were spent)
+        self.empty_leases = 0  # lease calls for n > 0 that found nothing
         self._cold = threading.Event()
         if cold_sample is None:
             self._cold.set()
@@ -144,40 +195,43 @@ class QueryQueue:
         random_ids: Sequence[str],
         round_version: int,
         embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
-        *,
-        pool_rows: int | None = None,
-        bad_rows: int | None = None,
-        arm_ranked: Sequence[Sequence[str]] | None = None,
-        preds: Mapping[str, int] | None = None,
+        **rest: Any,
     ) -> None:
+        """:meth:`take_round` from loose arguments (tests, in-process callers)."""
+        self.take_round(
+            RoundUpdate(ranked_ids, scores, versions, random_ids, round_version, embeddings, **rest)
+        )
+
+    def take_round(self, update: RoundUpdate) -> None:
         """Replace the candidates with a finished round's (ranked best first).
 
         ``pool_rows`` and ``bad_rows`` (images that did not decode) are what the round saw;
         they are only reported, in :meth:`stats`. ``arm_ranked`` (one ranked id list per arm)
         and ``preds`` (the round model's class for those ids) feed the ``auto`` bandit.
         """
-        with self._lock:
-            self._arm_ranked = [[str(i) for i in r] for r in arm_ranked or []]
-            self._pred = {str(i): int(c) for i, c in (preds or {}).items()}
-            if pool_rows is not None:
-                self.pool_rows = int(pool_rows)
-            if bad_rows is not None:
-                self.bad_rows = int(bad_rows)
-            self._embedding = (
-                {}
-                if embeddings is None
-                else {
-                    str(i): np.asarray(e, dtype=np.float32)
-                    for i, e in zip(ranked_ids, embeddings, strict=True)
-                }
-            )
-            self._ranked = [str(i) for i in ranked_ids]
-            self._random = [str(i) for i in random_ids]
-            self._score = {
-                str(i): (float(s), int(v))
-                for i, s, v in zip(ranked_ids, scores, versions, strict=True)
+        ranked = [str(i) for i in update.ranked_ids]
+        scores = np.asarray(update.scores, dtype=np.float64).tolist()
+        versions = np.asarray(update.versions, dtype=np.int64).tolist()
+        embedding = (
+            {}
+            if update.embeddings is None
+            else {
+                i: np.asarray(e, dtype=np.float32)
+                for i, e in zip(ranked, update.embeddings, strict=True)
             }
-            self.round_version = int(round_version)
+        )
+        with self._lock:
+            self._arm_ranked = [[str(i) for i in r] for r in update.arm_ranked or []]
+            self._pred = {str(i): int(c) for i, c in (update.preds or {}).items()}
+            if update.pool_rows is not None:
+                self.pool_rows = int(update.pool_rows)
+            if update.bad_rows is not None:
+                self.bad_rows = int(update.bad_rows)
+            self._embedding = embedding
+            self._ranked = ranked
+            self._random = [str(i) for i in update.random_ids]
+            self._score = {i: (s, v) for i, s, v in zip(ranked, scores, versions, strict=True)}
+            self.round_version = int(update.round_version)
             self.rounds += 1
 
     def _expire(self, now: float) -> None:
@@ -209,6 +263,14 @@ class QueryQueue:
                 rng=self._rng,
                 exclude=blocked,
             )
+            if len(picks) < n:  # the round's lists are spent: random pool items instead
+                reserve = select_queries(
+                    (), self._reserve, k=n - len(picks), p=0.0, rng=self._rng,
+                    exclude=blocked | {p.id for p in picks},
+                )  # fmt: skip
+                self.reserve_leased += len(reserve)
+                picks += reserve
+            self._refill_if_low(blocked | {p.id for p in picks})
             out = []
             exploited = [p.id for p in picks if not p.explored and p.id in self._pred]
             for item in exploited if arm >= 0 else []:
@@ -219,7 +281,44 @@ class QueryQueue:
                 out.append(Query(pick.id, score, version, pick.explored))
             self.leased_total += len(out)
             self.explored_total += sum(q.explored for q in out)
+            self.empty_leases += n > 0 and not out
             return out
+
+    def _refill_if_low(self, blocked: set[str] | Any) -> None:
+        """Start drawing more random pool ids when few leasable items remain (lock held)."""
+        if self._reserve_sample is None or self._refilling:
+            return
+        left = 0
+        for items in (self._ranked, self._random, self._reserve):
+            left += sum(1 for i in items if i not in blocked)
+            if left >= self.low_water:
+                return
+        self._refilling = True
+        self._reserve_draws += 1
+        threading.Thread(
+            target=self._refill, args=(self._reserve_draws,), name="reserve", daemon=True
+        ).start()
+
+    def _refill(self, draw: int) -> None:
+        try:
+            ids = [str(i) for i in self._reserve_sample(draw)]  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - the next round fills the queue anyway
+            ids = []
+        with self._lock:
+            kept = [i for i in self._reserve if i not in self._labeled]
+            seen = set(kept)
+            self._reserve = kept + [i for i in ids if i not in seen and i not in self._labeled]
+            self._refilling = False
+
+    def wait_refilled(self, timeout: float = 10.0) -> bool:
+        """Wait until no reserve draw is running (tests); True when none is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._refilling:
+                    return True
+            time.sleep(0.01)
+        return False
 
     def _diverse_first(self, n: int, blocked: set[str] | Any) -> list[str]:
         """The ranked ids, with a diverse batch of the best available ones moved to the front."""
@@ -305,6 +404,8 @@ class QueryQueue:
                 "rounds": self.rounds,
                 "leased_total": self.leased_total,
                 "explored_total": self.explored_total,
+                "reserve_leased": self.reserve_leased,
+                "empty_leases": self.empty_leases,
                 "pool_rows": self.pool_rows,
                 "bad_rows": self.bad_rows,
                 "warming": int(self.warming),

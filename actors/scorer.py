@@ -16,6 +16,8 @@ It is a plain class: tests call it directly on an Arrow table, without Ray.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -126,9 +128,13 @@ class Scorer:
             )
         self._board = board
         self.version = 0
+        self._newer: WeightsVersion | None = None  # handed over by the listener thread
         if weights is not None:
             self._load(weights)
-        self._refresh()
+        if board is not None:
+            self._newer = self._ask_board()  # the newest version now; then the listener's
+            self._refresh()
+            threading.Thread(target=self._listen, name="weights-listener", daemon=True).start()
 
     def _load(self, weights: WeightsVersion) -> None:
         import ray
@@ -143,19 +149,44 @@ class Scorer:
         load_numpy_state(self._model, state)
         self.version = version
 
+    def _ask_board(self) -> WeightsVersion | None:
+        import ray
+
+        try:
+            return ray.get(self._board.latest.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - board restarting: the listener catches up
+            return None
+
+    def _listen(self, timeout: float = 10.0) -> None:
+        """Long-poll the board for versions newer than the newest seen; runs for good.
+
+        The board answers the moment a newer version exists, with its reference, so batches
+        pick it up without asking anyone (:meth:`_refresh` only swaps in what arrived).
+        """
+        import ray
+
+        seen = self.version
+        while True:
+            try:
+                latest = ray.get(self._board.listen.remote(seen, timeout), timeout=timeout + 30)
+            except Exception:  # noqa: BLE001 - board restarting, or Ray shutting down
+                time.sleep(0.5)
+                continue
+            if latest is not None:
+                seen = latest.version
+                self._newer = latest
+
     def _refresh(self) -> None:
-        if self._board is None:
+        """Load the newest version the listener received, if it is newer than ours."""
+        newer = self._newer
+        if newer is None or newer.version <= self.version:
             return
         import ray
 
         try:
-            if ray.get(self._board.latest_version.remote()) == self.version:
-                return
-            latest = ray.get(self._board.latest.remote())
-            if latest is not None and latest.version != self.version:
-                self._load(latest)
+            self._load(newer)
         except ray.exceptions.RayError:
-            return  # board or weights briefly unreachable (a restart): keep scoring as we are
+            return  # the weights briefly unreachable (a restart): keep scoring as we are
 
     @torch.inference_mode()
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

@@ -165,6 +165,7 @@ class Trainer:
         self.recent_hits: deque[bool] = deque(maxlen=100)
         self.version = 0
         self.train_steps = 0
+        self.cut_updates = 0  # updates the service's time box ended early
         self.pseudo_labels = 0  # unlabeled items the newest fit trained on (never labels)
         # (ids, features) of an unlabeled pool sample, for semi-supervised fits; drawn once
         self._unlabeled: tuple[list[str], np.ndarray] | None = None
@@ -386,8 +387,12 @@ class Trainer:
         self.partial_fit()
         return True
 
-    def partial_fit(self) -> None:
+    def partial_fit(self, *, seconds: float | None = None) -> None:
         """One update on the buffered labels under the policy; continues from current state.
+
+        With ``seconds``, the optimizer steps stop once that much time has passed (after the
+        first): the service's time box, so a backlog shortens each label's training instead of
+        delaying the version. The head's convex fit is never cut short.
 
         Pixels of recorded labels are fetched first (see :meth:`fetch_pending`). Labels are
         snapshotted under the label lock and training runs under the model lock only, so
@@ -420,7 +425,11 @@ class Trainer:
             else:
                 self._train_mode()
                 steps = update_steps(end - start, cfg.buffer_size, cfg.steps_per_update)
-            for _ in range(steps):
+            deadline = None if seconds is None else began + seconds
+            for step in range(steps):
+                if deadline is not None and step and time.perf_counter() > deadline:
+                    self.cut_updates += 1  # the time box ended this update early
+                    break
                 rows = self._minibatch(start, end)
                 xb = self._inputs(np.stack([held[r] for r in rows.tolist()]))
                 yb = y[rows].to(self.device, non_blocking=True)
@@ -783,13 +792,14 @@ class TrainerService(Trainer):
         self.checkpoint_every = checkpoint_every
         self._version_floor = version_floor
         self._wake = threading.Event()
+        self._waiting_since: float | None = None  # when the oldest untrained label arrived
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
         self.last_publish_seconds: float | None = None  # the newest update's put and publish
         self.last_update_version = -1  # the version those timings belong to
         self.published_version = -1  # the newest version handed to ``publish``
-        self._published = threading.Condition()
+        self._published = threading.Lock()
         self.last_published: WeightsVersion | None = None
         self.recovered_from: int | None = None
         self.started_at = time.time()
@@ -809,23 +819,12 @@ class TrainerService(Trainer):
         with self._published:
             self.published_version = max(self.published_version, weights.version)
             self.last_published = weights
-            self._published.notify_all()
         return weights
 
     def latest_published(self) -> WeightsVersion | None:
         """The newest version this trainer published (a restarted weights board asks)."""
         with self._published:
             return self.last_published
-
-    def wait_published(self, after: int, timeout: float) -> int:
-        """The newest published version, once it is past ``after`` or ``timeout`` s have passed.
-
-        A long poll: the loop's scoring thread learns of each new version the moment it is
-        published instead of asking the weights board every few milliseconds.
-        """
-        with self._published:
-            self._published.wait_for(lambda: self.published_version > after, timeout)
-            return self.published_version
 
     def recover(self) -> int | None:
         """Load the newest readable checkpoint; returns its version, or None without one.
@@ -887,8 +886,21 @@ class TrainerService(Trainer):
 
     def _wake_if_ready(self) -> None:
         """Wake the training thread to fetch new labels' pixels, and to train on a full buffer."""
+        if self._waiting_since is None and self.buffered:
+            self._waiting_since = time.monotonic()
         if self._pending or self.ready():
             self._wake.set()
+
+    def _due(self) -> bool:
+        """A full buffer waits, or labels have waited ``publish_seconds`` for a version."""
+        if self.ready():
+            return True
+        since = self._waiting_since
+        return (
+            since is not None
+            and self.buffered > 0
+            and time.monotonic() - since >= self.training.publish_seconds
+        )
 
     def flush(self) -> int:
         """Train on a partial buffer now; returns the version afterwards."""
@@ -898,8 +910,15 @@ class TrainerService(Trainer):
             return self.version
 
     def _update(self) -> None:
-        """Train on the buffer and publish the new version, timing both (see model_info)."""
-        self.partial_fit()
+        """Train on the buffer and publish the new version, timing both (see model_info).
+
+        The steps are time-boxed (``training.update_seconds``); labels that arrive meanwhile
+        start the next wait for ``publish_seconds``.
+        """
+        self._waiting_since = None
+        self.partial_fit(seconds=self.training.update_seconds)
+        if self.buffered:
+            self._waiting_since = time.monotonic()
         began = time.perf_counter()
         self.publish_current()
         self.last_publish_seconds = time.perf_counter() - began
@@ -908,12 +927,12 @@ class TrainerService(Trainer):
     def _run(self) -> None:
         _lower_priority(self.training.nice)  # this thread only: requests keep their priority
         while not self._stop.is_set():
-            self._wake.wait(timeout=0.5)
+            self._wake.wait(timeout=min(0.5, self.training.publish_seconds / 4))
             self._wake.clear()
             try:
                 self.fetch_pending()  # storage is read here, never in ingest
                 updated = False
-                while not self._stop.is_set() and self.ready():
+                while not self._stop.is_set() and self._due():
                     self._update()
                     updated = True
                     if self.version % self.checkpoint_every == 0:
@@ -953,7 +972,8 @@ class TrainerService(Trainer):
 
     def model_info(self) -> dict[str, Any]:  # noqa: D102
         info = super().model_info()
-        info["buffered"] = self.buffered
+        info["buffered"] = self.buffered  # the backlog: labels held, not trained on yet
+        info["cut_updates"] = self.cut_updates
         info["unfetched"] = self.unfetched  # recorded; pixels still to be read from the pool
         info["errors"] = self.errors[-5:]
         info["log_offset"] = self.applied

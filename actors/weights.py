@@ -64,7 +64,7 @@ class WeightsBoard:
         recover: Callable[[], WeightsVersion | None] | None = None,
         retry_seconds: float = 60.0,
     ) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._latest: WeightsVersion | None = None
         self.recover_error: str | None = None
         if recover is not None:
@@ -91,7 +91,30 @@ class WeightsBoard:
             if self._latest is not None and weights.version <= self._latest.version:
                 return False
             self._latest = weights
+            self._lock.notify_all()
             return True
+
+    def listen(self, after: int, timeout: float) -> WeightsVersion | None:
+        """The newest version once it is past ``after``, or None after ``timeout`` seconds.
+
+        A long poll, like Ray Serve's ``LongPollHost.listen_for_change``: the board is the one
+        authority on versions, and a reader (the loop, each scorer) blocks here until something
+        newer exists and gets its reference in the same answer, instead of polling. Run the
+        board with ``max_concurrency`` above the number of listeners.
+
+        >>> board = WeightsBoard()
+        >>> board.listen(-1, timeout=0.01) is None
+        True
+        >>> _ = board.publish(WeightsVersion(version=3, labels_seen=48))
+        >>> board.listen(-1, timeout=0.01).version, board.listen(3, timeout=0.01)
+        (3, None)
+        """
+        with self._lock:
+            self._lock.wait_for(
+                lambda: self._latest is not None and self._latest.version > after, timeout
+            )
+            latest = self._latest
+        return latest if latest is not None and latest.version > after else None
 
     def latest_version(self) -> int:
         """The newest version number, or -1 before the first publication."""

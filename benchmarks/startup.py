@@ -38,7 +38,7 @@ def _launch(state: Path, port: int, log: Path) -> subprocess.Popen:
     config.write_text(json.dumps({"durability": {"dir": str(state / "state")}}))  # JSON is YAML
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "activestream.pipelines.cli", "serve", "--port", str(port)]
+            [sys.executable, "-m", "activestream.cli", "serve", "--port", str(port)]
             + ["--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -178,6 +178,8 @@ class LabelingAPI:
         max_body_bytes: Larger request bodies get 413 before they are parsed.
         max_queries: Largest ``n`` a client may lease at once.
         trainer_timeout: Seconds to wait for the trainer before answering 503.
+        control_timeout: Seconds to wait for the queue or the ledger before answering 503
+            with ``Retry-After``: past what the machine holds, a quick no beats a long wait.
         version_ttl: How stale the reported model version may be, in seconds.
         board_timeout: Seconds to wait for the weights board before reporting the last
             version seen (a restarting board must not hold up every read route).
@@ -197,12 +199,14 @@ class LabelingAPI:
         max_body_bytes: int = 1 << 20,
         max_queries: int = 100,
         trainer_timeout: float = 5.0,
+        control_timeout: float = 1.0,
         version_ttl: float = 0.1,
         board_timeout: float = 0.5,
     ) -> None:
         self.ledger = ledger
         self.trainer = trainer
         self.trainer_timeout = trainer_timeout
+        self.control_timeout = control_timeout
         self.version_ttl = version_ttl
         self.board_timeout = board_timeout
         self._version, self._version_at = -1, float("-inf")
@@ -362,11 +366,19 @@ class LabelingAPI:
         from ray.exceptions import RayActorError
 
         try:
-            return await call
+            return await asyncio.wait_for(asyncio.ensure_future(call), self.control_timeout)
         except RayActorError:
             raise HTTPException(
                 status_code=503,
                 detail=f"the {what} is restarting; retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        except (TimeoutError, asyncio.TimeoutError):
+            # Overloaded: the call may still complete (a label is then logged, and its retry
+            # counts as a duplicate; a lease then expires unanswered); nothing is lost.
+            raise HTTPException(
+                status_code=503,
+                detail=f"the {what} is busy; retry shortly",
                 headers={"Retry-After": "1"},
             ) from None
 
@@ -576,6 +588,21 @@ class LabelingAPI:
             "Unlabeled items the newest model trained on with its own pseudo-labels",
             registry=registry,
         ).set(info.get("pseudo_labels", 0))
+        Gauge(
+            "activestream_training_backlog",
+            "Labels held but not trained on yet (time-boxed updates keep it short)",
+            registry=registry,
+        ).set(info.get("buffered", 0))
+        Counter(
+            "activestream_empty_leases",
+            "Lease requests answered with no item",
+            registry=registry,
+        ).inc(queue.get("empty_leases", 0))
+        Counter(
+            "activestream_reserve_leases",
+            "Items leased from random reserve picks after a round's lists were spent",
+            registry=registry,
+        ).inc(queue.get("reserve_leased", 0))
         Gauge("activestream_pool_items", "Items in the pool", registry=registry).set(
             queue.get("pool_rows", 0)
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from activestream.actors.items import ItemStore
 from activestream.config import Config, load_config
@@ -36,6 +37,10 @@ LabelingDeployment = serve.deployment(
     name="LabelingAPI",
     ray_actor_options={"num_cpus": 0.25},
     max_ongoing_requests=200,  # handlers are async and only await actor calls
+    # Admission control: past 200 in flight and 100 waiting at the proxy, requests are turned
+    # away at once with 503 and Retry-After instead of queueing for seconds.
+    max_queued_requests=100,
+    backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
     # A killed replica fails its next check at once (its actor is gone): checking every 2 s
     # instead of 10 brings a replacement up sooner. The timeout stays long, so a replica that
     # is only slow on a busy machine is never killed for it.
@@ -59,6 +64,7 @@ def bind(cfg: Config, *, detached: bool = False) -> Any:
         items=ItemStore(pool, storage=cfg.storage),
         token=os.environ.get("ACTIVESTREAM_TOKEN") or None,
         max_body_bytes=cfg.serve.max_body_bytes,
+        control_timeout=cfg.serve.request_timeout,
     )
 
 

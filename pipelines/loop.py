@@ -34,7 +34,7 @@ from activestream.actors.items import ItemStore
 from activestream.actors.label_studio import LabelStudioBridge
 from activestream.actors.labels import AddResult
 from activestream.actors.ledger import LabelLedger
-from activestream.actors.queue import QueryQueue, cold_start_over
+from activestream.actors.queue import QueryQueue, RoundUpdate, cold_start_over
 from activestream.actors.trainer import TrainerService
 from activestream.actors.weights import WeightsBoard, WeightsVersion
 from activestream.config import Config
@@ -47,7 +47,8 @@ from activestream.pipelines.scoring import (
     embedding_model,
     stream_rounds,
 )
-from activestream.sources.shards import ShardSet, grow_shards, sample_ids
+from activestream.sources.pool import grow_shards
+from activestream.sources.shards import ShardSet, sample_ids
 
 HEAD_RESOURCE = "node:__internal_head__"  # every Ray head node has one unit of it
 
@@ -187,6 +188,11 @@ def start_loop_actor(cfg: Config, pool: ShardSet, *, detached: bool = False) -> 
     return host
 
 
+def _reserve_ids(pool: ShardSet, n: int, seed: int, draw: int) -> list[str]:
+    """Random pool ids for the queue's reserve: draw ``draw`` of a seeded sequence."""
+    return sample_ids(pool, n, seed=seed + 7919 * draw)
+
+
 class ActiveLoop:
     """Owns the actors of one active-learning deployment and the background scoring rounds.
 
@@ -216,6 +222,8 @@ class ActiveLoop:
         self._checked_version = -1
         self._embedding_files: tuple[ShardSet, ShardSet] | None = None
         self._cold_put_first: dict[str, np.ndarray] = {}  # cold picks' embeddings, by id
+        self._pool_checked_at = time.monotonic()
+        self._new_files = False  # files found under the pool that no pass has scored yet
         self._published_seen = -1  # the newest version the trainer said it published
         self._queue_rounds = 0  # rounds the queue said it holds at the last look
         self.queue_restarts = 0
@@ -257,6 +265,7 @@ class ActiveLoop:
             arms=samplers.spec(cfg.sampling.sampler).arms,
             gamma=cfg.sampling.auto_gamma,
             cold_sample=partial(sample_ids, self.pool, cfg.sampling.candidates, cfg.seed),
+            reserve_sample=partial(_reserve_ids, self.pool, cfg.sampling.candidates, cfg.seed),
         )
         durability = cfg.durability
         self.trainer = self._actor(
@@ -407,11 +416,13 @@ class ActiveLoop:
         while not self._stop.is_set():
             try:
                 version = self.version()
-                if last is not None and version < last + every and not self._queue_restarted():
+                idle = last is not None and version < last + every
+                if idle and not self._queue_restarted() and not self._pool_grew():
                     self._hand_over(version)
                     self._await_publication(0.5)
                     continue
                 self._grow_pool()
+                self._new_files = False  # this pass scores them
                 source = self._scoring_source()
                 first = len(self.rounds)
                 plan = [
@@ -437,12 +448,26 @@ class ActiveLoop:
                 self.errors.append(f"{type(err).__name__}: {err}")
                 self._stop.wait(1.0)
 
+    def _pool_grew(self) -> bool:
+        """New files under the pool since the last pass (looked for every pool_check_seconds).
+
+        They are scored with the current model at once, without waiting for a version: until
+        then nobody could be asked about them (labels wait for queries, versions for labels).
+        """
+        now = time.monotonic()
+        if now - self._pool_checked_at >= self.cfg.scoring.pool_check_seconds:
+            self._pool_checked_at = now
+            self._new_files = self._grow_pool() or self._new_files
+        return self._new_files
+
     def _await_version(self, target: int) -> bool:
         """Wait up to ``scoring.linger_seconds`` for version ``target``; False on timeout."""
         deadline = time.monotonic() + self.cfg.scoring.linger_seconds
         while (version := self.version()) < target:
             if self._queue_restarted():
                 break  # an empty queue: score again now, with the version there is
+            if self._pool_grew():
+                return False  # a new pass, planned over the new files too
             self._hand_over(version)
             left = deadline - time.monotonic()
             if self._stop.is_set() or left <= 0:
@@ -470,19 +495,21 @@ class ActiveLoop:
         return lost
 
     def _await_publication(self, timeout: float) -> None:
-        """Sleep until the trainer publishes its next version, at most ``timeout`` seconds.
+        """Sleep until the board has a version newer than the last seen, at most ``timeout`` s.
 
-        One long poll on the trainer instead of asking the board every 20 to 50 ms (each ask
-        costs both actors about half a millisecond of CPU, taken from training on a small
-        machine). The board stays the source of truth: callers read it afterwards, so a call
-        that fails (the trainer restarting) costs a short sleep, never a version.
+        One long poll on the board, the one authority on versions (``WeightsBoard.listen``),
+        instead of asking every 20 to 50 ms (each ask costs both actors about half a
+        millisecond of CPU, taken from training on a small machine). A call that fails (the
+        board restarting) costs a short sleep, never a version: callers read the board after.
         """
         if self._stop.is_set():
             return
         try:
-            ref = self.trainer.wait_published.remote(self._published_seen, timeout)
-            self._published_seen = int(ray.get(ref, timeout=timeout + 5))
-        except Exception:  # noqa: BLE001 - a restarting trainer: poll the board as before
+            ref = self.board.listen.remote(self._published_seen, timeout)
+            latest = ray.get(ref, timeout=timeout + 5)
+            if latest is not None:
+                self._published_seen = latest.version
+        except Exception:  # noqa: BLE001 - a restarting board: poll it again shortly
             self._stop.wait(0.05)
 
     def _hand_over(self, version: int) -> None:
@@ -555,17 +582,19 @@ class ActiveLoop:
         result = self._with_embedding_model(result)
         top = result.top
         ray.get(
-            self.queue.update_round.remote(
-                top.ids.tolist(),
-                top.scores.tolist(),
-                top.versions.tolist(),
-                self._cold_order(result),
-                min(result.versions) if result.versions else started_version,
-                result.embeddings,
-                pool_rows=self.pool.num_rows,
-                bad_rows=result.bad_rows,
-                arm_ranked=[t.ids.tolist() for t in result.arm_tops or []] or None,
-                preds=result.preds,
+            self.queue.take_round.remote(
+                RoundUpdate(
+                    top.ids,
+                    top.scores,
+                    top.versions,
+                    self._cold_order(result),
+                    min(result.versions) if result.versions else started_version,
+                    result.embeddings,
+                    pool_rows=self.pool.num_rows,
+                    bad_rows=result.bad_rows,
+                    arm_ranked=[t.ids for t in result.arm_tops or []] or None,
+                    preds=result.preds,
+                )
             )
         )
         self._queue_rounds += 1

@@ -59,7 +59,7 @@ class Service:
             [
                 sys.executable,
                 "-m",
-                "activestream.pipelines.cli",
+                "activestream.cli",
                 "serve",
                 "--config",
                 str(config),

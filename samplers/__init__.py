@@ -18,6 +18,7 @@ This package imports numpy (and scikit-learn for clustering and neighbours) only
 torch, nothing else from the project, so it can be tested and reused anywhere.
 """
 
+from activestream.samplers import auto  # noqa: F401 - registers 'auto'
 from activestream.samplers.badge import badge_select, gradient_embedding
 from activestream.samplers.bald import bald
 from activestream.samplers.cluster_margin import cluster_margin_select

@@ -23,7 +23,7 @@ from activestream.samplers.least_confidence import least_confidence
 from activestream.samplers.margin import margin
 from activestream.samplers.random_sampler import random_sampler
 from activestream.samplers.ratio import ratio
-from activestream.samplers.registry import SamplerSpec, ScoreFn
+from activestream.samplers.registry import SamplerSpec, ScoreFn, register_meta
 
 #: The arms: every sampler computable from one (N, C) probability array, and random.
 ARMS: tuple[str, ...] = ("entropy", "margin", "least_confidence", "ratio", "random")
@@ -121,4 +121,6 @@ def auto_scores(rng: np.random.Generator | None = None) -> ScoreFn:
 
 #: What :func:`~activestream.samplers.registry.spec` returns for ``"auto"``: not a registered
 #: score function (it returns one column per arm), so the per-sampler suite does not list it.
-AUTO = SamplerSpec("auto", auto_scores, uncertainty=False, deterministic=False, arms=ARMS)
+AUTO = register_meta(
+    SamplerSpec("auto", auto_scores, uncertainty=False, deterministic=False, arms=ARMS)
+)

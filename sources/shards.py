@@ -551,26 +551,24 @@ def open_shards(
     )
 
 
-def grow_shards(shards: ShardSet, storage: StorageConfig = DEFAULT_STORAGE) -> ShardSet | None:
-    """The same set plus files that appeared under its URI since it was opened; None if none.
+def grow_parquet_shards(
+    shards: ShardSet, storage: StorageConfig = DEFAULT_STORAGE
+) -> ShardSet | None:
+    """The same Parquet set plus files that appeared under its URI since it was opened.
+
+    None if none. :func:`activestream.sources.pool.grow_shards` calls this for Parquet sets
+    and :func:`~activestream.sources.imagefolder.grow_image_folder` for image folders.
 
     Production pools keep growing: new shards land under the pool prefix while the service
     runs. Only the listing and the new files' footers are read, so calling this every round is
     cheap even with thousands of files on S3. Files that vanished are kept (their rows may be
     labeled already); new files must match the set's layout.
 
-    An image folder (``kind="images"``) grows by new image files under its class sub-folders
-    (see :func:`activestream.sources.imagefolder.grow_image_folder`); a new class sub-folder
-    holding images is refused with a :class:`DataError`.
-
     Raises:
-        DataError: A new file is unreadable or has another layout (image column, ids, labels),
-            or a new class folder appeared under an image folder.
+        DataError: A new file is unreadable or has another layout (image column, ids, labels).
     """
     if shards.images:
-        from activestream.sources.imagefolder import grow_image_folder
-
-        return grow_image_folder(shards, storage)
+        raise ValueError("an image folder grows with grow_image_folder, not as Parquet")
     fs, base = resolve_uri(shards.uri, storage)
     known = set(shards.paths)
     try:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m activestream.pipelines.cli ARGS`` in ``cwd``, output captured as text."""
+    """``python -m activestream.cli ARGS`` in ``cwd``, output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "activestream.pipelines.cli", *args],
+        [sys.executable, "-m", "activestream.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -144,3 +144,24 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with running_label_studio(tmp_path_factory.mktemp("label-studio")) as server:
         yield server
+
+
+class Digits(NamedTuple):
+    """The bundled digits as every test reads them: the config, both splits, the labels."""
+
+    cfg: Any
+    pool: Any
+    test: Any
+    truth: dict[str, int]
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    """The bundled digits, written once per test session (read-only: never write under it)."""
+    from activestream.config import Config
+    from activestream.sources.resolve import resolve_dataset
+    from activestream.sources.shards import ground_truth
+
+    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("digits"))})
+    pool, test = resolve_dataset(cfg)
+    return Digits(cfg, pool, test, ground_truth(pool))

@@ -157,3 +157,31 @@ def test_label_studio_routes_answer_404_when_the_deployment_has_no_bridge(items)
     with pytest.raises(HTTPException) as raised:
         asyncio.run(api_with(items).ls_health())
     assert raised.value.status_code == 404
+
+
+class _BusyQueue:
+    """A query queue handle whose lease answers only after an hour (an overloaded actor)."""
+
+    def __init__(self) -> None:
+        async def lease(n: int) -> list:
+            await asyncio.sleep(3600)
+            return []
+
+        self.lease = type("_Method", (), {"remote": staticmethod(lease)})()
+
+
+def test_a_busy_queue_is_a_503_with_retry_after_within_the_request_timeout(items):
+    api = LabelingAPI(
+        ledger=None, trainer=None, queue=_BusyQueue(), board=None, items=items,
+        control_timeout=0.2,
+    )  # fmt: skip
+
+    async def timed() -> tuple[HTTPException, float]:
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(HTTPException) as raised:
+            await api._control(api.queue.lease.remote(4), "query queue")
+        return raised.value, asyncio.get_running_loop().time() - began
+
+    error, seconds = asyncio.run(timed())
+    assert error.status_code == 503 and error.headers == {"Retry-After": "1"}
+    assert "busy" in error.detail and 0.2 <= seconds < 1.0

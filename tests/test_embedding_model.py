@@ -20,7 +20,7 @@ EMBEDDER = {"factory": "digits_cnn", "resize": 16}
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
+def digits_embedded(tmp_path_factory):
     cfg = Config().with_overrides(
         {
             "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
@@ -46,10 +46,10 @@ def test_scorers_skip_their_own_embedding_unless_the_sampler_needs_gradients():
     assert embedding_model(Config()) is None
 
 
-def test_the_simulators_cold_start_asks_from_the_embedding_models_features(digits):
+def test_the_simulators_cold_start_asks_from_the_embedding_models_features(digits_embedded):
     from activestream.pipelines.simulate import pretrained_features, run_once
 
-    cfg, pool, test = digits
+    cfg, pool, test = digits_embedded
     buffer = cfg.training.buffer_size
     curve = run_once(cfg, pool, test, strategy="margin", seed=3, budget=buffer)
     frozen = cfg.sampling.embedding_model.model_copy(update={"train": "head"})

@@ -10,7 +10,8 @@ from encoded_data import write_encoded
 
 from activestream.actors.items import ItemStore
 from activestream.config import Config
-from activestream.sources.shards import grow_shards, open_shards
+from activestream.sources.pool import grow_shards
+from activestream.sources.shards import open_shards
 
 
 def test_grow_shards_finds_only_the_new_files(tmp_path):
@@ -106,3 +107,35 @@ def test_shards_added_while_serving_are_scored_queried_and_labeled(run_service, 
                 requests.post(f"{base}/labels", json={"labels": labels}, timeout=30)
             time.sleep(0.5)
         assert seen_new, "the new shard never reached the queries"
+
+
+@pytest.mark.slow
+def test_new_shards_are_served_while_nobody_labels(run_service, tmp_path):
+    write_encoded(tmp_path / "pool", 20, files=2)
+    cfg = Config().with_overrides(
+        {
+            "data.dataset": str(tmp_path / "pool"),
+            "data.cache_dir": str(tmp_path / "cache"),
+            "sampling.candidates": 64,
+            "scoring.pool_check_seconds": 1.0,
+        }
+    )
+    with run_service(cfg) as base:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the first round, on version 0
+            if "activestream_pool_items 40.0" in requests.get(f"{base}/metrics", timeout=30).text:
+                break
+            time.sleep(0.5)
+        # No label arrives, so no new version: the new shard alone must start a round.
+        write_encoded(tmp_path / "pool", 60, files=1, first_file=2, seed=3)
+        seen_new = False
+        while time.monotonic() < deadline and not seen_new:
+            leased = requests.get(f"{base}/queries", params={"n": 20}, timeout=30).json()
+            seen_new = any(q["id"].startswith("img-2-") for q in leased["queries"])
+            requests.post(
+                f"{base}/queries/release",
+                json={"ids": [q["id"] for q in leased["queries"]]},
+                timeout=30,
+            )
+            time.sleep(0.5)
+        assert seen_new, "the new shard was never served without a new version"

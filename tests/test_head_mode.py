@@ -17,19 +17,12 @@ from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import ground_truth, load_arrays
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
-    pool, test = resolve_dataset(cfg)
-    return cfg, pool, test
-
-
 def head_cfg(cfg: Config) -> Config:
     return cfg.with_overrides({"model.train": "head", "training.buffer_size": 8})
 
 
 def test_the_trainer_keeps_features_and_trains_only_the_final_layer(digits):
-    cfg, pool, _ = digits
+    cfg, pool, _, _ = digits
     cfg = head_cfg(cfg)
     trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=0)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -44,7 +37,7 @@ def test_the_trainer_keeps_features_and_trains_only_the_final_layer(digits):
 
 
 def test_scoring_features_gives_the_same_scores_as_scoring_images(digits):
-    cfg, pool, _ = digits
+    cfg, pool, _, _ = digits
     cfg = head_cfg(cfg)
     trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=0)
     scorer = Scorer(model=cfg.model, shape=pool.shape, num_classes=10, sampler="margin")
@@ -58,7 +51,7 @@ def test_scoring_features_gives_the_same_scores_as_scoring_images(digits):
 def test_the_simulator_runs_head_mode_on_features_and_learns(digits):
     from activestream.pipelines.simulate import run_once
 
-    cfg, pool, test = digits
+    cfg, pool, test, _ = digits
     curve = run_once(head_cfg(cfg), pool, test, strategy="margin", seed=0, budget=48)
     assert curve.labels[-1] == 48
     assert curve.accuracy[-1] > curve.accuracy[0]
@@ -142,7 +135,7 @@ def test_the_trainers_head_is_the_refit_logistic_regression_at_each_version(digi
     # version, so a scikit-learn model refit on the same labels is what it must equal.
     from sklearn.linear_model import LogisticRegression
 
-    cfg, pool, test = digits
+    cfg, pool, test, _ = digits
     cfg = head_cfg(cfg).with_overrides(
         {"training.head_l2": 2.0, "training.semi_supervised": "none"}  # labels only
     )
@@ -172,7 +165,7 @@ def test_a_fitted_head_refits_on_every_label_it_holds(digits):
 
     from activestream.models.head_fit import fit_linear_head
 
-    cfg, pool, _ = digits
+    cfg, pool, _, _ = digits
     cfg = head_cfg(cfg).with_overrides({"training.semi_supervised": "none"})
     trainer = Trainer(training=cfg.training, model=cfg.model, items=ItemStore(pool), seed=0)
     truth = ground_truth(pool)
@@ -193,7 +186,7 @@ def test_a_fitted_head_refits_on_every_label_it_holds(digits):
 
 @pytest.mark.parametrize("method", ["pseudo_label", "label_propagation"])
 def test_semi_supervised_fits_train_on_pool_items_but_never_report_them_as_labels(digits, method):
-    cfg, pool, test = digits
+    cfg, pool, test, _ = digits
     cfg = head_cfg(cfg).with_overrides(
         {
             "training.semi_supervised": method,
@@ -213,7 +206,7 @@ def test_semi_supervised_fits_train_on_pool_items_but_never_report_them_as_label
 
 
 def test_pseudo_labels_leave_out_items_labeled_since_the_sample_was_drawn(digits):
-    cfg, pool, _ = digits
+    cfg, pool, _, _ = digits
     cfg = head_cfg(cfg).with_overrides(
         {"training.semi_supervised": "pseudo_label", "training.unlabeled_sample": 10_000}
     )

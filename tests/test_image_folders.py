@@ -19,12 +19,12 @@ from activestream.errors import DataError
 from activestream.sources.fs import resolve_uri
 from activestream.sources.imagefolder import image_files, open_image_folder
 from activestream.sources.images import decode_one
+from activestream.sources.pool import grow_shards
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import (
     IMAGES_PER_READ_TASK,
     _image_chunk_size,
     ground_truth,
-    grow_shards,
     iter_batches,
     load_arrays,
     read_ray_dataset,

@@ -14,9 +14,7 @@ from activestream.actors.label_studio import (
 )
 from activestream.actors.ledger import LabelLedger
 from activestream.actors.trainer import Trainer
-from activestream.config import Config, LabelStudioConfig, ModelConfig, TrainingConfig
-from activestream.sources.resolve import resolve_dataset
-from activestream.sources.shards import ground_truth
+from activestream.config import LabelStudioConfig, ModelConfig, TrainingConfig
 
 DIGITS = "".join(f'<Choice value="{i}"/>' for i in range(10))
 CONFIG = (
@@ -50,16 +48,9 @@ class InProcess:
         self.trainer.partial_fit()
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
-    pool, _ = resolve_dataset(cfg)
-    return pool, ground_truth(pool)
-
-
 @pytest.fixture()
 def bridge(digits, tmp_path):
-    pool, _ = digits
+    _, pool, _, _ = digits
     trainer = Trainer(
         training=TrainingConfig(buffer_size=4), model=ModelConfig(), items=ItemStore(pool)
     )
@@ -124,7 +115,7 @@ def test_setup_answers_the_version_string_label_studio_compares(bridge):
 
 
 def test_predict_answers_one_prediction_per_task_in_task_order(bridge, digits):
-    pool, _ = digits
+    _, pool, _, _ = digits
     ids = list(ItemStore(pool).ids()[:5])
     bridge.setup({"project": 3, "schema": CONFIG})
     answer = bridge.predict({"project": "3.1", "tasks": tasks_for(ids)})
@@ -140,7 +131,7 @@ def test_predict_answers_one_prediction_per_task_in_task_order(bridge, digits):
 
 
 def test_a_task_whose_image_cannot_be_fetched_keeps_its_place_with_an_empty_result(bridge, digits):
-    pool, _ = digits
+    _, pool, _, _ = digits
     known = str(ItemStore(pool).ids()[0])
     bridge.setup({"project": 3, "schema": CONFIG, "hostname": "http://127.0.0.1:9"})
     tasks = [{"id": 1, "data": {"image": "/data/upload/3/none.png"}}, tasks_for([known])[0]]
@@ -151,7 +142,7 @@ def test_a_task_whose_image_cannot_be_fetched_keeps_its_place_with_an_empty_resu
 
 
 def test_predict_for_a_project_never_set_up_uses_the_label_config_it_carries(bridge, digits):
-    pool, _ = digits
+    _, pool, _, _ = digits
     ids = list(ItemStore(pool).ids()[:2])
     answer = bridge.predict({"project": 9, "label_config": CONFIG, "tasks": tasks_for(ids)})
     assert len(answer["results"]) == 2 and 9 in bridge.status()["projects"]

@@ -8,16 +8,7 @@ from activestream.actors.labels import LabelConflict, LabelError, UnknownId
 from activestream.actors.ledger import LabelLedger
 from activestream.actors.queue import QueryQueue
 from activestream.actors.trainer import Trainer, TrainerService
-from activestream.config import Config, ModelConfig, TrainingConfig
-from activestream.sources.resolve import resolve_dataset
-from activestream.sources.shards import ground_truth
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
-    pool, _ = resolve_dataset(cfg)
-    return pool, ground_truth(pool)
+from activestream.config import ModelConfig, TrainingConfig
 
 
 class LocalDownstream:
@@ -63,7 +54,7 @@ def labels(truth, n, start=0):
 
 
 def test_accepted_labels_are_in_the_log_when_add_returns(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     ledger = make_ledger(tmp_path, pool)
     ledger.add(labels(truth, 5), annotator="ann")
     reopened = make_ledger(tmp_path, pool)  # a new process would see exactly this
@@ -80,7 +71,7 @@ def test_accepted_labels_are_in_the_log_when_add_returns(tmp_path, digits):
     ],
 )
 def test_a_rejected_batch_leaves_the_log_unchanged(tmp_path, digits, bad, error):
-    pool, truth = digits
+    _, pool, _, truth = digits
     ledger = make_ledger(tmp_path, pool)
     ledger.add(labels(truth, 2))
     with pytest.raises(error):
@@ -89,7 +80,7 @@ def test_a_rejected_batch_leaves_the_log_unchanged(tmp_path, digits, bad, error)
 
 
 def test_a_different_label_conflicts_unless_relabeled(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     ledger = make_ledger(tmp_path, pool)
     (first,) = labels(truth, 1)
     ledger.add([first])
@@ -102,7 +93,7 @@ def test_a_different_label_conflicts_unless_relabeled(tmp_path, digits):
 
 
 def test_duplicates_are_counted_and_not_logged_again(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     ledger = make_ledger(tmp_path, pool)
     ledger.add(labels(truth, 3))
     result = ledger.add(labels(truth, 4))
@@ -111,7 +102,7 @@ def test_duplicates_are_counted_and_not_logged_again(tmp_path, digits):
 
 
 def test_labels_reach_the_trainer_and_retire_from_the_queue(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     trainer, queue = make_trainer(pool), QueryQueue()
     ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, queue))
     assert ledger.add(labels(truth, 6)).trainer_ok
@@ -122,7 +113,7 @@ def test_labels_reach_the_trainer_and_retire_from_the_queue(tmp_path, digits):
 def test_in_background_mode_batches_reach_trainer_and_queue_in_order_exactly_once(tmp_path, digits):
     import threading
 
-    pool, truth = digits
+    _, pool, _, truth = digits
     trainer, queue = make_trainer(pool), QueryQueue()
     ledger = LabelLedger(
         str(tmp_path),
@@ -156,7 +147,7 @@ def test_in_background_mode_batches_reach_trainer_and_queue_in_order_exactly_onc
 def test_in_background_mode_a_down_trainer_still_gets_every_label_from_the_catch_up(
     tmp_path, digits
 ):
-    pool, truth = digits
+    _, pool, _, truth = digits
     trainer, queue = make_trainer(pool), QueryQueue()
     downstream = LocalDownstream(trainer, queue)
     ledger = LabelLedger(
@@ -180,7 +171,7 @@ def test_in_background_mode_a_down_trainer_still_gets_every_label_from_the_catch
 
 
 def test_labels_are_accepted_while_the_trainer_is_down_and_reach_it_later(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     trainer, queue = make_trainer(pool), QueryQueue()
     downstream = LocalDownstream(trainer, queue)
     ledger = make_ledger(tmp_path, pool, downstream)
@@ -198,7 +189,7 @@ def test_labels_are_accepted_while_the_trainer_is_down_and_reach_it_later(tmp_pa
 
 
 def test_a_trainer_restored_from_a_checkpoint_catches_up_on_the_rest_of_the_log(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     first, queue = make_trainer(pool), QueryQueue()
     ledger = make_ledger(tmp_path / "log", pool, LocalDownstream(first, queue))
     ledger.add(labels(truth, 8))
@@ -215,7 +206,7 @@ def test_a_trainer_restored_from_a_checkpoint_catches_up_on_the_rest_of_the_log(
 
 
 def test_a_restarted_ledger_retires_every_logged_id_from_a_fresh_queue(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     make_ledger(tmp_path, pool).add(labels(truth, 7))
     queue = QueryQueue()
     make_ledger(tmp_path, pool, LocalDownstream(make_trainer(pool), queue))
@@ -223,7 +214,7 @@ def test_a_restarted_ledger_retires_every_logged_id_from_a_fresh_queue(tmp_path,
 
 
 def test_a_gap_in_the_offsets_is_refused_so_nothing_is_skipped(digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     assert trainer.ingest(0, labels(truth, 2)) == 2
     assert trainer.ingest(5, labels(truth, 2, start=5)) == 2  # offsets 2..4 missing
@@ -234,7 +225,7 @@ def test_a_gap_in_the_offsets_is_refused_so_nothing_is_skipped(digits):
 def test_a_restarted_service_resumes_from_its_checkpoint_above_the_published_version(
     tmp_path, digits
 ):
-    pool, truth = digits
+    _, pool, _, truth = digits
     store = CheckpointStore(str(tmp_path / "ckpt"))
     published = []
 
@@ -265,7 +256,7 @@ def test_a_restarted_service_resumes_from_its_checkpoint_above_the_published_ver
 
 
 def test_a_retracted_label_leaves_the_ledger_and_the_trainer(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     trainer, queue = make_trainer(pool), QueryQueue()
     ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, queue))
     ledger.add(labels(truth, 6))
@@ -276,7 +267,7 @@ def test_a_retracted_label_leaves_the_ledger_and_the_trainer(tmp_path, digits):
 
 
 def test_a_retract_is_durable_and_a_rebuilt_ledger_forgets_the_label(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     ledger = make_ledger(tmp_path, pool)
     ledger.add(labels(truth, 3))
     ledger.retract([list(truth)[0]])
@@ -286,7 +277,7 @@ def test_a_retract_is_durable_and_a_rebuilt_ledger_forgets_the_label(tmp_path, d
 
 
 def test_a_retracted_id_can_be_labeled_again_as_a_fresh_label(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     trainer, queue = make_trainer(pool), QueryQueue()
     ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, queue))
     first = list(truth)[0]
@@ -297,7 +288,7 @@ def test_a_retracted_id_can_be_labeled_again_as_a_fresh_label(tmp_path, digits):
 
 
 def test_a_trainer_replaying_the_log_from_scratch_ends_without_retracted_labels(tmp_path, digits):
-    pool, truth = digits
+    _, pool, _, truth = digits
     ledger = make_ledger(tmp_path, pool)
     ledger.add(labels(truth, 5))
     ledger.retract(list(truth)[:2])
@@ -309,7 +300,7 @@ def test_a_trainer_replaying_the_log_from_scratch_ends_without_retracted_labels(
 def test_training_over_retracted_rows_stays_finite(tmp_path, digits):
     import numpy as np
 
-    pool, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, QueryQueue()))
     ledger.add(labels(truth, 4))

@@ -49,6 +49,38 @@ def test_taken_names_the_items_leased_or_labeled_now():
     assert queue.taken(["r5", *leased]) == ["r5"]
 
 
+def test_a_lease_falls_back_on_reserve_picks_once_the_rounds_lists_are_spent():
+    draws = []
+
+    def reserve(draw: int) -> list[str]:
+        draws.append(draw)
+        return [f"z{draw}-{i}" for i in range(50)]
+
+    queue = QueryQueue(explore_p=1.0, seed=0, clock=Clock(), reserve_sample=reserve, low_water=30)
+    queue.update_round([f"r{i}" for i in range(20)], np.linspace(1, 0, 20), [3] * 20,
+                       [f"x{i}" for i in range(20)], 3)  # fmt: skip
+    first = queue.lease(15)  # 25 of 40 left: under the low water, a draw starts
+    assert queue.wait_refilled() and draws == [1]
+    rest = queue.lease(60)  # 25 from the round, 35 from the reserve
+    ids = [q.id for q in first + rest]
+    assert len(ids) == len(set(ids)) == 75
+    assert sum(i.startswith("z") for i in ids) == 35
+    assert all(q.explored for q in rest if q.id.startswith("z"))
+    assert queue.stats()["reserve_leased"] == 35 and queue.stats()["empty_leases"] == 0
+
+
+def test_reserve_picks_skip_items_labeled_meanwhile():
+    queue = QueryQueue(
+        seed=0, clock=Clock(), reserve_sample=lambda d: ["a", "b", "c"], low_water=10
+    )
+    queue.update_round([], [], [], ["x"], 0)
+    queue.mark_labeled(["b"])
+    assert [q.id for q in queue.lease(1)] == ["x"]
+    assert queue.wait_refilled()
+    assert sorted(q.id for q in queue.lease(5)) == ["a", "c"]
+    assert queue.lease(1) == [] and queue.stats()["empty_leases"] == 1
+
+
 def test_expired_leases_come_back():
     clock = Clock()
     queue = make_queue(lease=10.0, clock=clock)

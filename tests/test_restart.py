@@ -102,7 +102,7 @@ def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
             [
                 sys.executable,
                 "-m",
-                "activestream.pipelines.cli",
+                "activestream.cli",
                 "serve",
                 "--data-dir",
                 str(data_dir),

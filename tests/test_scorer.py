@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -76,7 +78,12 @@ def test_scorer_follows_the_board_and_tags_rows_with_the_new_version(ray_session
     trained = build_model("digits_cnn", shape=(1, 8, 8), num_classes=10, seed=7)
     ref = ray.put(state_to_numpy(trained))
     ray.get(board.publish.remote(WeightsVersion(version=4, labels_seen=64, refs=[ref])))
+    # The scorer's listener hears of version 4 within moments; no batch asks the board.
+    deadline = time.monotonic() + 10
     out = scorer(_batch(3))
+    while out.column("model_version").to_pylist() != [4] * 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        out = scorer(_batch(3))
     assert out.column("model_version").to_pylist() == [4] * 3
     expected = Scorer(shape=(1, 8, 8), num_classes=10, seed=7)(_batch(3))
     np.testing.assert_allclose(out.column("score").to_numpy(), expected.column("score").to_numpy())

@@ -6,24 +6,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from activestream.config import Config
 from activestream.pipelines.scoring import score_pass, stream_rounds
-from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import open_shards
 from activestream.sources.writing import write_shards
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
-    pool, _ = resolve_dataset(cfg)
-    return cfg, pool
-
-
 def test_a_pass_scores_every_row_once_and_keeps_the_global_top_k(ray_session, digits, tmp_path):
-    cfg, pool = digits
+    cfg, pool, _, _ = digits
     out = tmp_path / "scores.parquet"
     result = score_pass(cfg, pool, candidates=20, out=str(out))
     table = pq.read_table(out)
@@ -36,14 +27,14 @@ def test_a_pass_scores_every_row_once_and_keeps_the_global_top_k(ray_session, di
 
 
 def test_the_random_sample_is_drawn_from_the_whole_pool(ray_session, digits):
-    cfg, pool = digits
+    cfg, pool, _, _ = digits
     result = score_pass(cfg, pool, candidates=50)
     assert len(set(result.explore.ids.tolist())) == 50
     assert set(result.explore.ids.tolist()) != set(result.top.ids.tolist())
 
 
 def test_a_pass_reads_shards_from_s3(ray_session, s3_server, s3_bucket, digits):
-    cfg, pool = digits
+    cfg, pool, _, _ = digits
     ids = [f"s{i}" for i in range(300)]
     pixels = np.random.default_rng(0).integers(0, 256, (300, 1, 8, 8), dtype=np.uint8)
     uri = f"s3://{s3_bucket}/pool"
@@ -62,7 +53,7 @@ def test_writing_scores_of_a_pool_without_rows_is_an_error_before_ray(tmp_path: 
 
 
 def test_a_stream_yields_one_complete_round_per_planned_round(ray_session, digits):
-    cfg, pool = digits
+    cfg, pool, _, _ = digits
     halves = [pool.subset([0, 1]), pool.subset([2, 3]), pool]
     results = list(stream_rounds(cfg, halves))
     assert [r.rows for r in results] == [h.num_rows for h in halves]
@@ -70,7 +61,7 @@ def test_a_stream_yields_one_complete_round_per_planned_round(ray_session, digit
 
 
 def test_closing_a_stream_early_ends_the_pass(ray_session, digits):
-    cfg, pool = digits
+    cfg, pool, _, _ = digits
     rounds = stream_rounds(cfg, [pool] * 50)
     first = next(rounds)
     rounds.close()
@@ -79,7 +70,7 @@ def test_closing_a_stream_early_ends_the_pass(ray_session, digits):
 
 
 def test_an_auto_round_keeps_each_arms_own_top_k_and_their_predictions(ray_session, digits):
-    cfg, pool = digits
+    cfg, pool, _, _ = digits
     cfg = cfg.with_overrides({"sampling.sampler": "auto", "sampling.candidates": 16})
     rounds = stream_rounds(cfg, [pool])
     result = next(rounds)
@@ -94,7 +85,7 @@ def test_a_cold_start_on_the_embedding_gets_the_random_samples_embeddings(ray_se
     from activestream.actors.items import ItemStore
     from activestream.actors.scorer import Scorer
 
-    cfg, pool = digits
+    cfg, pool, _, _ = digits
     result = score_pass(cfg, pool, candidates=30)  # the default cold start reads embeddings
     assert result.explore_embeddings is not None
     assert result.explore_embeddings.shape[0] == len(result.explore.ids) == 30
@@ -105,7 +96,7 @@ def test_a_cold_start_on_the_embedding_gets_the_random_samples_embeddings(ray_se
 
 
 def test_a_uniform_cold_start_with_a_plain_sampler_carries_no_embeddings(ray_session, digits):
-    cfg, pool = digits
+    cfg, pool, _, _ = digits
     cfg = cfg.with_overrides({"sampling.cold_start_strategy": "random"})
     result = score_pass(cfg, pool, candidates=30)
     assert result.explore_embeddings is None and result.embeddings is None

@@ -7,18 +7,16 @@ import pytest
 
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import LabelConflict, LabelError
-from activestream.actors.trainer import Trainer, TrainerService, _lower_priority, _Reservoir
+from activestream.actors.trainer import (
+    Trainer,
+    TrainerService,
+    _lower_priority,
+    _Reservoir,
+    update_steps,
+)
 from activestream.actors.weights import WeightsBoard
-from activestream.config import Config, ModelConfig, TrainingConfig
-from activestream.sources.resolve import resolve_dataset
-from activestream.sources.shards import ground_truth, load_arrays
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    cfg = Config().with_overrides({"data.cache_dir": str(tmp_path_factory.mktemp("cache"))})
-    pool, test = resolve_dataset(cfg)
-    return pool, test, ground_truth(pool)
+from activestream.config import ModelConfig, TrainingConfig
+from activestream.sources.shards import load_arrays
 
 
 def make_trainer(pool, **training) -> Trainer:
@@ -31,7 +29,7 @@ def first_labels(truth, n, start=0):
 
 
 def test_a_full_buffer_trains_and_bumps_the_version(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     trainer.add_labels(first_labels(truth, 3))
     assert not trainer.step_if_ready()
@@ -44,7 +42,7 @@ def test_a_full_buffer_trains_and_bumps_the_version(digits):
 
 
 def test_labels_seen_counts_trained_and_buffered_labels(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     trainer.add_labels(first_labels(truth, 6))
     trainer.step_if_ready()
@@ -55,7 +53,7 @@ def test_labels_seen_counts_trained_and_buffered_labels(digits):
 
 
 def test_repeating_a_label_is_idempotent(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     assert trainer.add_labels(first_labels(truth, 2)).accepted == 2
     again = trainer.add_labels(first_labels(truth, 2))
@@ -64,7 +62,7 @@ def test_repeating_a_label_is_idempotent(digits):
 
 
 def test_a_different_label_for_a_labeled_id_is_a_conflict_and_keeps_the_first(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     rec = first_labels(truth, 1)[0]
     trainer.add_labels([rec])
@@ -86,7 +84,7 @@ def test_a_different_label_for_a_labeled_id_is_a_conflict_and_keeps_the_first(di
     ],
 )
 def test_bad_records_reject_the_whole_batch_and_leave_state_alone(digits, record, message):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     good = first_labels(truth, 2)
     with pytest.raises(LabelError, match=message):
@@ -97,7 +95,7 @@ def test_bad_records_reject_the_whole_batch_and_leave_state_alone(digits, record
 
 @pytest.mark.parametrize("policy", ["new_only", "replay", "full"])
 def test_every_policy_learns_digits_above_chance(digits, policy):
-    pool, test, truth = digits
+    _, pool, test, truth = digits
     trainer = make_trainer(pool, policy=policy, buffer_size=32, steps_per_update=20)
     for start in range(0, 160, 32):
         trainer.add_labels(first_labels(truth, 32, start=start))
@@ -107,7 +105,7 @@ def test_every_policy_learns_digits_above_chance(digits, policy):
 
 
 def test_a_burst_of_labels_trains_as_many_steps_per_label_as_single_buffers(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     steady = make_trainer(pool, buffer_size=8, steps_per_update=5)
     for start in range(0, 48, 8):
         steady.add_labels(first_labels(truth, 8, start=start))
@@ -120,7 +118,7 @@ def test_a_burst_of_labels_trains_as_many_steps_per_label_as_single_buffers(digi
 
 
 def test_recency_weighted_replay_draws_newer_labels_more_often(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool, replay_ratio=1.0, recency_half_life=8.0)
     trainer.add_labels(first_labels(truth, 64))
     trainer.partial_fit()
@@ -129,7 +127,7 @@ def test_recency_weighted_replay_draws_newer_labels_more_often(digits):
 
 
 def test_service_publishes_each_version_once(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     published, puts = [], []
     service = TrainerService(
         training=TrainingConfig(buffer_size=4, steps_per_update=2),
@@ -149,8 +147,43 @@ def test_service_publishes_each_version_once(digits):
     assert published[1].labels_seen == 4
 
 
+def test_service_publishes_a_partial_buffer_once_labels_waited_publish_seconds(digits):
+    _, pool, _, truth = digits
+    published = []
+    service = TrainerService(
+        training=TrainingConfig(buffer_size=16, steps_per_update=2, publish_seconds=0.3),
+        model=ModelConfig(),
+        items=ItemStore(pool),
+        publish=published.append,
+        put=lambda state: state,
+    )
+    service.start()
+    began = time.monotonic()
+    service.add_labels(first_labels(truth, 3))  # far from a full buffer of 16
+    while len(published) < 2 and time.monotonic() - began < 30:
+        time.sleep(0.02)
+    waited = time.monotonic() - began
+    service.stop()
+    assert [w.version for w in published] == [0, 1] and published[1].labels_seen == 3
+    assert 0.3 <= waited < 5.0
+
+
+def test_a_time_boxed_update_takes_fewer_steps_and_still_trains_every_label(digits):
+    _, pool, _, truth = digits
+    trainer = Trainer(
+        training=TrainingConfig(buffer_size=4, steps_per_update=400),
+        model=ModelConfig(),
+        items=ItemStore(pool),
+    )
+    trainer.add_labels(first_labels(truth, 64))  # a backlog: 16 buffers, 6,400 steps untimed
+    trainer.partial_fit(seconds=0.2)
+    assert 1 <= trainer.train_steps < update_steps(64, 4, 400)
+    assert trainer.cut_updates == 1
+    assert trainer.labels_seen == 64 and trainer.buffered == 0 and trainer.version == 1
+
+
 def test_service_republishes_to_a_board_that_restarted_empty(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     boards = [WeightsBoard()]
     service = TrainerService(
         training=TrainingConfig(buffer_size=4, steps_per_update=2),
@@ -173,7 +206,7 @@ def test_service_republishes_to_a_board_that_restarted_empty(digits):
 
 
 def test_relabel_replaces_the_stored_label_without_adding_a_row(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     rec = first_labels(truth, 1)[0]
     trainer.add_labels([rec])
@@ -185,7 +218,7 @@ def test_relabel_replaces_the_stored_label_without_adding_a_row(digits):
 
 
 def test_recent_accuracy_measures_the_model_on_labels_before_it_sees_them(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     assert trainer.model_info()["recent_accuracy"] is None
     trainer.add_labels(first_labels(truth, 20))
@@ -195,7 +228,7 @@ def test_recent_accuracy_measures_the_model_on_labels_before_it_sees_them(digits
 
 
 def test_the_same_seed_trains_to_the_same_weights(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     states = []
     for _ in range(2):
         trainer = make_trainer(pool)
@@ -206,7 +239,7 @@ def test_the_same_seed_trains_to_the_same_weights(digits):
 
 
 def test_a_restored_checkpoint_continues_exactly_where_it_stopped(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     original = make_trainer(pool)
     original.add_labels(first_labels(truth, 8))
     original.partial_fit()
@@ -231,7 +264,7 @@ def test_a_restored_checkpoint_continues_exactly_where_it_stopped(digits):
     [("new_only", 0), ("replay", 4), ("full", 24)],
 )
 def test_the_trainer_holds_only_the_pixels_its_policy_can_still_draw(digits, policy, most):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool, policy=policy, buffer_size=8, replay_capacity=4)
     for start in (0, 8, 16):
         trainer.add_labels(first_labels(truth, 8, start))
@@ -279,7 +312,7 @@ def test_the_training_thread_lands_below_requests_but_not_on_the_floor(start, ni
 
 
 def test_the_service_reports_what_its_last_update_spent_training_and_publishing(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     published = []
 
     def publish(weights):
@@ -311,31 +344,33 @@ def test_the_service_reports_what_its_last_update_spent_training_and_publishing(
     )
 
 
-def test_waiting_for_a_publication_returns_as_soon_as_one_is_out(digits):
-    pool, _, truth = digits
+def test_a_board_listener_gets_the_trainers_next_version_as_soon_as_it_is_out(digits):
+    _, pool, _, truth = digits
+    board = WeightsBoard()
     service = TrainerService(
         training=TrainingConfig(buffer_size=4, steps_per_update=2),
         model=ModelConfig(),
         items=ItemStore(pool),
-        publish=lambda weights: None,
+        publish=board.publish,
         put=lambda state: state,
     )
-    assert service.wait_published(-1, timeout=0.01) == -1  # nothing published yet
+    assert board.listen(-1, timeout=0.01) is None  # nothing published yet
     service.start()
-    assert service.wait_published(-1, timeout=5) == 0  # already out: no wait
+    assert board.listen(-1, timeout=5).version == 0  # already out: no wait
     began = time.monotonic()
-    assert service.wait_published(0, timeout=0.2) == 0  # nothing new: the timeout
+    assert board.listen(0, timeout=0.2) is None  # nothing new: the timeout
     assert time.monotonic() - began >= 0.2
     threading.Timer(0.2, service.add_labels, [first_labels(truth, 4)]).start()
     began = time.monotonic()
-    assert service.wait_published(0, timeout=30) == 1
+    latest = board.listen(0, timeout=30)
     waited = time.monotonic() - began
     service.stop()
+    assert latest.version == 1 and latest.labels_seen == 4 and latest.refs
     assert 0.2 <= waited < 30
 
 
 def test_ingest_records_labels_and_offset_at_once_and_reads_pixels_only_to_train(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     assert trainer.ingest(0, first_labels(truth, 4)) == 4
     assert (trainer.labels_seen, trainer.unfetched, trainer.held_rows) == (4, 4, 0)
@@ -345,7 +380,7 @@ def test_ingest_records_labels_and_offset_at_once_and_reads_pixels_only_to_train
 
 
 def test_a_checkpoint_of_labels_whose_pixels_were_not_fetched_restores_them(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     original = make_trainer(pool)
     original.ingest(0, first_labels(truth, 8))
     original.partial_fit()
@@ -363,7 +398,7 @@ def test_a_checkpoint_of_labels_whose_pixels_were_not_fetched_restores_them(digi
 
 
 def test_a_relabel_that_arrives_before_the_pixels_are_fetched_is_the_label_trained_on(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     rec = first_labels(truth, 1)[0]
     other = (rec["label"] + 1) % 10
@@ -374,7 +409,7 @@ def test_a_relabel_that_arrives_before_the_pixels_are_fetched_is_the_label_train
 
 
 def test_an_ingested_id_that_left_the_pool_is_dropped_when_pixels_are_fetched(digits):
-    pool, _, truth = digits
+    _, pool, _, truth = digits
     trainer = make_trainer(pool)
     assert trainer.ingest(0, [*first_labels(truth, 2), {"id": "gone", "label": 1}]) == 3
     assert trainer.fetch_pending() == 2

@@ -1,0 +1,163 @@
+"""Does the model keep pace? Versions per minute and empty leases at a steady label rate.
+
+A new user's first stress test, kept: ``activestream serve`` on 20,000 synthetic 32x32 images
+(a pool far larger than the labels), one client leasing 4 queries at a time and posting their
+true classes at a fixed rate, for a fixed time, at 5, 20 and 100 labels per second. Each row
+says how many versions the model published per minute, how many lease calls came back empty
+although most of the pool is unlabeled, the largest training backlog seen in ``/metrics``
+(labels held but not trained on yet), and how long the service took to stop afterwards.
+
+Before time-boxed updates, at about 14 labels/s a version came every 20-30 s and then none at
+all while the backlog grew, and a quarter of the leases came back empty. The aims: a version
+at least every 10 s at any rate (6 per minute), no empty lease while the pool has unlabeled
+items.
+
+    python -m activestream.benchmarks.keep_pace --quick --out results/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from activestream.config import Config
+from activestream.pipelines.runtime import free_port, init_ray
+from activestream.sources.shards import ground_truth
+
+RATES = (5.0, 20.0, 100.0)
+POOL_ROWS = 20_000
+
+
+def _metric(text: str, name: str) -> float:
+    """One sample's value from a Prometheus text page (0 when absent)."""
+    found = re.search(rf"^{name}(?:_total)? ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _client(
+    base: str, truth: dict[str, int], rate: float, stop: threading.Event, tally: dict[str, Any]
+) -> None:
+    """Lease 4, label them at ``rate`` labels/s with the true class, until ``stop``."""
+    session = requests.Session()
+    due = time.monotonic()
+    while not stop.is_set():
+        r = session.get(f"{base}/queries", params={"n": 4}, timeout=30)
+        tally["leases"] += 1
+        if r.status_code != 200:
+            tally["errors"] += 1
+            time.sleep(0.2)
+            continue
+        queries = r.json()["queries"]
+        if not queries:
+            tally["empty"] += 1
+            time.sleep(0.1)
+            continue
+        for query in queries:
+            due = max(due + 1.0 / rate, time.monotonic() - 1.0)  # at most 1 s of catch-up
+            time.sleep(max(0.0, due - time.monotonic()))
+            body = {"labels": [{"id": query["id"], "label": truth[query["id"]]}]}
+            answer = session.post(f"{base}/labels", json=body, timeout=30)
+            if answer.status_code == 200:
+                tally["labels"] += 1
+            else:
+                tally["errors"] += 1
+            if stop.is_set():
+                break
+
+
+def run_rate(pool_dir: str, rate: float, seconds: float) -> dict[str, Any]:
+    """One fresh service labeled at ``rate`` for ``seconds``; what the row reports."""
+    from activestream.deploy import serve_app
+
+    cfg = Config().with_overrides(
+        {
+            "data.dataset": pool_dir,
+            "durability.dir": tempfile.mkdtemp(prefix="activestream-pace-"),
+        }
+    )
+    init_ray(cfg.ray)
+    from activestream.sources.resolve import resolve_dataset
+
+    pool, _ = resolve_dataset(cfg)
+    truth = ground_truth(pool)
+    tally = {"leases": 0, "empty": 0, "labels": 0, "errors": 0}
+    versions: list[tuple[float, int]] = []
+    backlog = 0.0
+    with serve_app.running(cfg, port=free_port()) as base:
+        stop = threading.Event()
+        client = threading.Thread(target=_client, args=(base, truth, rate, stop, tally))
+        began = time.monotonic()
+        first = requests.get(f"{base}/model", timeout=30).json()["version"]
+        client.start()
+        while time.monotonic() - began < seconds:
+            time.sleep(0.5)
+            version = requests.get(f"{base}/model", timeout=30).json()["version"]
+            if not versions or version != versions[-1][1]:
+                versions.append((time.monotonic() - began, version))
+            page = requests.get(f"{base}/metrics", timeout=30).text
+            backlog = max(backlog, _metric(page, "activestream_training_backlog"))
+        stop.set()
+        client.join(timeout=60)
+        last = requests.get(f"{base}/model", timeout=30).json()
+        stop_began = time.monotonic()
+    stopped_s = time.monotonic() - stop_began
+    gaps = [b[0] - a[0] for a, b in zip(versions, versions[1:], strict=False)]
+    published = last["version"] - first
+    row = {
+        "name": f"keep_pace_{rate:g}_labels_per_s",
+        "rate_labels_per_s": rate,
+        "seconds": seconds,
+        "labels_posted": tally["labels"],
+        "labels_trained": last.get("labels_seen"),
+        "versions": published,
+        "versions_per_min": round(60.0 * published / seconds, 1),
+        "longest_gap_s": round(max(gaps), 1) if gaps else None,
+        "lease_calls": tally["leases"],
+        "empty_leases": tally["empty"],
+        "errors": tally["errors"],
+        "max_backlog": int(backlog),
+        "stop_s": round(stopped_s, 1),
+        "ratio": None,
+    }
+    print(
+        f"  {rate:g} labels/s: {row['versions_per_min']} versions/min (longest gap "
+        f"{row['longest_gap_s']} s), {tally['empty']} of {tally['leases']} leases empty, "
+        f"{tally['labels']} labels posted, {row['labels_trained']} trained, backlog <= "
+        f"{row['max_backlog']}, stop {row['stop_s']} s",
+        flush=True,
+    )
+    return row
+
+
+def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+    """Every rate on one synthetic pool (written once under ``out``)."""
+    from activestream.sources.synthetic import make_synthetic_shards
+
+    folder = out / "keep-pace-pool"
+    if not (folder / "pool").exists():
+        make_synthetic_shards(str(folder), POOL_ROWS, rows_per_shard=5_000, test_rows=500,
+                              progress=False)  # fmt: skip
+    seconds = 30.0 if quick else 90.0
+    return [run_rate(str(folder), rate, seconds) for rate in RATES]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="results/bench")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "keep_pace.json").write_text(json.dumps(run(args.quick, out), indent=2))
+
+
+if __name__ == "__main__":
+    main()
