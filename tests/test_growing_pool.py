@@ -121,9 +121,9 @@ def test_new_shards_are_served_while_nobody_labels(run_service, tmp_path):
         }
     )
     with run_service(cfg) as base:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:  # the first round, on version 0
-            if "activestream_pool_items 40.0" in requests.get(f"{base}/metrics", timeout=30).text:
+            if "activestream_pool_items 20.0" in requests.get(f"{base}/metrics", timeout=30).text:
                 break
             time.sleep(0.5)
         # No label arrives, so no new version: the new shard alone must start a round.
