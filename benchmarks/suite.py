@@ -28,6 +28,7 @@ BENCHMARKS = {
     "rounds": "activestream.benchmarks.rounds",
     "broadcast": "activestream.benchmarks.broadcast",
     "label_latency": "activestream.benchmarks.label_latency",
+    "keep_pace": "activestream.benchmarks.keep_pace",
     "serve_latency": "activestream.benchmarks.serve_latency",
     "peer": "activestream.benchmarks.peer",
     "forgetting": "activestream.benchmarks.forgetting",

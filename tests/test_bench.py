@@ -25,9 +25,23 @@ def test_an_unknown_benchmark_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "activestream: error: unknown benchmark 'nope'; choose from "
-        "throughput, rounds, broadcast, label_latency, serve_latency, peer, forgetting, "
+        "throughput, rounds, broadcast, label_latency, keep_pace, serve_latency, peer, "
+        "forgetting, "
         "fault_recovery, kill_each, startup"
     )
+
+
+def test_the_pace_benchmark_reads_gauges_and_counters_from_the_metrics_page():
+    from activestream.benchmarks.keep_pace import _metric
+
+    page = (
+        "# HELP activestream_training_backlog Labels held but not trained on yet\n"
+        "activestream_training_backlog 37.0\n"
+        "activestream_empty_leases_total 4.0\n"
+    )
+    assert _metric(page, "activestream_training_backlog") == 37.0
+    assert _metric(page, "activestream_empty_leases") == 4.0
+    assert _metric(page, "activestream_reserve_leases") == 0.0
 
 
 def test_the_machine_record_names_the_commit_and_the_package_versions():
