@@ -335,6 +335,12 @@ class ServeConfig(_Section):
     """HTTP limits of the Serve app."""
 
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger bodies get HTTP 413.")
+    reserved_cpus: int = Field(
+        0,
+        ge=0,
+        description="Cores (the lowest-numbered of each machine) the training thread and the "
+        "scorers never run on, kept for Serve and the actors answering requests; 0 shares all.",
+    )
     request_timeout: float = Field(
         1.0,
         gt=0.0,

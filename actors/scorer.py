@@ -25,6 +25,7 @@ import pyarrow as pa
 import torch
 
 from activestream import samplers
+from activestream.actors.cpus import keep_off_reserved
 from activestream.actors.net import build_net
 from activestream.actors.weights import WeightsVersion, load_numpy_state
 from activestream.config import ModelConfig
@@ -66,6 +67,7 @@ class Scorer:
         seed: Seeds the initial model and the random sampler.
         threads: torch intra-op threads; keep low so scoring leaves cores to serving.
         nice: Raise the process's nice value by this much (0 keeps it).
+        reserved_cpus: Lowest-numbered cores this process stays off (``serve.reserved_cpus``).
         mc_samples: Stochastic passes T for samplers over (T, N, C) samples (BALD).
         embed: Output penultimate-layer embeddings; None: when the sampler selects batches
             for diversity.
@@ -87,6 +89,7 @@ class Scorer:
         seed: int = 0,
         threads: int = 1,
         nice: int = 0,
+        reserved_cpus: int = 0,
         mc_samples: int = 8,
         embed: bool | None = None,
         image_column: str = "pixels",
@@ -99,6 +102,7 @@ class Scorer:
         self._features = features
         if nice > 0:
             os.nice(nice)  # scoring is batch work: serving and labeling come first
+        keep_off_reserved(reserved_cpus, whole_process=True)  # serving's cores stay free
         self._shape = tuple(shape)
         self._device = pick_device()
         model = model or ModelConfig()

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from activestream.actors.checkpoints import CheckpointStore
+from activestream.actors.cpus import keep_off_reserved
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import AddResult, UnknownId, check_batch
 from activestream.actors.net import build_net, head_features, load_init_weights
@@ -782,9 +783,11 @@ class TrainerService(Trainer):
         checkpoint_every: int = 10,
         version_floor: Callable[[], int] | None = None,
         autostart: bool = False,
+        reserved_cpus: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.reserved_cpus = reserved_cpus  # cores the training thread stays off (serving's)
         self.compute_unlabeled = False  # the loop hands over its feature files' sample
         self._publish = publish
         self._put = put
@@ -926,6 +929,7 @@ class TrainerService(Trainer):
 
     def _run(self) -> None:
         _lower_priority(self.training.nice)  # this thread only: requests keep their priority
+        keep_off_reserved(self.reserved_cpus)  # this thread only, as well
         while not self._stop.is_set():
             self._wake.wait(timeout=min(0.5, self.training.publish_seconds / 4))
             self._wake.clear()

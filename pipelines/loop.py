@@ -290,6 +290,7 @@ class ActiveLoop:
             checkpoint_every=durability.checkpoint_every,
             version_floor=_floor(self.board),
             autostart=True,
+            reserved_cpus=cfg.serve.reserved_cpus,
         )
         ray.get(self.trainer.applied_offset.remote())  # constructed: recovered and publishing
         self.ledger = self._actor(
