@@ -69,6 +69,10 @@ SETUPS: dict[str, tuple[str, str, dict[str, Any], int]] = {
 }
 #: What each part of the product buys, one row per configuration: (row, strategy, overrides).
 Variant = tuple[str, str, dict[str, Any]]
+#: Rows that train on labels only, and rows that add the pool's pseudo-labels, set it outright:
+#: the default (``auto``) is pseudo-labels with the fitted head.
+NO_POOL = {"training.semi_supervised": "none"}
+PSEUDO = {"training.semi_supervised": "pseudo_label"}
 #: Variant parts: (title, data, config overrides, budget, baseline row, rows).
 VARIANTS: dict[str, tuple[str, str, dict[str, Any], int, str, list[Variant]]] = {
     "fashion_head_parts": (
@@ -78,35 +82,36 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any], int, str, list[Variant]]] = 
         200,
         "random, refit logistic regression",
         [
-            ("random, SGD head (before)", "random", {"training.head_fit": "sgd"}),
-            ("random, refit logistic regression", "random", {}),
-            ("random, pseudo-labels", "random", {"training.semi_supervised": "pseudo_label"}),
+            ("random, SGD head (before)", "random", {**NO_POOL, "training.head_fit": "sgd"}),
+            ("random, refit logistic regression", "random", NO_POOL),
+            ("random, pseudo-labels", "random", PSEUDO),
             (
                 "margin, SGD head, random cold start (before)",
                 "margin",
-                {"training.head_fit": "sgd", "sampling.cold_start_strategy": "random"},
+                {**NO_POOL, "training.head_fit": "sgd", "sampling.cold_start_strategy": "random"},
             ),
-            ("margin, random cold start", "margin", {"sampling.cold_start_strategy": "random"}),
-            ("margin, typiclust", "margin", {"sampling.cold_start_strategy": "typiclust"}),
-            ("margin, maxherding", "margin", {"sampling.cold_start_strategy": "maxherding"}),
+            (
+                "margin, random cold start",
+                "margin",
+                {**NO_POOL, "sampling.cold_start_strategy": "random"},
+            ),
+            (
+                "margin, typiclust",
+                "margin",
+                {**NO_POOL, "sampling.cold_start_strategy": "typiclust"},
+            ),
+            (
+                "margin, maxherding",
+                "margin",
+                {**NO_POOL, "sampling.cold_start_strategy": "maxherding"},
+            ),
             (
                 "margin, maxherding, pseudo-labels",
                 "margin",
-                {
-                    "sampling.cold_start_strategy": "maxherding",
-                    "training.semi_supervised": "pseudo_label",
-                },
+                {**PSEUDO, "sampling.cold_start_strategy": "maxherding"},
             ),
-            (
-                "cluster_margin, maxherding, pseudo-labels",
-                "cluster_margin",
-                {"training.semi_supervised": "pseudo_label"},
-            ),
-            (
-                "badge, maxherding, pseudo-labels",
-                "badge",
-                {"training.semi_supervised": "pseudo_label"},
-            ),
+            ("cluster_margin, maxherding, pseudo-labels", "cluster_margin", PSEUDO),
+            ("badge, maxherding, pseudo-labels", "badge", PSEUDO),
         ],
     ),
     "fashion_cnn_parts": (
