@@ -252,7 +252,11 @@ class ActiveLoop:
         control = _on_head()  # small actors that everything else calls
         recover = None if self.name is None else partial(_trainer_weights, f"{self.name}:trainer")
         self.board = self._actor(
-            "board", WeightsBoard, {"num_cpus": 0, "max_concurrency": 64, **control}
+            "board",
+            WeightsBoard,
+            # Every scorer (up to num_scorers per pass, two passes may overlap) holds one long
+            # poll; the rest serve publications and the loop's and Serve's reads.
+            {"num_cpus": 0, "max_concurrency": 64 + 2 * cfg.scoring.num_scorers, **control},
         ).remote(recover=recover)
         self.queue = self._actor(
             "queue", QueryQueue, {"num_cpus": 0, "max_concurrency": 16, **control}
