@@ -421,8 +421,12 @@ def simulate(
     mode: str = "pool",
     share_features: bool = False,
     workers: int = 1,
+    with_random: bool = True,
 ) -> dict[str, Any]:
-    """Run every strategy (random always included) for ``seeds`` seeds; the results dict.
+    """Run every strategy (random included) for ``seeds`` seeds; the results dict.
+
+    ``with_random=False`` leaves random out (a study's row measured against a baseline row
+    run once): the dict then has no ``random_final_accuracy``.
 
     ``workers`` > 1 runs that many runs at once in separate processes (one torch thread
     each); the results are the same as one at a time, seed for seed.
@@ -434,7 +438,7 @@ def simulate(
     """
     from tqdm.auto import tqdm
 
-    names = list(dict.fromkeys([*strategies, "random"]))
+    names = list(dict.fromkeys([*strategies, *(["random"] if with_random else [])]))
     runs = [(s, cfg.seed + i) for s in names for i in range(seeds)]
     curves: dict[str, list[Curve]] = {s: [] for s in names}
     task = functools.partial(
@@ -521,6 +525,8 @@ def summarize(
         if runs_[0].arms is not None:  # auto: how often each arm chose, over all seeds
             pulls = {a: sum(c.arms[a]["pulls"] for c in runs_ if c.arms) for a in runs_[0].arms}
             out["strategies"][strategy]["arm_pulls"] = pulls
+    if "random" not in out["strategies"]:
+        return out
     target = out["strategies"]["random"]["accuracy_mean"][-1]
     out["random_final_accuracy"] = target
     out["labels_to_reach_random_final"] = {
