@@ -167,6 +167,7 @@ class Trainer:
         self.version = 0
         self.train_steps = 0
         self.cut_updates = 0  # updates the service's time box ended early
+        self._owed: tuple[int, int, int] | None = None  # (start, end, steps) cut short
         self.pseudo_labels = 0  # unlabeled items the newest fit trained on (never labels)
         # (ids, features) of an unlabeled pool sample, for semi-supervised fits; drawn once
         self._unlabeled: tuple[list[str], np.ndarray] | None = None
@@ -427,20 +428,9 @@ class Trainer:
                 self._train_mode()
                 steps = update_steps(end - start, cfg.buffer_size, cfg.steps_per_update)
             deadline = None if seconds is None else began + seconds
-            for step in range(steps):
-                if deadline is not None and step and time.perf_counter() > deadline:
-                    self.cut_updates += 1  # the time box ended this update early
-                    break
-                rows = self._minibatch(start, end)
-                xb = self._inputs(np.stack([held[r] for r in rows.tolist()]))
-                yb = y[rows].to(self.device, non_blocking=True)
-                if not bool((y[rows] != RETRACTED).any()):
-                    continue  # every row withdrawn: a loss over nothing is NaN
-                self.optimizer.zero_grad(set_to_none=True)
-                loss = self._loss(self._logits(xb), yb)
-                loss.backward()
-                self.optimizer.step()
-                self.train_steps += 1
+            done = self._sgd_steps(start, end, steps, held, y, deadline)
+            # Steps the time box cut are owed: an idle trainer takes them later (catch_up).
+            self._owed = (start, end, steps - done) if done < steps else None
             self.model.eval()
             with self._lock:
                 self.recent_hits.extend(hits)
@@ -452,6 +442,61 @@ class Trainer:
             self.last_train_cpu_seconds = time.thread_time() - cpu_began
             self.train_seconds += self.last_train_seconds
             self._torch_state = torch.get_rng_state()
+
+    def _sgd_steps(
+        self,
+        start: int,
+        end: int,
+        steps: int,
+        held: Mapping[int, np.ndarray],
+        y: torch.Tensor,
+        deadline: float | None,
+    ) -> int:
+        """Up to ``steps`` minibatch steps on rows ``[start, end)`` (and replay); steps taken.
+
+        With ``deadline`` (``time.perf_counter()``), stops once it has passed, after the first.
+        """
+        for step in range(steps):
+            if deadline is not None and step and time.perf_counter() > deadline:
+                self.cut_updates += 1  # the time box ended this update early
+                return step
+            rows = self._minibatch(start, end)
+            xb = self._inputs(np.stack([held[r] for r in rows.tolist()]))
+            yb = y[rows].to(self.device, non_blocking=True)
+            if not bool((y[rows] != RETRACTED).any()):
+                continue  # every row withdrawn: a loss over nothing is NaN
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self._loss(self._logits(xb), yb)
+            loss.backward()
+            self.optimizer.step()
+            self.train_steps += 1
+        return steps
+
+    def catch_up(self, *, seconds: float | None = None) -> bool:
+        """Take the steps a time-boxed update was cut short of; True when a version came of it.
+
+        Run while no label waits: under load each label got fewer steps so versions kept
+        coming; once the load drops, the last cut update's labels get the rest of theirs.
+        """
+        owed = self._owed
+        if owed is None:
+            return False
+        start, end, steps = owed
+        with self._lock:
+            held = dict(self._x)
+            y = torch.as_tensor(self._y[:end], dtype=torch.long)
+        with self._model_lock, torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._torch_state)
+            began = time.perf_counter()
+            self._train_mode()
+            deadline = None if seconds is None else began + seconds
+            done = self._sgd_steps(start, end, steps, held, y, deadline)
+            self._owed = (start, end, steps - done) if done < steps else None
+            self.model.eval()
+            with self._lock:
+                self.version += 1
+            self._torch_state = torch.get_rng_state()
+        return True
 
     @property
     def _semi_supervised(self) -> str:
@@ -563,6 +608,8 @@ class Trainer:
         if self.training.policy == "full" or self._fits_head:
             return set(range(len(self._y)))
         buffer = set(range(self._trained, len(self._y)))
+        if self._owed is not None:  # a cut update's labels, until their steps are caught up
+            buffer |= set(range(self._owed[0], self._owed[1]))
         return buffer | set(self._reservoir.rows) if self.training.policy == "replay" else buffer
 
     def _forget(self) -> None:
@@ -905,6 +952,17 @@ class TrainerService(Trainer):
             and time.monotonic() - since >= self.training.publish_seconds
         )
 
+    def _catch_up(self) -> None:
+        """With no label waiting, train what the time box owes and publish it."""
+        if (
+            self._owed is not None
+            and self.buffered == 0
+            and self.catch_up(seconds=self.training.update_seconds)
+        ):
+            began = time.perf_counter()
+            self.publish_current()
+            self.last_publish_seconds = time.perf_counter() - began
+
     def flush(self) -> int:
         """Train on a partial buffer now; returns the version afterwards."""
         with self._model_lock:
@@ -942,6 +1000,7 @@ class TrainerService(Trainer):
                     if self.version % self.checkpoint_every == 0:
                         self.save_checkpoint()
                 if not updated:  # an update publishes anyway: ask the board only when idle
+                    self._catch_up()
                     self._ensure_published()
             except Exception as err:  # noqa: BLE001 - keep serving; report through info()
                 self.errors.append(f"{type(err).__name__}: {err}")

@@ -171,15 +171,22 @@ def test_service_publishes_a_partial_buffer_once_labels_waited_publish_seconds(d
 def test_a_time_boxed_update_takes_fewer_steps_and_still_trains_every_label(digits):
     _, pool, _, truth = digits
     trainer = Trainer(
-        training=TrainingConfig(buffer_size=4, steps_per_update=400),
+        training=TrainingConfig(buffer_size=16, steps_per_update=100),
         model=ModelConfig(),
         items=ItemStore(pool),
     )
-    trainer.add_labels(first_labels(truth, 64))  # a backlog: 16 buffers, 6,400 steps untimed
-    trainer.partial_fit(seconds=0.2)
-    assert 1 <= trainer.train_steps < update_steps(64, 4, 400)
+    trainer.add_labels(first_labels(truth, 64))  # a backlog: 4 buffers, 400 steps untimed
+    trainer.partial_fit(seconds=0.05)
+    assert 1 <= trainer.train_steps < update_steps(64, 16, 100)
     assert trainer.cut_updates == 1
     assert trainer.labels_seen == 64 and trainer.buffered == 0 and trainer.version == 1
+    # Once no label waits, the owed steps are taken, time-boxed too, each a version.
+    taken = trainer.train_steps
+    while trainer.catch_up(seconds=0.05):
+        assert trainer.train_steps > taken
+        taken = trainer.train_steps
+    assert trainer.train_steps == update_steps(64, 16, 100)
+    assert trainer.labels_seen == 64 and trainer.version > 2
 
 
 def test_service_republishes_to_a_board_that_restarted_empty(digits):
