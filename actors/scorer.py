@@ -173,7 +173,11 @@ class Scorer:
         while True:
             try:
                 latest = ray.get(self._board.listen.remote(seen, timeout), timeout=timeout + 30)
-            except Exception:  # noqa: BLE001 - board restarting, or Ray shutting down
+            except SystemExit:  # Ray is shutting down under this process: nothing to follow
+                return
+            except Exception:  # noqa: BLE001 - the board restarting: ask again shortly
+                if not ray.is_initialized():
+                    return
                 time.sleep(0.5)
                 continue
             if latest is not None:
