@@ -576,11 +576,14 @@ class ActiveLoop:
         if self._embedding_files is None or self._embedding_files[0] is not self.pool:
             embedded = ensure_features(self.cfg, self.pool, None, model=model)
             self._embedding_files = (self.pool, embedded)
-        files = self._embedding_files[1]
+        top, explore = result.top.ids.tolist(), result.explore.ids.tolist()
+        wanted = list(dict.fromkeys(top + explore))  # one pass over the files for both lists
+        found = read_features(self._embedding_files[1], wanted)
+        row = {item: k for k, item in enumerate(wanted)}
         return replace(
             result,
-            embeddings=read_features(files, result.top.ids.tolist()),
-            explore_embeddings=read_features(files, result.explore.ids.tolist()),
+            embeddings=found[[row[i] for i in top]],
+            explore_embeddings=found[[row[i] for i in explore]],
         )
 
     def _finish_round(self, result: ScoreResult, started_version: int, seconds: float) -> None:
