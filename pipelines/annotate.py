@@ -19,8 +19,37 @@ from typing import Any
 
 import numpy as np
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from activestream.errors import ActivestreamError
+
+
+def polite_session(retries: int = 8) -> requests.Session:
+    """A session that waits out ``503`` answers as ``Retry-After`` asks, as people's pages do.
+
+    The service answers 503 with ``Retry-After`` instead of queueing when the ledger or the
+    queue is busy or restarting (overload is an answer, not a wait). Retrying a ``POST /labels``
+    is safe: a label already logged comes back as a duplicate.
+
+    Args:
+        retries: 503 answers to wait out per request before the last one is returned.
+    """
+    retry = Retry(
+        total=retries,
+        connect=0,
+        read=0,
+        status_forcelist=(503,),
+        allowed_methods=None,  # every method: labels are idempotent (duplicates)
+        respect_retry_after_header=True,
+        backoff_factor=0.2,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 @dataclass
@@ -94,7 +123,7 @@ class Oracle:
 
     # -- one person -------------------------------------------------------------------------
     def _annotate(self, who: int) -> None:
-        session = requests.Session()
+        session = polite_session()
         due = time.monotonic()  # when this person may post the next label
         while not self._done.is_set():
             with self.tally.lock:
@@ -173,7 +202,7 @@ class Oracle:
         return (versions.pop() if len(versions) == 1 else -1), right / len(flat)
 
     def _watch(self) -> None:
-        session = requests.Session()
+        session = polite_session()
         seen = -1
         while True:
             stopping = self._done.is_set()

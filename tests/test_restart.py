@@ -16,6 +16,7 @@ import ray
 import requests
 
 from activestream.config import Config
+from activestream.pipelines.annotate import polite_session
 from activestream.pipelines.loop import ActiveLoop
 from activestream.pipelines.runtime import free_port
 from activestream.sources.resolve import resolve_dataset
@@ -137,8 +138,11 @@ def stop(proc: subprocess.Popen, how: str) -> None:
     proc.wait(timeout=60)
 
 
+HTTP = polite_session()  # a client that waits out 503 + Retry-After, as people's pages do
+
+
 def model(base: str) -> dict:
-    return requests.get(f"{base}/model", timeout=10).json()
+    return HTTP.get(f"{base}/model", timeout=10).json()
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
@@ -153,7 +157,7 @@ def test_a_whole_service_restart_continues_labels_and_versions(tmp_path, how):
         labels = [{"id": i, "label": y} for i, y in truth]
         for version, k in enumerate(range(0, 40, 16), start=1):  # a full buffer is 16
             batch = {"labels": labels[k : k + 16]}
-            assert requests.post(f"{base}/labels", json=batch, timeout=30).ok
+            assert HTTP.post(f"{base}/labels", json=batch, timeout=30).ok
             deadline = time.monotonic() + 120
             while version < 3 and model(base)["version"] < version:
                 assert time.monotonic() < deadline, f"no version {version} after {k + 16} labels"
@@ -170,7 +174,7 @@ def test_a_whole_service_restart_continues_labels_and_versions(tmp_path, how):
         after = model(base)
         assert after["labels_seen"] == before["labels_seen"] == 40
         assert after["version"] >= before["version"]
-        again = requests.post(f"{base}/labels", json={"labels": labels[:3]}, timeout=30).json()
+        again = HTTP.post(f"{base}/labels", json={"labels": labels[:3]}, timeout=30).json()
         assert again == {"accepted": 0, "duplicates": 3}  # the log remembers every answer
     finally:
         stop(proc, "SIGTERM")
