@@ -52,7 +52,7 @@ def _client(
         r = session.get(f"{base}/queries", params={"n": 4}, timeout=30)
         tally["leases"] += 1
         if r.status_code != 200:
-            tally["errors"] += 1
+            tally["refused" if r.status_code == 503 else "errors"] += 1
             time.sleep(0.2)
             continue
         queries = r.json()["queries"]
@@ -68,7 +68,7 @@ def _client(
             if answer.status_code == 200:
                 tally["labels"] += 1
             else:
-                tally["errors"] += 1
+                tally["refused" if answer.status_code == 503 else "errors"] += 1
             if stop.is_set():
                 break
 
@@ -88,7 +88,7 @@ def run_rate(pool_dir: str, rate: float, seconds: float) -> dict[str, Any]:
 
     pool, _ = resolve_dataset(cfg)
     truth = ground_truth(pool)
-    tally = {"leases": 0, "empty": 0, "labels": 0, "errors": 0}
+    tally = {"leases": 0, "empty": 0, "labels": 0, "errors": 0, "refused": 0}
     versions: list[tuple[float, int]] = []
     backlog = 0.0
     with serve_app.running(cfg, port=free_port()) as base:
@@ -114,6 +114,7 @@ def run_rate(pool_dir: str, rate: float, seconds: float) -> dict[str, Any]:
     row = {
         "name": f"keep_pace_{rate:g}_labels_per_s",
         "rate_labels_per_s": rate,
+        "pool_rows": len(truth),
         "seconds": seconds,
         "labels_posted": tally["labels"],
         "labels_trained": last.get("labels_seen"),
@@ -123,6 +124,7 @@ def run_rate(pool_dir: str, rate: float, seconds: float) -> dict[str, Any]:
         "lease_calls": tally["leases"],
         "empty_leases": tally["empty"],
         "errors": tally["errors"],
+        "refused": tally["refused"],
         "max_backlog": int(backlog),
         "stop_s": round(stopped_s, 1),
         "ratio": None,
@@ -145,7 +147,7 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     if not (folder / "pool").exists():
         make_synthetic_shards(str(folder), POOL_ROWS, rows_per_shard=5_000, test_rows=500,
                               progress=False)  # fmt: skip
-    seconds = 30.0 if quick else 90.0
+    seconds = 60.0 if quick else 120.0
     return [run_rate(str(folder), rate, seconds) for rate in RATES]
 
 

@@ -1,4 +1,4 @@
-"""Label to model: from ``POST /labels`` answered to the new version visible at ``/model``.
+"""Label to model: from ``POST /labels`` sent to the new version visible at ``/model``.
 
 What an annotator feels: how long until the labels just sent have changed the model. Measured
 through the real app (Serve, ledger, trainer actor) on loopback, once per buffer size: each
@@ -71,15 +71,15 @@ def _sample(
     base: str, labels: list[dict[str, Any]], trainer: Any, timeout: float = 60.0
 ) -> dict[str, float | None]:
     before = requests.get(f"{base}/model", timeout=10).json()["version"]
+    sent = time.perf_counter()  # the annotator's clock starts when the label leaves
     response = requests.post(f"{base}/labels", json={"labels": labels}, timeout=30)
     response.raise_for_status()
-    answered = time.perf_counter()
-    deadline = answered + timeout
+    deadline = time.perf_counter() + timeout
     while (version := requests.get(f"{base}/model", timeout=10).json()["version"]) <= before:
         if time.perf_counter() > deadline:
             raise TimeoutError(f"no new version {timeout:.0f} s after a full buffer")
         time.sleep(0.02)
-    seconds = time.perf_counter() - answered
+    seconds = time.perf_counter() - sent
     info = _update_info(trainer, version)
     return {
         "seconds": seconds,

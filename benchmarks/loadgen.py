@@ -7,7 +7,10 @@ the oldest leased item not yet labeled with its true class, so every answered la
 and goes through the service's durable log. When no leased item is waiting (the lease has not
 answered yet, or the queue is empty) the label goes to a pool item nobody was given, still
 fresh. Latency runs from the scheduled send time to the last byte of the answer, so time spent
-queued in this client counts too (no coordinated omission).
+queued in this client counts too (no coordinated omission). A ``503`` is counted apart from the
+errors (``refused``: admission control answering "come back later", not a failure), and the
+ids of every label answered 2xx come back in ``acknowledged`` so the caller can check that the
+service's log kept each one.
 
 The generator runs in its own process (``python -m activestream.benchmarks.loadgen SPEC OUT``)
 so neither the service nor the benchmark's driver competes with it for the GIL, and reports its
@@ -43,6 +46,15 @@ def summary(latencies_s: list[float]) -> dict[str, float | None]:
     }
 
 
+def _failed(status: int) -> bool:
+    """Neither answered (2xx) nor refused by admission control (503 + Retry-After).
+
+    >>> [_failed(s) for s in (200, 503, 500, 0)]
+    [False, False, True, True]
+    """
+    return not (200 <= status < 300 or status == 503)
+
+
 async def drive(
     url: str,
     rate: float,
@@ -62,6 +74,7 @@ async def drive(
     unasked = iter(rng.permutation(list(truth)).tolist())
     leased: deque[str] = deque()
     labeled: set[str] = set()
+    acknowledged: list[str] = []
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     records: list[tuple[str, float, float, int]] = []  # kind, latency s, lag s, status
     counts = {"leased_items": 0, "labels_for_leased": 0, "labels_for_unasked": 0}
@@ -96,6 +109,8 @@ async def drive(
                 async with session.post(f"{url}/labels", json=payload, headers=headers) as resp:
                     await resp.read()
                     status = resp.status
+                if 200 <= status < 300:
+                    acknowledged.append(item)
         except (aiohttp.ClientError, asyncio.TimeoutError):
             status = 0
         records.append((kind, time.perf_counter() - due, sent - due, status))
@@ -132,14 +147,19 @@ async def drive(
         result[kind] = {
             **summary([lat for _, lat, _, _ in mine]),
             "requests": len(mine),
-            "errors": sum(1 for *_, status in mine if not 200 <= status < 300),
+            "errors": sum(1 for *_, status in mine if _failed(status)),
+            "refused": sum(1 for *_, status in mine if status == 503),
         }
     both = summary([lat for _, lat, _, _ in records])
+    refused = summary([r[1] for r in records if r[3] == 503])
     result.update(
         p50_ms=both["p50_ms"],
         p99_ms=both["p99_ms"],
         max_ms=both["max_ms"],
         errors=result["queries"]["errors"] + result["labels"]["errors"],
+        refused=result["queries"]["refused"] + result["labels"]["refused"],
+        refused_max_ms=refused["max_ms"],
+        acknowledged=acknowledged,
     )
     return result
 

@@ -134,3 +134,25 @@ def test_every_serving_figure_of_the_committed_run_has_at_least_2000_requests():
     data = json.loads(BENCH.read_text())
     figures = [r for r in data["results"] if r["name"].endswith("rps")]
     assert figures and all(r["requests"] >= 2000 for r in figures)
+
+
+def test_every_label_the_baseline_acknowledged_is_found_again_and_none_is_lost(small_shards):
+    from activestream.benchmarks.serve_latency import lost_labels
+
+    truth = ground_truth(small_shards)
+    with plain_app(small_shards, free_port()) as base:
+        result = asyncio.run(loadgen.drive(base, 100.0, 60, truth, seed=2))
+        acknowledged = result["acknowledged"]
+        assert len(acknowledged) == 30 and result["refused"] == 0
+        assert lost_labels(base, acknowledged, truth) == 0
+
+
+def test_labels_said_to_be_acknowledged_that_the_service_never_logged_count_as_lost(
+    small_shards,
+):
+    from activestream.benchmarks.serve_latency import lost_labels
+
+    truth = ground_truth(small_shards)
+    never_posted = list(truth)[:5]
+    with plain_app(small_shards, free_port()) as base:
+        assert lost_labels(base, never_posted, truth) == 5
