@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,19 +44,21 @@ class ItemStore:
 
     Args:
         shards: The pool.
-        cache_shards: Decoded shards to keep in memory.
+        cache_bytes: Pixel columns kept in memory, by row group, least recently used out. Labels
+            arrive for items scattered over the pool: a cache smaller than the files they touch
+            would read each file again for every handful of labels.
     """
 
     def __init__(
         self,
         shards: ShardSet,
-        cache_shards: int = 2,
+        cache_bytes: int = 256 << 20,
         *,
         storage: StorageConfig = DEFAULT_STORAGE,
         grow_every: float = 2.0,
     ) -> None:
         self.shards = shards
-        self.cache_shards = cache_shards
+        self.cache_bytes = cache_bytes
         self.storage = storage
         self.grow_every = grow_every
         self._grown_at = time.monotonic()
@@ -63,7 +66,9 @@ class ItemStore:
         # Image folders: the first image (file) of each index part; part p, row r is image
         # _part_starts[p] + r. Parquet sets index one part per file, so no table is needed.
         self._part_starts: list[int] = []
-        self._cache: OrderedDict[int, pa.ChunkedArray] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, int], pa.ChunkedArray] = OrderedDict()
+        self._cached_bytes = 0
+        self._group_starts: dict[int, np.ndarray] = {}  # file -> first row of each row group
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -157,17 +162,47 @@ class ItemStore:
         found = self._locate(list(ids))[2]
         return [i for i, ok in zip(ids, found.tolist(), strict=True) if not ok]
 
-    def _shard_pixels(self, f: int) -> pa.ChunkedArray:
-        if f in self._cache:
-            self._cache.move_to_end(f)
-            return self._cache[f]
+    def _row_group(self, f: int, group: int, fh: Any | None = None) -> pa.ChunkedArray:
+        """One row group's pixel column of file ``f``, from the cache or read once."""
+        key = (f, group)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
         column = self.shards.image_column
-        with self.shards.filesystem.open_input_file(self.shards.paths[f]) as fh:
-            pixels = pq.read_table(fh, columns=[column]).column(column)
-        self._cache[f] = pixels
-        while len(self._cache) > self.cache_shards:
-            self._cache.popitem(last=False)
+        pixels = pq.ParquetFile(fh).read_row_group(group, columns=[column]).column(column)
+        self._cache[key] = pixels
+        self._cached_bytes += pixels.nbytes
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            _, dropped = self._cache.popitem(last=False)
+            self._cached_bytes -= dropped.nbytes
         return pixels
+
+    def _take(self, f: int, rows: np.ndarray) -> pa.ChunkedArray:
+        """The pixel column's ``rows`` of file ``f``, reading only the row groups they fall in."""
+        starts = self._group_starts.get(f)
+        fh = None
+        try:
+            if starts is None:
+                fh = self.shards.filesystem.open_input_file(self.shards.paths[f])
+                meta = pq.ParquetFile(fh).metadata
+                sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+                starts = self._group_starts[f] = np.cumsum([0, *sizes])[:-1]
+            groups = np.searchsorted(starts, rows, side="right") - 1
+            parts = []
+            for group in np.unique(groups).tolist():
+                if (f, group) not in self._cache and fh is None:
+                    fh = self.shards.filesystem.open_input_file(self.shards.paths[f])
+                pixels = self._row_group(f, group, fh)
+                mine = np.flatnonzero(groups == group)
+                parts.append((mine, pixels.take(pa.array(rows[mine] - starts[group]))))
+        finally:
+            if fh is not None:
+                fh.close()
+        if len(parts) == 1:
+            return parts[0][1]
+        order = np.argsort(np.concatenate([mine for mine, _ in parts]), kind="stable")
+        joined = pa.chunked_array([c for _, taken in parts for c in taken.chunks])
+        return joined.take(pa.array(order))
 
     def get(self, ids: Sequence[str]) -> np.ndarray:
         """(len(ids), C, H, W) float32 in [0, 1]; raises :class:`UnknownItem` naming an id."""
@@ -186,8 +221,7 @@ class ItemStore:
         for i, (f, row) in enumerate(zip(files.tolist(), rows.tolist(), strict=True)):
             by_shard.setdefault(f, []).append((i, row))
         for f, pairs in by_shard.items():
-            rows = pa.array([row for _, row in pairs], pa.int64())
-            taken = self._shard_pixels(f).take(rows)
+            taken = self._take(f, np.array([row for _, row in pairs], dtype=np.int64))
             out[[i for i, _ in pairs]] = self.shards.decode(taken)[0]
         return out
 
@@ -210,7 +244,7 @@ class ItemStore:
         if self.shards.images:  # the image file itself, byte for byte
             data = self.shards.read_image_bytes([self.shards.paths[f]]).to_pylist()
         else:
-            taken = self._shard_pixels(f).take(pa.array([row], pa.int64()))
+            taken = self._take(f, np.array([row], dtype=np.int64))
             data = encoded_bytes(taken).to_pylist()
         raw = data[0] or b""
         try:

@@ -306,13 +306,18 @@ class Trainer:
         from several threads: each installs only the oldest pending labels it fetched, so rows
         keep arrival order and no label becomes two rows.
 
+        Only the labels pending when it is called are fetched: under a steady stream new ones
+        arrive during every read, and chasing them would keep the caller from ever training.
+
         Returns:
             How many labels became rows.
         """
-        made = 0
-        while True:
+        made, handled = 0, 0
+        with self._lock:
+            todo = len(self._pending)
+        while handled < todo:
             with self._lock:
-                ids = list(itertools.islice(self._pending, chunk))
+                ids = list(itertools.islice(self._pending, min(chunk, todo - handled)))
             if not ids:
                 return made
             with self._items_lock:
@@ -333,8 +338,10 @@ class Trainer:
                     else:  # newer than this fetch (another thread took the older ones)
                         break
                     progress = True
+                    handled += 1
             if not progress:
                 return made
+        return made
 
     def _retract(self, item_id: str) -> None:
         """Forget a label (its annotation was deleted): no step trains on it from now on.

@@ -179,6 +179,22 @@ def headline(data: dict[str, Any]) -> str:
             f"at least every 10 s, no empty lease | {met} | largest training backlog "
             f"{each('max_backlog')} labels; stop {each('stop_s')} s |"
         )
+    if "new_data_idle" in rows and "new_data_labeling" in rows:
+        idle, busy = rows["new_data_idle"], rows["new_data_labeling"]
+
+        def secs(value: float | None) -> str:
+            return "never" if value is None else f"{value:.1f} s"
+
+        starts = busy["scorer_starts_after_warmup"]
+        lines.append(
+            f"| a new file of {idle['new_rows']:,} items lands under a running service's "
+            f"{idle['pool_rows']:,}-item pool -> its first served query | idle: "
+            f"{secs(idle['new_file_to_first_query_s'])}; one annotator at "
+            f"{busy['label_rate']:g} labels/s: {secs(busy['new_file_to_first_query_s'])} | "
+            f"goal: 0 scorer processes started after warm-up | "
+            f"{'met' if starts == 0 else 'not met'} | {starts} scorer processes started over "
+            f"{busy['versions']} versions |"
+        )
     for variant, title in (("idle", "idle (no scoring pass)"), ("live", "live (rounds refill)")):
         rates = [
             r["rate"]

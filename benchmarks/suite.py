@@ -29,6 +29,7 @@ BENCHMARKS = {
     "broadcast": "activestream.benchmarks.broadcast",
     "label_latency": "activestream.benchmarks.label_latency",
     "keep_pace": "activestream.benchmarks.keep_pace",
+    "new_data": "activestream.benchmarks.new_data",
     "serve_latency": "activestream.benchmarks.serve_latency",
     "peer": "activestream.benchmarks.peer",
     "forgetting": "activestream.benchmarks.forgetting",

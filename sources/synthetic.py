@@ -126,6 +126,7 @@ def make_synthetic_shards(
     shape: Sequence[int] = (3, 32, 32),
     seed: int = 0,
     test_rows: int = 0,
+    first_id: int = 0,
     storage: StorageConfig = DEFAULT_STORAGE,
     progress: bool = True,
 ) -> ShardSet:
@@ -139,6 +140,8 @@ def make_synthetic_shards(
         shape: ``(C, H, W)`` of the images.
         seed: Seeds every draw; the same seed gives identical shards.
         test_rows: When > 0, also write a held-out ``<out>/test/`` split of this many rows.
+        first_id: Number of the first pool id (``syn-<number>``; the test split's follow the
+            pool's), so rows written later to grow a pool never reuse an id.
         storage: How to reach an ``s3://`` output.
         progress: Show a tqdm bar over rows.
 
@@ -152,8 +155,8 @@ def make_synthetic_shards(
     from tqdm.auto import tqdm
 
     shape3 = tuple(int(v) for v in shape)
-    if rows < 1 or rows_per_shard < 1 or test_rows < 0:
-        raise ValueError("rows and rows_per_shard must be >= 1 and test_rows >= 0")
+    if rows < 1 or rows_per_shard < 1 or test_rows < 0 or first_id < 0:
+        raise ValueError("rows and rows_per_shard must be >= 1, test_rows and first_id >= 0")
     if num_classes < 2:
         raise ValueError("num_classes must be >= 2")
     if len(shape3) != 3 or min(shape3) < 1:
@@ -170,11 +173,16 @@ def make_synthetic_shards(
         total=rows + test_rows, unit="rows", desc="synthesising", disable=not progress
     ) as bar:
         pool = _write_split(
-            _sub(base, "pool"), first_id=0, rows=rows, split=_POOL, bar=bar, **common
+            _sub(base, "pool"), first_id=first_id, rows=rows, split=_POOL, bar=bar, **common
         )
         if test_rows:
             _write_split(
-                _sub(base, "test"), first_id=rows, rows=test_rows, split=_TEST, bar=bar, **common
+                _sub(base, "test"),
+                first_id=first_id + rows,
+                rows=test_rows,
+                split=_TEST,
+                bar=bar,
+                **common,
             )
     return pool
 

@@ -422,3 +422,21 @@ def test_an_ingested_id_that_left_the_pool_is_dropped_when_pixels_are_fetched(di
     assert trainer.fetch_pending() == 2
     assert set(trainer.held_labels()) == {r["id"] for r in first_labels(truth, 2)}
     assert trainer.applied == 3  # the record is consumed: a resend does not bring it back
+
+
+def test_fetching_pixels_under_a_steady_stream_ends_after_what_was_pending(digits):
+    """Labels arriving during every read must not keep the training thread fetching for ever."""
+    _, pool, _, truth = digits
+    trainer = make_trainer(pool)
+    trainer.add_labels(first_labels(truth, 4))
+    arriving = iter(first_labels(truth, 100, start=4))
+    read = trainer._pixels
+
+    def read_while_labels_arrive(ids):
+        trainer.add_labels([next(arriving)])  # one more label lands during each read
+        return read(ids)
+
+    trainer._pixels = read_while_labels_arrive
+    assert trainer.fetch_pending(chunk=1) == 4
+    assert trainer.unfetched == 4  # the four that arrived meanwhile wait for the next call
+    assert trainer.step_if_ready()  # and the update trains on what was fetched
