@@ -17,8 +17,6 @@ items.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 import tempfile
 import threading
@@ -28,6 +26,7 @@ from typing import Any
 
 import requests
 
+from activestream.benchmarks.entry import bench_main
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port, init_ray
 from activestream.sources.shards import ground_truth
@@ -151,14 +150,8 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     return [run_rate(str(folder), rate, seconds) for rate in RATES]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="results/bench")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "keep_pace.json").write_text(json.dumps(run(args.quick, out), indent=2))
+def main() -> None:  # noqa: D103
+    bench_main(run, "keep_pace", __doc__)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,6 @@ what is plumbing:
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from activestream.benchmarks.entry import bench_main
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port, init_ray
 from activestream.sources.resolve import resolve_dataset
@@ -146,14 +145,8 @@ def run(quick: bool, out: Path, buffers: tuple[int, ...] = (1, 16, 64)) -> list[
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="results/bench")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "label_latency.json").write_text(json.dumps(run(args.quick, out), indent=2))
+def main() -> None:  # noqa: D103
+    bench_main(run, "label_latency", __doc__)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ on a synthetic pool of 10,000 rows:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
 import threading
@@ -29,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from activestream.benchmarks.entry import bench_main
 from activestream.config import Config
 from activestream.pipelines.annotate import polite_session
 from activestream.sources.shards import ground_truth
@@ -156,14 +155,8 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="results/bench")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "new_data.json").write_text(json.dumps(run(args.quick, out), indent=2))
+def main() -> None:  # noqa: D103
+    bench_main(run, "new_data", __doc__)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ actor start, model build and executor start); the default streams rounds through
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from activestream.benchmarks.entry import bench_main
 from activestream.config import Config
 from activestream.pipelines.loop import ActiveLoop
 from activestream.pipelines.runtime import init_ray
@@ -87,14 +86,8 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="results/bench")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rounds.json").write_text(json.dumps(run(args.quick, out), indent=2))
+def main() -> None:  # noqa: D103
+    bench_main(run, "rounds", __doc__)
 
 
 if __name__ == "__main__":

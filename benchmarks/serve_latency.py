@@ -29,7 +29,6 @@ service the largest rate held with p99 under 50 ms, no errors and no refusals is
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -43,6 +42,7 @@ from typing import Any
 
 import requests
 
+from activestream.benchmarks.entry import bench_main
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port
 from activestream.sources.shards import ShardSet, ground_truth
@@ -227,14 +227,8 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="results/bench")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serve_latency.json").write_text(json.dumps(run(args.quick, out), indent=2))
+def main() -> None:  # noqa: D103
+    bench_main(run, "serve_latency", __doc__)
 
 
 if __name__ == "__main__":

@@ -156,3 +156,17 @@ def test_labels_said_to_be_acknowledged_that_the_service_never_logged_count_as_l
     never_posted = list(truth)[:5]
     with plain_app(small_shards, free_port()) as base:
         assert lost_labels(base, never_posted, truth) == 5
+
+
+def test_a_benchmark_run_alone_writes_its_rows_as_name_json(tmp_path):
+    from activestream.benchmarks.entry import bench_main
+
+    seen = []
+
+    def run(quick, out):
+        seen.append((quick, out))
+        return [{"name": "row", "ratio": 1.5}]
+
+    bench_main(run, "demo", "Demo.\n\nMore.", ["--quick", "--out", str(tmp_path / "r")])
+    assert seen == [(True, tmp_path / "r")]
+    assert json.loads((tmp_path / "r" / "demo.json").read_text()) == [{"name": "row", "ratio": 1.5}]
