@@ -160,7 +160,11 @@ def headline(data: dict[str, Any]) -> str:
             f"{mid['samples']} samples per buffer size |"
         )
     pace = sorted(
-        (r for r in data["results"] if r["name"].startswith("keep_pace_")),
+        (
+            r
+            for r in data["results"]
+            if r["name"].startswith("keep_pace_") and not r.get("reserved_cpus")
+        ),
         key=lambda r: r["rate_labels_per_s"],
     )
     if pace:
@@ -171,29 +175,51 @@ def headline(data: dict[str, Any]) -> str:
         gaps = [r["longest_gap_s"] for r in pace if r["longest_gap_s"] is not None]
         kept = len(gaps) == len(pace) and max(gaps) <= 10
         met = "met" if kept and all(r["empty_leases"] == 0 for r in pace) else "not met"
+        achieved = " / ".join(f"{r['labels_posted'] / r['seconds']:.0f}" for r in pace)
         lines.append(
-            f"| the model keeps pace: one client labeling {each('rate_labels_per_s')} labels/s "
-            f"for {pace[0]['seconds']:.0f} s, {pace[0].get('pool_rows', 20_000):,}-item pool | "
+            f"| the model keeps pace: one client asked to label {each('rate_labels_per_s')} "
+            f"labels/s (achieved {achieved}) for {pace[0]['seconds']:.0f} s, "
+            f"{pace[0].get('pool_rows', 20_000):,}-item pool | "
             f"versions per minute {each('versions_per_min')}, longest gap "
             f"{each('longest_gap_s')} s, empty leases {each('empty_leases')} | goal: a version "
             f"at least every 10 s, no empty lease | {met} | largest training backlog "
             f"{each('max_backlog')} labels; stop {each('stop_s')} s |"
         )
+    reserved = [r for r in data["results"] if r["name"].startswith("keep_pace_") and r.get(
+        "reserved_cpus")]  # fmt: skip
+    shared = {r["rate_labels_per_s"]: r for r in pace}
+    for r in reserved:
+        base = shared.get(r["rate_labels_per_s"])
+        if base is None or base.get("request_p99_ms") is None:
+            continue
+        lines.append(
+            f"| `serve.reserved_cpus: {r['reserved_cpus']}` (cores kept for Serve), "
+            f"{r['rate_labels_per_s']:g} labels/s | request p50 {_ms(r['request_p50_ms'])}, "
+            f"p99 {_ms(r['request_p99_ms'])}; {r['versions_per_min']:g} versions/min | all "
+            f"cores shared: p50 {_ms(base['request_p50_ms'])}, p99 "
+            f"{_ms(base['request_p99_ms'])}; {base['versions_per_min']:g} versions/min | "
+            f"{_x(base['request_p99_ms'] / r['request_p99_ms'])} the p99 | the trade-off: "
+            f"versions per minute {r['versions_per_min']:g} vs {base['versions_per_min']:g} |"
+        )
     if "new_data_idle" in rows and "new_data_labeling" in rows:
         idle, busy = rows["new_data_idle"], rows["new_data_labeling"]
 
-        def secs(value: float | None) -> str:
-            return "never" if value is None else f"{value:.1f} s"
+        def secs(value: float | None, r: dict[str, Any]) -> str:
+            if value is None:
+                return f"not within {r.get('probe_seconds', 120):.0f} s"
+            return f"{value:.1f} s"
 
-        starts = busy["scorer_starts_after_warmup"]
+        starts = busy.get("scorer_starts_before_new_file", busy["scorer_starts_after_warmup"])
+        moved = busy.get("versions_before_new_file", busy["versions"])
         lines.append(
             f"| a new file of {idle['new_rows']:,} items lands under a running service's "
             f"{idle['pool_rows']:,}-item pool -> its first served query | idle: "
-            f"{secs(idle['new_file_to_first_query_s'])}; one annotator at "
-            f"{busy['label_rate']:g} labels/s: {secs(busy['new_file_to_first_query_s'])} | "
-            f"goal: 0 scorer processes started after warm-up | "
+            f"{secs(idle['new_file_to_first_query_s'], idle)}; one annotator at "
+            f"{busy['label_rate']:g} labels/s: {secs(busy['new_file_to_first_query_s'], busy)} "
+            f"| goal: 0 scorer processes started after warm-up while versions move | "
             f"{'met' if starts == 0 else 'not met'} | {starts} scorer processes started over "
-            f"{busy['versions']} versions |"
+            f"{moved} versions before the file landed, {busy['scorer_starts_after_warmup']} "
+            f"over the whole run ({busy['versions']} versions; a new file starts a new pass) |"
         )
     for variant, title in (("idle", "idle (no scoring pass)"), ("live", "live (rounds refill)")):
         rates = [
