@@ -177,9 +177,9 @@ def headline(data: dict[str, Any]) -> str:
         met = "met" if kept and all(r["empty_leases"] == 0 for r in pace) else "not met"
         achieved = " / ".join(f"{r['labels_posted'] / r['seconds']:.0f}" for r in pace)
         lines.append(
-            f"| the model keeps pace: one client asked to label {each('rate_labels_per_s')} "
-            f"labels/s (achieved {achieved}) for {pace[0]['seconds']:.0f} s, "
-            f"{pace[0].get('pool_rows', 20_000):,}-item pool | "
+            f"| the model keeps pace: people (one per 10 labels/s) asked to label "
+            f"{each('rate_labels_per_s')} labels/s (achieved {achieved}) for "
+            f"{pace[0]['seconds']:.0f} s, {pace[0].get('pool_rows', 20_000):,}-item pool | "
             f"versions per minute {each('versions_per_min')}, longest gap "
             f"{each('longest_gap_s')} s, empty leases {each('empty_leases')} | goal: a version "
             f"at least every 10 s, no empty lease | {met} | largest training backlog "
