@@ -443,7 +443,10 @@ class ActiveLoop:
                         self._finish_round(result, version, time.perf_counter() - began)
                         last = version
                         if self._grow_pool():
-                            break  # new shards: the next pass plans rounds over them too
+                            # New shards: the next pass plans rounds over them too, at once,
+                            # whether or not a version comes (an idle service waited for one).
+                            self._new_files = True
+                            break
                         if not self._await_version(last + every):
                             break  # nothing new to score: let the scorers go
                         version, began = self.version(), time.perf_counter()

@@ -139,3 +139,37 @@ def test_new_shards_are_served_while_nobody_labels(run_service, tmp_path):
             )
             time.sleep(0.5)
         assert seen_new, "the new shard was never served without a new version"
+
+
+@pytest.mark.slow
+def test_a_file_landing_before_the_first_round_ends_is_scored_without_a_new_version(
+    ray_session, tmp_path
+):
+    """The growth seen right after a round must start the next pass, version or not."""
+    from activestream.pipelines.loop import ActiveLoop
+    from activestream.sources.resolve import resolve_dataset
+
+    write_encoded(tmp_path / "pool", 20, files=2)
+    cfg = Config().with_overrides(
+        {
+            "data.dataset": str(tmp_path / "pool"),
+            "data.cache_dir": str(tmp_path / "cache"),
+            "sampling.candidates": 64,
+        }
+    )
+    pool, _ = resolve_dataset(cfg)
+    landed = []
+
+    class LandingDuringTheFirstRound(ActiveLoop):
+        def _finish_round(self, *args, **kwargs):
+            if not landed:  # the file lands while the first round is being handed over
+                landed.append(write_encoded(tmp_path / "pool", 10, files=1, first_file=2, seed=3))
+            super()._finish_round(*args, **kwargs)
+
+    loop = LandingDuringTheFirstRound(cfg, pool)
+    loop.start()
+    try:
+        loop.wait_for(lambda: any(r.rows == 30 for r in loop.rounds), 120, "the grown pool")
+        assert loop.version() == 0  # nobody labeled: the new file alone started the pass
+    finally:
+        loop.stop()
