@@ -161,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import threading
 
     from activestream.deploy import serve_app
-    from activestream.pipelines.runtime import init_ray
+    from activestream.pipelines.runtime import direct_ingress_env, init_ray
     from activestream.sources.fs import check_storage
 
     cfg = _load(args, {"data.dataset": args.data})
@@ -173,11 +173,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if cfg.data.dataset != "digits":
         check_storage(cfg.data.dataset, cfg.storage)
     check_storage(cfg.state_dir, cfg.storage, write=True)
+    direct = cfg.serve.direct_ingress and not cfg.ray.address
+    if direct:  # read by Serve's processes when they start: before the cluster exists
+        os.environ.update(direct_ingress_env(args.port))
     init_ray(cfg.ray)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        serve_app.start(cfg, host=args.host, port=args.port)
+        serve_app.start(cfg, host=args.host, port=args.port, direct=direct)
         print(f"activestream serving on http://{args.host}:{args.port}/  (Ctrl-C to stop)")
         while not stop.wait(0.5):
             pass

@@ -347,6 +347,15 @@ class ServeConfig(_Section):
         description="Seconds a request waits for the query queue or the label ledger before "
         "it is answered 503 with Retry-After (overload is an answer, not a wait).",
     )
+    direct_ingress: bool = Field(
+        True,
+        description="Requests go straight to the replica's own HTTP server on the service's "
+        "port (Ray Serve's direct ingress, with its throughput-optimized settings) instead of "
+        "through the proxy, a hop that costs more than the work of a request on a small "
+        "machine. Applies where `activestream serve` starts its own local cluster (Serve reads "
+        "these settings when Ray starts); on a cluster it connects to, the proxy answers "
+        "unless the cluster was started with them.",
+    )
 
 
 class DurabilityConfig(_Section):

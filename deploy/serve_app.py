@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,11 +23,39 @@ from activestream.actors.items import ItemStore
 from activestream.config import Config, load_config
 from activestream.deploy.app import LabelingAPI
 from activestream.pipelines.loop import start_loop_actor
+from activestream.pipelines.runtime import free_port
 from activestream.sources.resolve import resolve_dataset
+
+
+class _ReusableSockets:
+    """The ``socket`` module as Ray's HTTP helpers see it, with ``SO_REUSEADDR`` on new sockets.
+
+    Ray 2.60 binds a replica's own HTTP socket (direct ingress) without ``SO_REUSEADDR``. After
+    a replica, or the whole service, is killed with connections open, the port keeps them in
+    the kernel's TIME_WAIT for 60 s and every replacement fails to bind until then (measured:
+    the service answered again after 61-64 s; 7 s when no connection was open). With the
+    option set a socket may bind over TIME_WAIT, never over a live listener.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(socket, name)
+
+    @staticmethod
+    def socket(*args: Any, **kwargs: Any) -> socket.socket:  # noqa: D102
+        sock = socket.socket(*args, **kwargs)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return sock
 
 
 class _Ingress(LabelingAPI):
     """Serve builds the ASGI app on each replica, after the constructor."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from ray.serve._private import http_util
+
+        # The constructor runs before the replica binds its port (direct ingress).
+        http_util.socket = _ReusableSockets()  # type: ignore[assignment]
+        super().__init__(**kwargs)
 
     def __serve_build_asgi_app__(self) -> Any:
         return self.build_asgi_app()
@@ -76,9 +105,15 @@ def build_app(args: dict[str, Any]) -> Any:
     return bind(cfg, detached=True)
 
 
-def start(cfg: Config, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the app on ``host:port`` in the connected Ray cluster (non-blocking)."""
-    serve.start(http_options={"host": host, "port": port})
+def start(cfg: Config, *, host: str = "127.0.0.1", port: int = 8000, direct: bool = False) -> None:
+    """Run the app on ``host:port`` in the connected Ray cluster (non-blocking).
+
+    ``direct``: the cluster was started with :func:`~activestream.pipelines.runtime.
+    direct_ingress_env` for ``port``, so the replica binds ``port`` itself and Serve's proxy
+    (still started: Serve expects one) listens on a free port of its own.
+    """
+    proxy_port = free_port(host) if direct else port
+    serve.start(http_options={"host": host, "port": proxy_port})
     serve.run(bind(cfg), name="activestream", route_prefix="/", blocking=False)
 
 

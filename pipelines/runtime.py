@@ -27,6 +27,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def direct_ingress_env(port: int) -> dict[str, str]:
+    """Ray Serve settings that put the ingress replica itself on ``port`` (no proxy hop).
+
+    Serve reads them when its processes start, so they go into the environment before a local
+    cluster is started. On 2 cores the proxy hop costs about 9 ms a request (p50 10 ms through
+    the proxy, 1 ms direct, for a route that calls no actor). One port holds one replica, the
+    default; a replaced replica takes the port over at once (no quarantine) and a stopping one
+    does not hold it for a load balancer's sake (there is none in front of it).
+    """
+    return {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),  # range(min, max): one port
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+    }
+
+
 def init_ray(cfg: RayConfig) -> None:
     """Connect to ``cfg.address`` or start a local cluster; a no-op when Ray is already up."""
     import ray

@@ -178,3 +178,49 @@ def test_a_whole_service_restart_continues_labels_and_versions(tmp_path, how):
         assert again == {"accepted": 0, "duplicates": 3}  # the log remembers every answer
     finally:
         stop(proc, "SIGTERM")
+
+
+def listener(port: int) -> tuple[int, str]:
+    """(pid, process title) of the process listening on TCP ``port``, read from /proc."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            inodes.add(f"socket:[{fields[9]}]")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return int(entry.name), (entry / "cmdline").read_bytes().decode(errors="replace")
+    raise LookupError(f"nobody listens on port {port}")
+
+
+def test_the_replica_itself_listens_on_the_port_and_a_killed_one_takes_it_back(tmp_path):
+    pool, _ = resolve_dataset(Config().with_overrides({"data.cache_dir": str(tmp_path)}))
+    item, label = next(iter(ground_truth(pool).items()))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_serve(tmp_path, port, tmp_path / "serve.log")
+    try:
+        pid, title = listener(port)
+        assert "ServeReplica" in title  # no proxy hop in front of it
+        client = polite_session()  # its connection is open when the replica dies
+        body = {"labels": [{"id": item, "label": label}]}
+        assert client.post(f"{base}/labels", json=body, timeout=30).json()["accepted"] == 1
+        os.kill(pid, signal.SIGKILL)
+        began = time.monotonic()
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{base}/healthz", timeout=2).ok:
+                    break
+            # The dead replica's connections keep the port in TIME_WAIT for 60 s: a
+            # replacement that could not bind over them would take at least that long.
+            assert time.monotonic() - began < 45, "no replica took the port back in 45 s"
+            time.sleep(0.25)
+        new_pid, title = listener(port)
+        assert new_pid != pid and "ServeReplica" in title
+        again = client.post(f"{base}/labels", json=body, timeout=30).json()
+        assert again == {"accepted": 0, "duplicates": 1}
+    finally:
+        stop(proc, "SIGTERM")
