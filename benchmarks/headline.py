@@ -221,7 +221,11 @@ def headline(data: dict[str, Any]) -> str:
             f"{moved} versions before the file landed, {busy['scorer_starts_after_warmup']} "
             f"over the whole run ({busy['versions']} versions; a new file starts a new pass) |"
         )
-    for variant, title in (("idle", "idle (no scoring pass)"), ("live", "live (rounds refill)")):
+    for variant, title in (
+        ("idle", "idle (no scoring pass)"),
+        ("live", "live (rounds refill)"),
+        ("proxy", "live through Serve's proxy (`serve.direct_ingress: false`)"),
+    ):
         rates = [
             r["rate"]
             for r in data["results"]

@@ -3,14 +3,16 @@
 An open-loop generator (:mod:`activestream.benchmarks.loadgen`, its own process) leases
 queries and labels them with fresh, true labels, so every 2xx label goes through the durable
 log, and the model trains as it would with people. Each figure is at least 2,000 requests.
-Three services take the same load on the same machine:
+Four services take the same load on the same machine:
 
 * ``plain``: the baseline, a plain FastAPI app doing the same work per request without Ray
   (in-memory lease queue, validation, an ``fsync``-ed label log; :mod:`.plain_app`);
 * ``idle``: ``activestream serve`` whose loop does not rescore after its first round
   (``scoring.rescore_every`` huge): the trainer trains on the labels, no scoring pass runs;
 * ``live``: ``activestream serve`` with its defaults: new versions start scoring rounds that
-  refill the queue while the load runs.
+  refill the queue while the load runs;
+* ``proxy``: ``live`` with ``serve.direct_ingress: false``: every request through Serve's
+  proxy, the hop that direct ingress removes.
 
 Admission control answers past what the machine holds with ``503`` and ``Retry-After``: such
 answers are counted as ``refused`` (with the slowest of them, which should come within
@@ -53,6 +55,7 @@ CANDIDATES = 4_096
 QUICK_RATES = (25.0, 50.0, 100.0, 200.0, 400.0)
 FULL_RATES = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0)
 WARMUP = {"rate": 20.0, "requests": 200}
+VARIANTS = ("idle", "live", "proxy")
 
 
 def _pool(root: Path) -> ShardSet:
@@ -182,11 +185,12 @@ def plain_app(pool: ShardSet, port: int) -> Iterator[str]:
             proc.wait(timeout=30)
 
 
-def service_config(pool_dir: str, *, idle: bool) -> Config:
+def service_config(pool_dir: str, *, idle: bool, direct: bool = True) -> Config:
     """``activestream serve``'s defaults on the benchmark pool (no rescoring when ``idle``)."""
     overrides: dict[str, Any] = {
         "data.dataset": pool_dir,
         "sampling.candidates": CANDIDATES,
+        "serve.direct_ingress": direct,
     }
     if idle:
         overrides["scoring.rescore_every"] = 10**9
@@ -194,7 +198,7 @@ def service_config(pool_dir: str, *, idle: bool) -> Config:
 
 
 def run(quick: bool, out: Path) -> list[dict[str, Any]]:
-    """Plain FastAPI, activestream idle, activestream live; the same load each."""
+    """Plain FastAPI, then activestream idle, live and live through the proxy; the same load."""
     from activestream.pipelines.realloop import Service
 
     rates = QUICK_RATES if quick else FULL_RATES
@@ -205,8 +209,9 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     figures: list[dict[str, Any]] = []
     with plain_app(pool, free_port()) as base:
         figures += sweep(base, "plain", rates, n, truth)
-    for variant in ("idle", "live"):
-        with Service(service_config(pool_dir, idle=variant == "idle")) as svc:
+    for variant in VARIANTS:
+        cfg = service_config(pool_dir, idle=variant == "idle", direct=variant != "proxy")
+        with Service(cfg) as svc:
             figures += sweep(svc.url, variant, rates, n, truth)
     plain = {r["rate"]: r for r in figures if r["variant"] == "plain"}
     rows = []
@@ -216,7 +221,7 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
         if r["variant"] != "plain" and base_p99 and r["p99_ms"] is not None:
             ratio = round(r["p99_ms"] / base_p99, 2)
         rows.append({"name": f"serve_{r['variant']}_{r['rate']:.0f}rps", **r, "ratio": ratio})
-    for variant in ("plain", "idle", "live"):
+    for variant in ("plain", *VARIANTS):
         mine = [r for r in figures if r["variant"] == variant]
         rows.append(
             {
