@@ -335,12 +335,20 @@ class ServeConfig(_Section):
     """HTTP limits of the Serve app."""
 
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Larger bodies get HTTP 413.")
-    reserved_cpus: int = Field(
-        0,
+    reserved_cpus: int | None = Field(
+        None,
         ge=0,
         description="Cores (the lowest-numbered of each machine) the training thread and the "
-        "scorers never run on, kept for Serve and the actors answering requests; 0 shares all.",
+        "scorers never run on, kept for Serve and the actors answering requests; 0 shares all. "
+        "Unset: 1 while serving (on 2 cores a scoring pass and a training step otherwise stall "
+        "requests for seconds), 0 for batch scoring and the simulator.",
     )
+
+    @property
+    def cores_kept(self) -> int:
+        """Cores kept off limits to training and scoring: ``reserved_cpus``, unset counting 0."""
+        return self.reserved_cpus or 0
+
     request_timeout: float = Field(
         1.0,
         gt=0.0,
@@ -402,6 +410,20 @@ class LabelStudioConfig(_Section):
         "(catches webhooks Label Studio never sent).",
     )
     batch: int = Field(100, ge=1, le=1000, description="Predictions per request to Label Studio.")
+    exact_top: int = Field(
+        100,
+        ge=1,
+        description="Label Studio's first N tasks are always activestream's first N, in order, "
+        "after each new version.",
+    )
+    score_tolerance: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="A new version rewrites the score of a task behind the first exact_top "
+        "only when it moved by more than this (0: every change), so a large project takes a "
+        "few requests per version instead of one per batch of every task.",
+    )
     sampling: Literal["Uncertainty sampling"] | None = Field(
         "Uncertainty sampling",
         description="Set the project's task sampling to this with every new version (Label "

@@ -18,11 +18,13 @@ in step with activestream's model:
   the label is withdrawn), so a forged or lost webhook changes nothing and every
   ``reconcile_seconds`` the whole project is compared anyway.
 * **Scores go back.** After every new model version the bridge predicts every task of the
-  project and imports the predictions with ``model_version`` ``activestream-v<N>``, then sets
-  the project's ``model_version`` to it. Label Studio's "Uncertainty sampling" hands out the
-  task with the lowest score among predictions of the project's version, so the score is the
-  model's confidence, ``1 - uncertainty`` under the configured sampler, and Label Studio's next
-  task is the one activestream ranks most uncertain.
+  project. The first time it imports one prediction per task with ``model_version``
+  ``activestream-v<N>`` and sets the project's ``model_version`` to it; later versions rewrite
+  in place only the scores :func:`stale_tasks` names (moved more than a tolerance, or at the
+  front of the ranking), unless a full import takes fewer requests. Label Studio's
+  "Uncertainty sampling" hands out the task with the lowest score among predictions of the
+  project's version, so the score is the model's confidence, ``1 - uncertainty`` under the
+  configured sampler, and Label Studio's next task is the one activestream ranks most uncertain.
 
 All of it runs in one background thread; the routes only hand it work (webhooks) or read from
 it, so a slow Label Studio never holds up a label or a query.
@@ -148,6 +150,31 @@ class Schema:
         return None
 
 
+class LocalService:
+    """:class:`Service` from a label ledger and a trainer in this process (tests, benchmarks)."""
+
+    def __init__(self, ledger: Any, trainer: Any) -> None:
+        self.ledger, self.trainer = ledger, trainer
+
+    def add(self, records: list[dict[str, Any]], *, annotator: str) -> None:  # noqa: D102
+        self.ledger.add(records, relabel=True, annotator=annotator)
+
+    def retract(self, ids: list[str]) -> None:  # noqa: D102
+        self.ledger.retract(ids)
+
+    def labels_of(self, ids: list[str]) -> dict[str, int]:  # noqa: D102
+        return self.ledger.labels_of(ids)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
+        return self.trainer.predict_proba(x)
+
+    def version(self) -> int:  # noqa: D102
+        return int(self.trainer.version)
+
+    def flush(self) -> None:  # noqa: D102
+        self.trainer.partial_fit()
+
+
 def project_id(value: Any) -> int:
     """Label Studio's project reference (``"12.1795701708"``, ``12`` or a project dict) -> 12.
 
@@ -182,12 +209,51 @@ def confidence(probs: np.ndarray, sampler: str) -> np.ndarray:
     return np.clip(1.0 - np.asarray(score(probs), dtype=np.float64), 0.0, 1.0)
 
 
+def stale_tasks(held: np.ndarray, new: np.ndarray, *, top: int, tolerance: float) -> np.ndarray:
+    """Indices of the tasks whose score Label Studio must get again to keep activestream's order.
+
+    Label Studio hands out the unlabeled task of lowest score. A task is rewritten when its
+    score moved by more than ``tolerance`` (so every score Label Studio keeps is within
+    ``tolerance`` of the model's), or when it is at the front and its score changed at all:
+    among the ``top`` lowest new scores, or holding a score at or below the ``top``-th lowest
+    new score (so nothing stale pushes in front). Label Studio's first ``top`` tasks are then
+    exactly activestream's first ``top``, in order.
+
+    Args:
+        held: (N,) scores Label Studio holds now; NaN where it holds none.
+        new: (N,) scores under the new model version.
+        top: How many of the front tasks must be exact.
+        tolerance: How far any other score may lag behind the model.
+
+    Returns:
+        (K,) sorted indices into ``new``.
+
+    Example:
+        Task 0 leads with an unchanged score; task 1 moved less than the tolerance and stays
+        behind the front; task 2 moved far (and held a score in front); task 3 has none:
+
+        >>> stale_tasks(np.array([.5, .9, .2, np.nan]), np.array([.5, .88, .6, .7]),
+        ...             top=1, tolerance=.05).tolist()
+        [2, 3]
+    """
+    held, new = np.asarray(held, dtype=np.float64), np.asarray(new, dtype=np.float64)  # (N,)
+    if new.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    missing = np.isnan(held)
+    gap = np.abs(np.where(missing, np.inf, held - new))  # (N,)
+    front_edge = np.partition(new, min(top, new.size) - 1)[min(top, new.size) - 1]
+    in_front = (new <= front_edge) | (~missing & (held <= front_edge))
+    return np.flatnonzero((gap > tolerance) | (in_front & (gap > 0)))
+
+
 @dataclass
 class _Project:
     id: int
     schema: Schema
     tasks: dict[int, str] = field(default_factory=dict)  # task id -> item id
     pushed: int = -1  # the model version whose scores Label Studio holds for every task
+    generation: str | None = None  # model_version of the prediction set Label Studio ranks by
+    predictions: dict[int, tuple[int, float]] = field(default_factory=dict)  # task -> id, score
 
 
 class LabelStudioBridge:
@@ -235,6 +301,7 @@ class LabelStudioBridge:
         self.pushed_at: float | None = None
         self.pushed_predictions = 0
         self.push_seconds: float | None = None  # the newest push: predict, import, set version
+        self.push_requests: int | None = None  # Label Studio requests the newest push took
         self.items_added = 0
         self.labels_logged = 0
         self.labels_retracted = 0
@@ -325,6 +392,7 @@ class LabelStudioBridge:
                 "pushed_at": self.pushed_at,
                 "pushed_predictions": self.pushed_predictions,
                 "push_seconds": self.push_seconds,
+                "push_requests": self.push_requests,
                 "items_added": self.items_added,
                 "labels_logged": self.labels_logged,
                 "labels_retracted": self.labels_retracted,
@@ -566,28 +634,85 @@ class LabelStudioBridge:
 
     # -- scores -> Label Studio --------------------------------------------------------------
     def _push(self, project: _Project, version: int) -> None:
-        """Write every task's prediction for ``version``, then make it the project's version."""
+        """Bring Label Studio's task order to ``version``: a few rewritten scores, or all anew.
+
+        A project Label Studio ranks by a prediction set of ours gets only the scores
+        :func:`stale_tasks` names, each rewritten in place (one request per task), among the
+        unlabeled tasks (labeled ones are never handed out). When that would take more
+        requests than writing every task's score again, or tasks hold no score of ours, every
+        task gets a new prediction set named after ``version`` in batches, the project ranks by
+        it, and the previous set is deleted.
+        """
         with self._lock:
             tasks = dict(project.tasks)
         if not tasks:
             return
-        name = f"{VERSION_PREFIX}{version}"
         task_ids = list(tasks)
         probs = self._probs([tasks[t] for t in task_ids])
+        scores = np.round(confidence(probs, self.sampler), 6)  # (N,) as Label Studio stores them
+        full_cost = -(-len(task_ids) // self.config.batch) + 3  # import, rank by, list, delete
+        if project.generation is not None and all(t in project.predictions for t in task_ids):
+            labeled = self.service.labels_of([tasks[t] for t in task_ids])
+            open_ = [i for i, t in enumerate(task_ids) if tasks[t] not in labeled]
+            held = np.array([project.predictions[task_ids[i]][1] for i in open_])
+            stale = [
+                open_[i]
+                for i in stale_tasks(
+                    held,
+                    scores[open_],
+                    top=self.config.exact_top,
+                    tolerance=self.config.score_tolerance,
+                )
+            ]
+            if len(stale) <= full_cost:
+                for i in stale:
+                    task = task_ids[i]
+                    prediction = self._prediction(project.schema, probs[i], project.generation)
+                    self._api(
+                        "PATCH",
+                        f"api/predictions/{project.predictions[task][0]}",
+                        json={"result": prediction["result"], "score": float(scores[i])},
+                    )
+                    project.predictions[task] = (project.predictions[task][0], float(scores[i]))
+                with self._lock:
+                    self.pushed_predictions += len(stale)
+                    self.push_requests = len(stale)
+                return
+        self._push_all(project, version, task_ids, probs)
+
+    def _push_all(
+        self, project: _Project, version: int, task_ids: list[int], probs: np.ndarray
+    ) -> None:
+        """Every task's prediction as a new set named after ``version``; the old set deleted."""
+        name = f"{VERSION_PREFIX}{version}"
         rows = [
             {"task": t, **self._prediction(project.schema, p, name)}
             for t, p in zip(task_ids, probs, strict=True)
         ]
-        size = self.config.batch
+        size, requests = self.config.batch, 0
         for i in range(0, len(rows), size):
             path = f"api/projects/{project.id}/import/predictions"
             self._api("POST", path, json=rows[i : i + size])
+            requests += 1
         fields = {"model_version": name}
         if self.config.sampling:  # what makes Label Studio's next task the most uncertain one
             fields["sampling"] = self.config.sampling
         self._api("PATCH", f"api/projects/{project.id}", json=fields)
+        listed = self._api("GET", "api/predictions/", params={"project": project.id})
+        mine = {
+            int(p["task"]): (int(p["id"]), float(p["score"]))
+            for p in listed or []
+            if p.get("model_version") == name and p.get("score") is not None
+        }
+        previous, project.generation, project.predictions = project.generation, name, mine
+        requests += 2
+        if previous is not None and previous != name:
+            path = f"api/projects/{project.id}/model-versions/"
+            self._api("DELETE", path, json={"model_version": previous})
+            requests += 1
         with self._lock:
             self.pushed_predictions += len(rows)
+            self.push_requests = requests
 
     # -- the background thread --------------------------------------------------------------
     def _note(self, message: str) -> None:

@@ -7,9 +7,10 @@ of float32) to 8 scorer actors on one machine.
 Three methods run side by side on the same actors:
 
 * ``board``, the real mechanism: one ``ray.put`` of the numpy state dict and a
-  :meth:`~activestream.actors.weights.WeightsBoard.publish`; each actor polls the board the way
-  :class:`~activestream.actors.scorer.Scorer` does before a batch (version number first, then the
-  reference, then one ``ray.get``) and loads the weights into its module. The time is the latest
+  :meth:`~activestream.actors.weights.WeightsBoard.publish`; each actor waits in the board's
+  long poll (:meth:`~activestream.actors.weights.WeightsBoard.listen`) the way
+  :class:`~activestream.actors.scorer.Scorer`'s listener thread does, gets the reference in the
+  answer, then one ``ray.get`` and loads the weights into its module. The time is the latest
   actor's "holding" time minus the time the put began.
 * ``ref``, the strongest plain-Ray baseline (the ratio's): one ``ray.put`` of the state dict and
   the reference passed to every actor's call, so each actor reads the one stored copy. This
@@ -52,13 +53,12 @@ MODELS: tuple[str, ...] = ("digits_cnn", "resnet18")
 ACTOR_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
 SHAPE: tuple[int, int, int] = (3, 32, 32)
 NUM_CLASSES = 10
-POLL_SECONDS = 0.001  # a scorer checks before every batch; polling often is the honest model
 GOAL_MS = 100.0
 WARMUP_ROUNDS = 2  # per model, with all actors: fresh object store pages cost ~4x a reused put
 
 
 class _Holder:
-    """A stand-in scorer: one model, weights from the board (polled) or handed over directly."""
+    """A stand-in scorer: one model, weights from the board (long poll) or handed over directly."""
 
     def __init__(self) -> None:
         import torch
@@ -75,24 +75,27 @@ class _Holder:
         self.version = -1
         return sum(p.numel() for p in self._model.parameters())
 
-    def arm(self, board: Any, version: int, poll_s: float) -> bool:
-        """Start polling ``board`` in the background until ``version`` is loaded."""
+    def arm(self, board: Any, version: int) -> bool:
+        """Start listening to ``board`` in the background until ``version`` is loaded."""
         self._held.clear()
-        thread = threading.Thread(target=self._poll, args=(board, version, poll_s), daemon=True)
+        thread = threading.Thread(target=self._listen, args=(board, version), daemon=True)
         thread.start()
         return True
 
-    def _poll(self, board: Any, version: int, poll_s: float) -> None:
+    def _listen(self, board: Any, version: int) -> None:
         deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline:  # the scorer's _refresh: number, reference, weights
-            if ray.get(board.latest_version.remote()) >= version:
-                latest = ray.get(board.latest.remote())
+        seen = self.version
+        while time.monotonic() < deadline:  # the scorer's listener: long poll, then the weights
+            latest = ray.get(board.listen.remote(seen, 10.0))
+            if latest is None:
+                continue
+            seen = latest.version
+            if latest.version >= version:
                 load_numpy_state(self._model, ray.get(latest.refs[0]))
                 self.version = latest.version
                 self._held_at = time.time()
                 self._held.set()
                 return
-            time.sleep(poll_s)
 
     def held_at(self, timeout: float = 60.0) -> float:
         """``time.time()`` at which the armed version was loaded (blocks until then)."""
@@ -109,7 +112,7 @@ class _Holder:
 
 def _board_once(board: Any, actors: list[Any], state: dict[str, np.ndarray], version: int) -> float:
     """One publish through the board; milliseconds until the last actor holds it."""
-    ray.get([a.arm.remote(board, version, POLL_SECONDS) for a in actors])  # all polling now
+    ray.get([a.arm.remote(board, version) for a in actors])  # all listening now
     began = time.time()
     ref = ray.put(state)
     ray.get(board.publish.remote(WeightsVersion(version, 0, refs=[ref], published_at=began)))

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     best = max(baseline, key=baseline.__getitem__)
     print(f"dataloader: {baseline} (best {best})")
     init_ray(cfg.ray)
-    _, warm = ray_pass(cfg, shards, cycles=3)
+    _, warm, _ = ray_pass(cfg, shards, cycles=3)
     print(f"activestream warm pool: {warm:.0f} rows/s")
     return {
         "machine": machine(),

@@ -224,6 +224,7 @@ def headline(data: dict[str, Any]) -> str:
     for variant, title in (
         ("idle", "idle (no scoring pass)"),
         ("live", "live (rounds refill)"),
+        ("shared", "live, every core shared (`serve.reserved_cpus: 0`)"),
         ("proxy", "live through Serve's proxy (`serve.direct_ingress: false`)"),
     ):
         rates = [
@@ -237,6 +238,21 @@ def headline(data: dict[str, Any]) -> str:
         line = None if rate is None else _serve(rows, variant, title, int(rate))
         if line:
             lines.append(line)
+    for size in (20_000, 200):
+        push = rows.get(f"label_studio_push_{size}")
+        if push:
+            lines.append(
+                f"| Label Studio: a new model version's scores into a {size:,}-task project "
+                f"(median of {push['versions']} versions, {push['labels_per_version']} labels "
+                f"each) | {push['push_s_median']:.2f} s, {min(push['push_requests'])}-"
+                f"{max(push['push_requests'])} requests; first {push['exact_top']} tasks exact "
+                f"{'every' if push['front_exact_every_version'] else 'NOT every'} version, "
+                f"largest lag {push['max_score_lag']:.3f} (tolerance "
+                f"{push['score_tolerance']:g}) | every score imported again: "
+                f"{push['every_score_s_median']:.2f} s, {push['every_score_requests'][0]} "
+                f"requests | **{push['ratio']:.1f}x** | first push of the project (every "
+                f"score): {push['first_push_s']:.1f} s |"
+            )
     if "al_vs_modal_labels" in rows:
         lab, wall = rows["al_vs_modal_labels"], rows["al_vs_modal_wall"]
 

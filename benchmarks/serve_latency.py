@@ -3,14 +3,17 @@
 An open-loop generator (:mod:`activestream.benchmarks.loadgen`, its own process) leases
 queries and labels them with fresh, true labels, so every 2xx label goes through the durable
 log, and the model trains as it would with people. Each figure is at least 2,000 requests.
-Four services take the same load on the same machine:
+Five services take the same load on the same machine:
 
 * ``plain``: the baseline, a plain FastAPI app doing the same work per request without Ray
   (in-memory lease queue, validation, an ``fsync``-ed label log; :mod:`.plain_app`);
 * ``idle``: ``activestream serve`` whose loop does not rescore after its first round
   (``scoring.rescore_every`` huge): the trainer trains on the labels, no scoring pass runs;
 * ``live``: ``activestream serve`` with its defaults: new versions start scoring rounds that
-  refill the queue while the load runs;
+  refill the queue while the load runs (one core kept for serving, requests straight to the
+  replica);
+* ``shared``: ``live`` with ``serve.reserved_cpus: 0``: training and scoring may take every
+  core, the trade-off that setting makes;
 * ``proxy``: ``live`` with ``serve.direct_ingress: false``: every request through Serve's
   proxy, the hop that direct ingress removes.
 
@@ -55,7 +58,7 @@ CANDIDATES = 4_096
 QUICK_RATES = (25.0, 50.0, 100.0, 200.0, 400.0)
 FULL_RATES = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0)
 WARMUP = {"rate": 20.0, "requests": 200}
-VARIANTS = ("idle", "live", "proxy")
+VARIANTS = ("idle", "live", "shared", "proxy")
 
 
 def _pool(root: Path) -> ShardSet:
@@ -185,20 +188,23 @@ def plain_app(pool: ShardSet, port: int) -> Iterator[str]:
             proc.wait(timeout=30)
 
 
-def service_config(pool_dir: str, *, idle: bool, direct: bool = True) -> Config:
-    """``activestream serve``'s defaults on the benchmark pool (no rescoring when ``idle``)."""
+def service_config(pool_dir: str, variant: str) -> Config:
+    """``activestream serve``'s defaults on the benchmark pool, changed as ``variant`` says."""
     overrides: dict[str, Any] = {
         "data.dataset": pool_dir,
         "sampling.candidates": CANDIDATES,
-        "serve.direct_ingress": direct,
     }
-    if idle:
+    if variant == "idle":
         overrides["scoring.rescore_every"] = 10**9
+    elif variant == "shared":
+        overrides["serve.reserved_cpus"] = 0
+    elif variant == "proxy":
+        overrides["serve.direct_ingress"] = False
     return Config().with_overrides(overrides)
 
 
 def run(quick: bool, out: Path) -> list[dict[str, Any]]:
-    """Plain FastAPI, then activestream idle, live and live through the proxy; the same load."""
+    """Plain FastAPI, then each activestream variant (module docstring); the same load."""
     from activestream.pipelines.realloop import Service
 
     rates = QUICK_RATES if quick else FULL_RATES
@@ -210,8 +216,7 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     with plain_app(pool, free_port()) as base:
         figures += sweep(base, "plain", rates, n, truth)
     for variant in VARIANTS:
-        cfg = service_config(pool_dir, idle=variant == "idle", direct=variant != "proxy")
-        with Service(cfg) as svc:
+        with Service(service_config(pool_dir, variant)) as svc:
             figures += sweep(svc.url, variant, rates, n, truth)
     plain = {r["rate"]: r for r in figures if r["variant"] == "plain"}
     rows = []

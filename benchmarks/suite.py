@@ -31,6 +31,7 @@ BENCHMARKS = {
     "keep_pace": "activestream.benchmarks.keep_pace",
     "new_data": "activestream.benchmarks.new_data",
     "serve_latency": "activestream.benchmarks.serve_latency",
+    "label_studio_push": "activestream.benchmarks.label_studio_push",
     "peer": "activestream.benchmarks.peer",
     "forgetting": "activestream.benchmarks.forgetting",
     "fault_recovery": "activestream.benchmarks.fault_recovery:suite",

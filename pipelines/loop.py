@@ -294,7 +294,7 @@ class ActiveLoop:
             checkpoint_every=durability.checkpoint_every,
             version_floor=_floor(self.board),
             autostart=True,
-            reserved_cpus=cfg.serve.reserved_cpus,
+            reserved_cpus=cfg.serve.cores_kept,
         )
         ray.get(self.trainer.applied_offset.remote())  # constructed: recovered and publishing
         self.ledger = self._actor(

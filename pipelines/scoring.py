@@ -64,7 +64,7 @@ def scorer_kwargs(
         "seed": cfg.seed,
         "threads": cfg.scoring.threads_per_scorer,
         "nice": cfg.scoring.nice,
-        "reserved_cpus": cfg.serve.reserved_cpus,
+        "reserved_cpus": cfg.serve.cores_kept,
         "mc_samples": cfg.sampling.mc_samples,
         "image_column": shards.image_column,
         "encoded": shards.encoded,

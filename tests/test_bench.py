@@ -25,7 +25,8 @@ def test_an_unknown_benchmark_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "activestream: error: unknown benchmark 'nope'; choose from "
-        "throughput, rounds, broadcast, label_latency, keep_pace, new_data, serve_latency, peer, "
+        "throughput, rounds, broadcast, label_latency, keep_pace, new_data, serve_latency, "
+        "label_studio_push, peer, "
         "forgetting, "
         "fault_recovery, kill_each, startup"
     )

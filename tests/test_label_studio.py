@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from activestream.actors.items import ItemStore
 from activestream.actors.label_studio import (
     VERSION_PREFIX,
     LabelStudioBridge,
+    LocalService,
     Schema,
     confidence,
+    stale_tasks,
 )
 from activestream.actors.ledger import LabelLedger
 from activestream.actors.trainer import Trainer
@@ -23,31 +27,6 @@ CONFIG = (
 )
 
 
-class InProcess:
-    """The bridge's service: a real ledger and trainer in this process."""
-
-    def __init__(self, ledger: LabelLedger, trainer: Trainer) -> None:
-        self.ledger, self.trainer = ledger, trainer
-
-    def add(self, records, *, annotator):
-        self.ledger.add(records, relabel=True, annotator=annotator)
-
-    def retract(self, ids):
-        self.ledger.retract(ids)
-
-    def labels_of(self, ids):
-        return self.ledger.labels_of(ids)
-
-    def predict_proba(self, x):
-        return self.trainer.predict_proba(x)
-
-    def version(self):
-        return self.trainer.version
-
-    def flush(self):
-        self.trainer.partial_fit()
-
-
 @pytest.fixture()
 def bridge(digits, tmp_path):
     _, pool, _, _ = digits
@@ -58,7 +37,7 @@ def bridge(digits, tmp_path):
     ledger.start()
     return LabelStudioBridge(
         items=ItemStore(pool),
-        service=InProcess(ledger, trainer),
+        service=LocalService(ledger, trainer),
         config=LabelStudioConfig(url=None, api_key=None),
     )
 
@@ -168,3 +147,45 @@ def test_an_event_for_a_project_never_set_up_sets_it_up_from_the_config_it_carri
     )
     bridge._handle(bridge._events.get_nowait())
     assert 4 in bridge.status()["projects"]
+
+
+scores = st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    new=scores,
+    top=st.integers(1, 10),
+    tolerance=st.floats(0, 0.5),
+)
+def test_after_rewriting_the_stale_scores_label_studio_agrees_with_the_model(
+    data, new, top, tolerance
+):
+    new = np.round(np.array(new), 6)
+    held = np.array(
+        data.draw(
+            st.lists(
+                st.one_of(st.none(), st.floats(0, 1, allow_nan=False)),
+                min_size=len(new),
+                max_size=len(new),
+            )
+        ),
+        dtype=np.float64,
+    )
+    after = held.copy()
+    after[stale_tasks(held, new, top=top, tolerance=tolerance)] = new[
+        stale_tasks(held, new, top=top, tolerance=tolerance)
+    ]
+    assert not np.isnan(after).any()  # every task holds a score
+    assert np.all(np.abs(after - new) <= tolerance + 1e-12)  # none lags more than the tolerance
+    k = min(top, len(new))
+    # Label Studio's first k (lowest held scores) are the model's first k, with their scores
+    assert np.sort(after)[:k].tolist() == np.sort(new)[:k].tolist()
+    front = np.sort(new)[k - 1]
+    assert np.array_equal(after[new <= front], new[new <= front])
+
+
+def test_unchanged_scores_are_never_rewritten():
+    held = np.array([0.1, 0.5, 0.9])
+    assert stale_tasks(held, held.copy(), top=3, tolerance=0.0).tolist() == []

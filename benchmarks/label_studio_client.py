@@ -1,10 +1,11 @@
 """A tiny REST client for Label Studio 1.23.2, the annotation UI the integration tests drive.
 
-The tests act as the human annotator: they create projects, upload images, connect the service as
-the project's ML backend and submit annotations, so the service sees exactly the requests and
-webhooks a real Label Studio sends. The official SDK (label-studio-sdk) lives in Label Studio's
-own venv, away from the project's dependencies, so this speaks plain HTTP with requests.
-Every call raises :class:`LabelStudioError`, carrying the response text, on a non-2xx answer.
+The tests (and the push benchmark) act as the human annotator: they create projects, upload
+images, connect the service as the project's ML backend and submit annotations, so the service
+sees exactly the requests and webhooks a real Label Studio sends. The official SDK
+(label-studio-sdk) lives in Label Studio's own venv, away from the project's dependencies, so
+this speaks plain HTTP with requests. Every call raises :class:`LabelStudioError`, carrying the
+response text, on a non-2xx answer.
 """
 
 from __future__ import annotations

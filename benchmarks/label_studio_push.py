@@ -1,0 +1,202 @@
+"""Label Studio at scale: what a new model version costs to bring a project's task order up to date.
+
+A real Label Studio 1.23.2 server (its own venv, from ``scripts/label_studio.sh``) holds a
+project of 200 tasks and one of 20,000, each task naming an item of a synthetic 20,000-row pool.
+The bridge runs in this process with a real trainer and label ledger. Each of several versions
+is trained on 16 new labels of the project's tasks, then written to Label Studio two ways, on
+the same server, for the same version:
+
+* **the bridge**: only the unlabeled tasks whose score moved by more than
+  ``label_studio.score_tolerance`` and the front of the ranking (``exact_top``), rewritten in
+  place, unless a full import would take fewer requests;
+* **every score again** (the baseline, what the bridge did before): every task's prediction
+  imported in batches of ``label_studio.batch`` and the project switched to them.
+
+Both sides predict every task (the bridge must, to know what moved), so the difference is the
+writing. After each bridge push the project's predictions are read back: Label Studio's first
+``exact_top`` tasks must be the model's, and no score may lag the model's by more than the
+tolerance. The first push of a project (every score) is timed apart. ``ratio``: the baseline's
+seconds over the bridge's, per version.
+
+    python -m activestream.benchmarks.label_studio_push --quick --out results/bench
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activestream.benchmarks.entry import bench_main
+
+SIZES = (200, 20_000)
+VERSIONS = 5
+LABELS_PER_VERSION = 16
+CONFIG = (
+    '<View><Image name="image" value="$image"/><Choices name="label" toName="image" '
+    'choice="single">' + "".join(f'<Choice value="{i}"/>' for i in range(10)) + "</Choices></View>"
+)
+
+
+def every_score(bridge: Any, project: Any, version: int) -> int:
+    """The baseline: every task's prediction imported again, the project switched; requests."""
+    from activestream.actors.label_studio import VERSION_PREFIX
+
+    task_ids = list(project.tasks)
+    probs = bridge._probs([project.tasks[t] for t in task_ids])
+    name = f"{VERSION_PREFIX}{version}-all"
+    rows = [
+        {"task": t, **bridge._prediction(project.schema, p, name)}
+        for t, p in zip(task_ids, probs, strict=True)
+    ]
+    size = bridge.config.batch
+    for i in range(0, len(rows), size):
+        bridge._api(
+            "POST", f"api/projects/{project.id}/import/predictions", json=rows[i : i + size]
+        )
+    bridge._api("PATCH", f"api/projects/{project.id}", json={"model_version": name})
+    return -(-len(rows) // size) + 1
+
+
+def agreement(ls: Any, bridge: Any, pid: int) -> tuple[bool, float]:
+    """(Label Studio's first exact_top unlabeled tasks are the model's, largest score lag)."""
+    from activestream.actors.label_studio import confidence
+
+    project = bridge._projects[pid]
+    held = {
+        p["task"]: p["score"]
+        for p in ls.predictions(pid)
+        if p["model_version"] == project.generation
+    }
+    labeled = bridge.service.labels_of(list(project.tasks.values()))
+    open_ = [t for t in project.tasks if project.tasks[t] not in labeled]
+    model = np.round(confidence(bridge._probs([project.tasks[t] for t in open_]), "margin"), 6)
+    now = np.array([held[t] for t in open_])
+    k = min(bridge.config.exact_top, len(open_))
+    front = bool(np.sort(now)[:k].tolist() == np.sort(model)[:k].tolist())
+    return front, float(np.max(np.abs(now - model)))
+
+
+def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+    """Both sizes on one Label Studio server; one row per size."""
+    from activestream.actors.items import ItemStore
+    from activestream.actors.label_studio import VERSION_PREFIX, LabelStudioBridge, LocalService
+    from activestream.actors.ledger import LabelLedger
+    from activestream.actors.trainer import Trainer
+    from activestream.benchmarks.label_studio_client import running_label_studio
+    from activestream.config import LabelStudioConfig, ModelConfig, TrainingConfig
+    from activestream.sources.shards import ground_truth, open_shards
+    from activestream.sources.synthetic import make_synthetic_shards
+
+    home = out / "data" / f"ls-pool-{max(SIZES)}"
+    if (home / "pool").exists():
+        pool = open_shards(str(home / "pool"))
+    else:
+        pool = make_synthetic_shards(str(home), max(SIZES), rows_per_shard=5_000, progress=False)
+    truth = ground_truth(pool)
+    ids = list(truth)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ls-push-") as tmp:
+        with running_label_studio(Path(tmp) / "label-studio") as server:
+            ls = server.client()
+            for size in SIZES:
+                trainer = Trainer(
+                    training=TrainingConfig(buffer_size=LABELS_PER_VERSION),
+                    model=ModelConfig(),
+                    items=ItemStore(pool),
+                )
+                ledger = LabelLedger(str(Path(tmp) / f"labels-{size}"), items=ItemStore(pool))
+                ledger.start()
+                # the whole-project comparison runs once, at the start, not inside a timing
+                config = LabelStudioConfig(
+                    url=server.url, api_key=server.token, reconcile_seconds=1e9
+                )
+                bridge = LabelStudioBridge(
+                    items=ItemStore(pool), service=LocalService(ledger, trainer), config=config
+                )
+                pid = ls.create_project(f"push {size}", CONFIG)["id"]
+                tasks = [{"image": f"/x/{i}.png", "id": i} for i in ids[:size]]
+                for i in range(0, size, 5_000):
+                    ls.import_tasks(pid, tasks[i : i + 5_000])
+                bridge.setup({"project": pid, "schema": CONFIG})
+                began = time.perf_counter()
+                bridge.step()  # the first reconcile lists the tasks; the first push
+                bridge.step()
+                first = time.perf_counter() - began
+                project = bridge._projects[pid]
+                assert bridge.status()["pushed_version"] == 0, bridge.status()["errors"]
+                rng = np.random.default_rng(size)
+                order = rng.permutation(size)
+                mine: list[float] = []
+                mine_requests: list[int] = []
+                base: list[float] = []
+                base_requests: list[int] = []
+                fronts, lags = [], []
+                for v in range(VERSIONS):
+                    chosen = order[v * LABELS_PER_VERSION : (v + 1) * LABELS_PER_VERSION]
+                    labels = [{"id": ids[i], "label": truth[ids[i]]} for i in chosen]
+                    ledger.add(labels)
+                    trainer.add_labels(labels)
+                    trainer.partial_fit()
+                    assert trainer.version == v + 1
+                    began = time.perf_counter()
+                    bridge.step()
+                    mine.append(time.perf_counter() - began)
+                    status = bridge.status()
+                    assert status["pushed_version"] == v + 1, status["errors"]
+                    mine_requests.append(int(status["push_requests"]))
+                    front, lag = agreement(ls, bridge, pid)
+                    fronts.append(front)
+                    lags.append(lag)
+                    began = time.perf_counter()
+                    base_requests.append(every_score(bridge, project, v + 1))
+                    base.append(time.perf_counter() - began)
+                    # the bridge's own set stays the one the project ranks by; the baseline's
+                    # set goes (Label Studio would keep every version's otherwise)
+                    ls.patch_project(pid, model_version=project.generation)
+                    ls.request(
+                        "DELETE",
+                        f"/api/projects/{pid}/model-versions/",
+                        json={"model_version": f"{VERSION_PREFIX}{v + 1}-all"},
+                    )
+                ratio = float(np.median(base) / np.median(mine))
+                rows.append(
+                    {
+                        "name": f"label_studio_push_{size}",
+                        "tasks": size,
+                        "versions": VERSIONS,
+                        "labels_per_version": LABELS_PER_VERSION,
+                        "batch": config.batch,
+                        "exact_top": config.exact_top,
+                        "score_tolerance": config.score_tolerance,
+                        "first_push_s": round(first, 2),
+                        "push_s": [round(x, 3) for x in mine],
+                        "push_s_median": round(float(np.median(mine)), 3),
+                        "push_requests": mine_requests,
+                        "every_score_s": [round(x, 3) for x in base],
+                        "every_score_s_median": round(float(np.median(base)), 3),
+                        "every_score_requests": base_requests,
+                        "front_exact_every_version": all(fronts),
+                        "max_score_lag": round(max(lags), 4),
+                        "ratio": round(ratio, 2),
+                    }
+                )
+                print(
+                    f"  Label Studio {size:>6} tasks: push p50 {np.median(mine):.2f} s "
+                    f"({mine_requests} requests) vs every score {np.median(base):.2f} s "
+                    f"({base_requests} requests); first push {first:.1f} s; front exact "
+                    f"{all(fronts)}, largest lag {max(lags):.3f}",
+                    flush=True,
+                )
+    return rows
+
+
+def main() -> None:  # noqa: D103
+    bench_main(run, "label_studio_push", __doc__)
+
+
+if __name__ == "__main__":
+    main()
