@@ -613,8 +613,11 @@ class LabelStudioBridge:
                 params={"project": project.id, "page": page, "page_size": 500, "fields": "all"},
             )
             batch = body.get("tasks", []) if isinstance(body, dict) else body or []
+            total = body.get("total") if isinstance(body, dict) else None
             tasks += batch
-            if len(batch) < 500:
+            # Label Studio answers 404 for a page past the end: a project of exactly 500 * k
+            # tasks must stop at its total, not ask for page k + 1.
+            if len(batch) < 500 or (total is not None and len(tasks) >= total):
                 break
             page += 1
         if not tasks:

@@ -100,3 +100,22 @@ def test_a_version_that_moves_no_score_rewrites_nothing(pushed):
     bridge.step()
     status = bridge.status()
     assert status["pushed_version"] == 1 and status["push_requests"] == 0, status["errors"]
+
+
+def test_a_project_of_exactly_one_full_page_of_tasks_joins_whole(label_studio, digits, tmp_path):
+    _, pool, _, truth = digits
+    ls = label_studio.client()
+    project = ls.create_project("a full page", CONFIG)["id"]
+    ls.import_tasks(project, [{"image": f"/x/{i}.png", "id": i} for i in list(truth)[:500]])
+    trainer = Trainer(training=TrainingConfig(), model=ModelConfig(), items=ItemStore(pool))
+    ledger = LabelLedger(str(tmp_path / "labels"), items=ItemStore(pool))
+    ledger.start()
+    bridge = LabelStudioBridge(
+        items=ItemStore(pool),
+        service=LocalService(ledger, trainer),
+        config=LabelStudioConfig(url=label_studio.url, api_key=label_studio.token),
+    )
+    bridge.setup({"project": project, "schema": CONFIG})
+    bridge.step()  # the listing asks for pages of 500
+    status = bridge.status()
+    assert status["projects"][project] == 500 and not status["errors"], status["errors"]
