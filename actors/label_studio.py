@@ -253,7 +253,8 @@ class _Project:
     tasks: dict[int, str] = field(default_factory=dict)  # task id -> item id
     pushed: int = -1  # the model version whose scores Label Studio holds for every task
     generation: str | None = None  # model_version of the prediction set Label Studio ranks by
-    predictions: dict[int, tuple[int, float]] = field(default_factory=dict)  # task -> id, score
+    scores: dict[int, float] = field(default_factory=dict)  # task -> score of that set
+    ids: dict[int, int] = field(default_factory=dict)  # task -> prediction id (once listed)
 
 
 class LabelStudioBridge:
@@ -640,7 +641,8 @@ class LabelStudioBridge:
         """Bring Label Studio's task order to ``version``: a few rewritten scores, or all anew.
 
         A project Label Studio ranks by a prediction set of ours gets only the scores
-        :func:`stale_tasks` names, each rewritten in place (one request per task), among the
+        :func:`stale_tasks` names, each rewritten in place (one request per task; the first
+        rewrite after a full write lists the set once for its prediction ids), among the
         unlabeled tasks (labeled ones are never handed out). When that would take more
         requests than writing every task's score again, or tasks hold no score of ours, every
         task gets a new prediction set named after ``version`` in batches, the project ranks by
@@ -653,11 +655,11 @@ class LabelStudioBridge:
         task_ids = list(tasks)
         probs = self._probs([tasks[t] for t in task_ids])
         scores = np.round(confidence(probs, self.sampler), 6)  # (N,) as Label Studio stores them
-        full_cost = -(-len(task_ids) // self.config.batch) + 3  # import, rank by, list, delete
-        if project.generation is not None and all(t in project.predictions for t in task_ids):
+        full_cost = -(-len(task_ids) // self.config.batch) + 2  # imports, rank by, delete
+        if project.generation is not None and all(t in project.scores for t in task_ids):
             labeled = self.service.labels_of([tasks[t] for t in task_ids])
             open_ = [i for i, t in enumerate(task_ids) if tasks[t] not in labeled]
-            held = np.array([project.predictions[task_ids[i]][1] for i in open_])
+            held = np.array([project.scores[task_ids[i]] for i in open_])
             stale = [
                 open_[i]
                 for i in stale_tasks(
@@ -667,24 +669,45 @@ class LabelStudioBridge:
                     tolerance=self.config.score_tolerance,
                 )
             ]
-            if len(stale) <= full_cost:
+            listing = 0 if not stale or project.ids else 1
+            if len(stale) + listing <= full_cost:
+                if listing:
+                    self._list_ids(project)
                 for i in stale:
                     task = task_ids[i]
                     prediction = self._prediction(project.schema, probs[i], project.generation)
                     self._api(
                         "PATCH",
-                        f"api/predictions/{project.predictions[task][0]}",
+                        f"api/predictions/{project.ids[task]}",
                         json={"result": prediction["result"], "score": float(scores[i])},
                     )
-                    project.predictions[task] = (project.predictions[task][0], float(scores[i]))
+                    project.scores[task] = float(scores[i])
                 with self._lock:
                     self.pushed_predictions += len(stale)
-                    self.push_requests = len(stale)
+                    self.push_requests = len(stale) + listing
                 return
-        self._push_all(project, version, task_ids, probs)
+        self._push_all(project, version, task_ids, probs, scores)
+
+    def _list_ids(self, project: _Project) -> None:
+        """Prediction ids of the project's ranking set, task by task (one request)."""
+        listed = self._api("GET", "api/predictions/", params={"project": project.id})
+        project.ids = {
+            int(p["task"]): int(p["id"])
+            for p in listed or []
+            if p.get("model_version") == project.generation
+        }
+        missing = set(project.scores) - set(project.ids)
+        if missing:  # deleted behind our back: the next version writes every score again
+            project.scores = {}
+            raise RuntimeError(f"{len(missing)} predictions of {project.generation} are gone")
 
     def _push_all(
-        self, project: _Project, version: int, task_ids: list[int], probs: np.ndarray
+        self,
+        project: _Project,
+        version: int,
+        task_ids: list[int],
+        probs: np.ndarray,
+        scores: np.ndarray,
     ) -> None:
         """Every task's prediction as a new set named after ``version``; the old set deleted."""
         name = f"{VERSION_PREFIX}{version}"
@@ -701,14 +724,10 @@ class LabelStudioBridge:
         if self.config.sampling:  # what makes Label Studio's next task the most uncertain one
             fields["sampling"] = self.config.sampling
         self._api("PATCH", f"api/projects/{project.id}", json=fields)
-        listed = self._api("GET", "api/predictions/", params={"project": project.id})
-        mine = {
-            int(p["task"]): (int(p["id"]), float(p["score"]))
-            for p in listed or []
-            if p.get("model_version") == name and p.get("score") is not None
-        }
-        previous, project.generation, project.predictions = project.generation, name, mine
-        requests += 2
+        requests += 1
+        previous, project.generation = project.generation, name
+        project.scores = dict(zip(task_ids, scores.tolist(), strict=True))
+        project.ids = {}  # listed when a rewrite first needs them
         if previous is not None and previous != name:
             path = f"api/projects/{project.id}/model-versions/"
             self._api("DELETE", path, json={"model_version": previous})
