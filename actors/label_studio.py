@@ -670,9 +670,7 @@ class LabelStudioBridge:
                 )
             ]
             listing = 0 if not stale or project.ids else 1
-            if len(stale) + listing <= full_cost:
-                if listing:
-                    self._list_ids(project)
+            if len(stale) + listing <= full_cost and (not listing or self._list_ids(project)):
                 for i in stale:
                     task = task_ids[i]
                     prediction = self._prediction(project.schema, probs[i], project.generation)
@@ -688,18 +686,23 @@ class LabelStudioBridge:
                 return
         self._push_all(project, version, task_ids, probs, scores)
 
-    def _list_ids(self, project: _Project) -> None:
-        """Prediction ids of the project's ranking set, task by task (one request)."""
-        listed = self._api("GET", "api/predictions/", params={"project": project.id})
+    def _list_ids(self, project: _Project) -> bool:
+        """Prediction ids of the project's ranking set, task by task (one request).
+
+        False when they cannot be had (Label Studio on SQLite answers 500 to listing 20,000
+        predictions; or some were deleted behind our back): then every score is written anew.
+        """
+        try:
+            listed = self._api("GET", "api/predictions/", params={"project": project.id})
+        except RuntimeError as err:
+            self._note(f"prediction ids of {project.generation}: {err}"[:300])
+            return False
         project.ids = {
             int(p["task"]): int(p["id"])
             for p in listed or []
             if p.get("model_version") == project.generation
         }
-        missing = set(project.scores) - set(project.ids)
-        if missing:  # deleted behind our back: the next version writes every score again
-            project.scores = {}
-            raise RuntimeError(f"{len(missing)} predictions of {project.generation} are gone")
+        return not set(project.scores) - set(project.ids)
 
     def _push_all(
         self,

@@ -1,18 +1,16 @@
 """Label Studio at scale: what a new model version costs to bring a project's task order up to date.
 
 A real Label Studio 1.23.2 server (its own venv, from ``scripts/label_studio.sh``) holds a
-project of 200 tasks and one of 20,000, each task naming an item of a synthetic 20,000-row pool.
-The bridge runs in this process with a real trainer and label ledger. Each of several versions
-(5 for 200 tasks, 2 for 20,000: Label Studio takes minutes to import 20,000 predictions on 2
-cores) is trained on 16 new labels of the project's tasks, then written to Label Studio two ways, on
-the same server, for the same version:
+project of 200 tasks, each naming an item of a synthetic 20,000-row pool (20,000 tasks: see
+``SIZES``). The bridge runs in this process with a real trainer and label ledger. Each of 5
+versions is trained on 16 new labels of the project's tasks, then written to Label Studio two
+ways, on the same server, for the same version:
 
 * **the bridge**: only the unlabeled tasks whose score moved by more than
   ``label_studio.score_tolerance`` and the front of the ranking (``exact_top``), rewritten in
   place, unless a full import would take fewer requests;
 * **every score again** (the baseline, what the bridge did before): every task's prediction
-  imported in batches of ``label_studio.batch`` (1,000 here on both sides, the most it allows)
-  and the project switched to them.
+  imported in batches of ``label_studio.batch`` and the project switched to them.
 
 Both sides predict every task (the bridge must, to know what moved), so the difference is the
 writing. After each bridge push the project's predictions are read back: Label Studio's first
@@ -35,9 +33,12 @@ import numpy as np
 
 from activestream.benchmarks.entry import bench_main
 
-SIZES = (200, 20_000)
-VERSIONS = {200: 5, 20_000: 2}  # a full write of 20,000 takes Label Studio minutes on 2 cores
-BATCH = 1_000  # predictions per import request, the most the config allows: fewest requests
+# 20,000 tasks cannot be measured against Label Studio 1.23.2 on SQLite (the test server): it
+# answers 500 to listing a project's 20,000 predictions and to deleting a set of 20,000, and
+# its legacy import recounts the whole project per request (minutes per full write on 2 cores).
+SIZES = (200,)
+VERSIONS = {200: 5}
+BATCH = 100  # predictions per import request (the config's default)
 LABELS_PER_VERSION = 16
 CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="label" toName="image" '
