@@ -194,7 +194,14 @@ class TrainingConfig(_Section):
     num_gpus: float | None = Field(
         None, ge=0.0, description="GPUs for the trainer; None picks 1 when the cluster has one."
     )
-    nice: int = Field(10, ge=0, le=19, description="Lower CPU priority of the training thread.")
+    nice: int | None = Field(
+        None,
+        ge=0,
+        le=19,
+        description="Lower CPU priority of the training thread. None: 10 when it shares every "
+        "core with serving, 0 when serving keeps cores of its own (serve.reserved_cpus): then "
+        "only scoring competes with it, and a label's version should come first.",
+    )
     resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources the trainer asks for, e.g. {'accelerator': 1} to pin "
@@ -233,16 +240,18 @@ class ScoringConfig(_Section):
         "scores); bounds memory whatever the pool size. None lets Ray Data decide.",
     )
     stream_rounds: int = Field(
-        20,
+        100,
         ge=1,
         description="Rounds one streaming pass may score back to back while new versions keep "
-        "coming (warm scorers); 1 starts a fresh pass per round.",
+        "coming (warm scorers; fewer for a pool so large that planning them would cost, see "
+        "pipelines.scoring.pass_rounds); 1 starts a fresh pass per round.",
     )
     linger_seconds: float = Field(
-        2.0,
+        10.0,
         ge=0.0,
         description="How long a streaming pass waits for a new version after a round before "
-        "it ends and releases the scorers.",
+        "it ends and releases the scorers. Longer than training.publish_seconds, so scorers "
+        "stay warm while any labels arrive, however slowly.",
     )
     pool_check_seconds: float = Field(
         5.0,
@@ -251,10 +260,11 @@ class ScoringConfig(_Section):
         "a version; new files start a round with the current model at once.",
     )
     nice: int = Field(
-        15,
+        19,
         ge=0,
         le=19,
-        description="Lower CPU priority of scorer processes: below Serve and the trainer.",
+        description="Lower CPU priority of scorer processes: below Serve and the trainer "
+        "(a training step that waits for a core delays the version every annotator waits for).",
     )
 
 
@@ -354,6 +364,13 @@ class ServeConfig(_Section):
         gt=0.0,
         description="Seconds a request waits for the query queue or the label ledger before "
         "it is answered 503 with Retry-After (overload is an answer, not a wait).",
+    )
+    max_waiting: int = Field(
+        32,
+        ge=1,
+        description="Requests one replica lets wait on the query queue or the label ledger at "
+        "once; the next is answered 503 with Retry-After at once, so past what the machine "
+        "holds a request is refused in milliseconds instead of waiting for request_timeout.",
     )
     direct_ingress: bool = Field(
         True,

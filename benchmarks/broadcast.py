@@ -54,6 +54,7 @@ ACTOR_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
 SHAPE: tuple[int, int, int] = (3, 32, 32)
 NUM_CLASSES = 10
 GOAL_MS = 100.0
+PARKED_S = 0.05  # a listener's next long poll reaches the board well within this
 WARMUP_ROUNDS = 2  # per model, with all actors: fresh object store pages cost ~4x a reused put
 
 
@@ -68,6 +69,8 @@ class _Holder:
         self.version = -1
         self._held = threading.Event()
         self._held_at = 0.0
+        self._target = 0
+        self._listener: threading.Thread | None = None
 
     def build(self, arch: str) -> int:
         """Build ``arch`` as the module to load into; returns its parameter count."""
@@ -76,26 +79,31 @@ class _Holder:
         return sum(p.numel() for p in self._model.parameters())
 
     def arm(self, board: Any, version: int) -> bool:
-        """Start listening to ``board`` in the background until ``version`` is loaded."""
+        """Wait for ``version`` from ``board``: the listener thread loads it when it arrives.
+
+        The listener starts once and stays parked in the board's long poll between versions,
+        as a scorer's does: a thread started per version would still be on its way to the
+        board, competing for the cores, while the version is put and published.
+        """
+        self._target = version
         self._held.clear()
-        thread = threading.Thread(target=self._listen, args=(board, version), daemon=True)
-        thread.start()
+        if self._listener is None:
+            self._listener = threading.Thread(target=self._listen, args=(board,), daemon=True)
+            self._listener.start()
         return True
 
-    def _listen(self, board: Any, version: int) -> None:
-        deadline = time.monotonic() + 60.0
-        seen = self.version
-        while time.monotonic() < deadline:  # the scorer's listener: long poll, then the weights
+    def _listen(self, board: Any) -> None:
+        seen = -1
+        while True:  # the scorer's listener: long poll, then the weights
             latest = ray.get(board.listen.remote(seen, 10.0))
             if latest is None:
                 continue
             seen = latest.version
-            if latest.version >= version:
+            if latest.version >= self._target:
                 load_numpy_state(self._model, ray.get(latest.refs[0]))
                 self.version = latest.version
                 self._held_at = time.time()
                 self._held.set()
-                return
 
     def held_at(self, timeout: float = 60.0) -> float:
         """``time.time()`` at which the armed version was loaded (blocks until then)."""
@@ -112,7 +120,8 @@ class _Holder:
 
 def _board_once(board: Any, actors: list[Any], state: dict[str, np.ndarray], version: int) -> float:
     """One publish through the board; milliseconds until the last actor holds it."""
-    ray.get([a.arm.remote(board, version) for a in actors])  # all listening now
+    ray.get([a.arm.remote(board, version) for a in actors])
+    time.sleep(PARKED_S)  # every listener parked in the board, as scorers wait between versions
     began = time.time()
     ref = ray.put(state)
     ray.get(board.publish.remote(WeightsVersion(version, 0, refs=[ref], published_at=began)))

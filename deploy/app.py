@@ -180,6 +180,8 @@ class LabelingAPI:
         trainer_timeout: Seconds to wait for the trainer before answering 503.
         control_timeout: Seconds to wait for the queue or the ledger before answering 503
             with ``Retry-After``: past what the machine holds, a quick no beats a long wait.
+        max_waiting: Calls to the queue or the ledger this replica lets wait at once; past
+            it a request gets 503 with ``Retry-After`` before it costs an actor call.
         version_ttl: How stale the reported model version may be, in seconds.
         board_timeout: Seconds to wait for the weights board before reporting the last
             version seen (a restarting board must not hold up every read route).
@@ -200,6 +202,7 @@ class LabelingAPI:
         max_queries: int = 100,
         trainer_timeout: float = 5.0,
         control_timeout: float = 1.0,
+        max_waiting: int = 32,
         version_ttl: float = 0.1,
         board_timeout: float = 0.5,
     ) -> None:
@@ -207,6 +210,8 @@ class LabelingAPI:
         self.trainer = trainer
         self.trainer_timeout = trainer_timeout
         self.control_timeout = control_timeout
+        self.max_waiting = max_waiting
+        self._waiting = 0  # control calls awaited now (one event loop: no lock needed)
         self.version_ttl = version_ttl
         self.board_timeout = board_timeout
         self._version, self._version_at = -1, float("-inf")
@@ -357,14 +362,26 @@ class LabelingAPI:
                 headers={"Retry-After": "2"},
             ) from None
 
-    async def _control(self, call: Any, what: str) -> Any:
-        """Await a call to the ledger or the queue; 503 with ``Retry-After`` while it restarts.
+    async def _control(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` of the ledger or the queue and await it, with admission control.
 
-        Each restarts on its own in about a second or two (the ledger from the label log); a
-        client that retries loses nothing: a repeated label counts as a duplicate.
+        Past ``max_waiting`` calls awaited at once the request is answered 503 with
+        ``Retry-After`` before any call is made: past what the machine holds, a quick no beats
+        a long wait. An actor that restarts (in about a second or two, the ledger from the
+        label log) gets 503 as well; a client that retries loses nothing, since a repeated
+        label counts as a duplicate.
         """
         from ray.exceptions import RayActorError
 
+        if self._waiting >= self.max_waiting:
+            raise HTTPException(
+                status_code=503,
+                detail=f"the service is at capacity ({self._waiting} requests waiting on the "
+                f"{what}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        call = method.remote(*args, **kwargs)
+        self._waiting += 1
         try:
             return await asyncio.wait_for(asyncio.ensure_future(call), self.control_timeout)
         except RayActorError:
@@ -381,6 +398,8 @@ class LabelingAPI:
                 detail=f"the {what} is busy; retry shortly",
                 headers={"Retry-After": "1"},
             ) from None
+        finally:
+            self._waiting -= 1
 
     # -- routes ---------------------------------------------------------------------------
     async def healthz(self) -> Health:
@@ -420,7 +439,7 @@ class LabelingAPI:
         self._authorize(authorization)
         if n > self.max_queries:
             raise _reject(422, f"n must be at most {self.max_queries}")
-        leased = await self._control(self.queue.lease.remote(n), "query queue")
+        leased = await self._control("query queue", self.queue.lease, n)
         return Queries(
             model_version=await self.version(),
             queries=[
@@ -442,7 +461,7 @@ class LabelingAPI:
         """
         self._authorize(authorization)
         body: Release = await self._parse(request, Release)
-        released = await self._control(self.queue.release.remote(body.ids), "query queue")
+        released = await self._control("query queue", self.queue.release, body.ids)
         return Released(released=int(released))
 
     async def item_image(self, item_id: str) -> Response:
@@ -491,8 +510,11 @@ class LabelingAPI:
         records = [label.model_dump() for label in batch.labels]
         try:
             result = await self._control(
-                self.ledger.add.remote(records, relabel=batch.relabel, annotator=batch.annotator),
                 "label ledger",
+                self.ledger.add,
+                records,
+                relabel=batch.relabel,
+                annotator=batch.annotator,
             )
         except LabelConflict as err:
             raise _reject(409, _reason(err)) from None
@@ -566,7 +588,7 @@ class LabelingAPI:
         disable_created_metrics()
 
         info = await self._trainer(self.trainer.model_info.remote())
-        queue = await self._control(self.queue.stats.remote(), "query queue")
+        queue = await self._control("query queue", self.queue.stats)
         version = info["version"]
         registry = CollectorRegistry()
         Gauge("activestream_model_version", "Newest model version", registry=registry).set(version)
@@ -616,7 +638,7 @@ class LabelingAPI:
             "1 while queries are random picks until the model proves ready",
             registry=registry,
         ).set(queue.get("warming", 0))
-        arms = await self._control(self.queue.arms.remote(), "query queue")
+        arms = await self._control("query queue", self.queue.arms)
         if arms:  # sampler: auto
             chance = Gauge(
                 "activestream_sampler_arm_probability",
@@ -656,11 +678,13 @@ class LabelingAPI:
             raise _reject(422, "body: expected a JSON object")
         return parsed
 
-    async def _bridge(self, call: Any) -> Any:
+    async def _bridge(self, method: str, *args: Any) -> Any:
         if self.label_studio is None:
             raise _reject(404, "this deployment has no Label Studio bridge")
         try:
-            return await self._control(call, "Label Studio bridge")
+            return await self._control(
+                "Label Studio bridge", getattr(self.label_studio, method), *args
+            )
         except (ValueError, KeyError, TypeError) as err:
             raise _reject(422, _reason(err)) from None
 
@@ -669,7 +693,7 @@ class LabelingAPI:
         self._authorize_ml(authorization)
         if self.label_studio is None:
             raise _reject(404, "this deployment has no Label Studio bridge")
-        return await self._bridge(self.label_studio.health.remote())
+        return await self._bridge("health")
 
     async def ls_setup(
         self, request: Request, authorization: Annotated[str | None, Header()] = None
@@ -677,7 +701,7 @@ class LabelingAPI:
         """A project's label config; answers the model version Label Studio compares."""
         self._authorize_ml(authorization)
         body = await self._ls_body(request)
-        return await self._bridge(self.label_studio.setup.remote(body))
+        return await self._bridge("setup", body)
 
     async def ls_predict(
         self, request: Request, authorization: Annotated[str | None, Header()] = None
@@ -685,7 +709,7 @@ class LabelingAPI:
         """One prediction per task, in order; the score is the model's confidence."""
         self._authorize_ml(authorization)
         body = await self._ls_body(request)
-        return await self._bridge(self.label_studio.predict.remote(body))
+        return await self._bridge("predict", body)
 
     async def ls_webhook(self, request: Request) -> Any:
         """Project events (1 s budget, no credentials: Label Studio's webhooks carry none).
@@ -694,7 +718,7 @@ class LabelingAPI:
         Label Studio with its own key, so a forged event cannot change a label.
         """
         body = await self._ls_body(request)
-        return await self._bridge(self.label_studio.webhook.remote(body))
+        return await self._bridge("webhook", body)
 
     async def page(self) -> HTMLResponse:
         """The labeling page."""

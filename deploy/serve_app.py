@@ -101,6 +101,7 @@ def bind(cfg: Config, *, detached: bool = False) -> Any:
         token=os.environ.get("ACTIVESTREAM_TOKEN") or None,
         max_body_bytes=cfg.serve.max_body_bytes,
         control_timeout=cfg.serve.request_timeout,
+        max_waiting=cfg.serve.max_waiting,
     )
 
 

@@ -45,6 +45,7 @@ from activestream.pipelines.scoring import (
     ScoreResult,
     cold_start_on_embedding,
     embedding_model,
+    pass_rounds,
     stream_rounds,
 )
 from activestream.sources.pool import grow_shards
@@ -430,10 +431,13 @@ class ActiveLoop:
                 self._new_files = False  # this pass scores them
                 source = self._scoring_source()
                 first = len(self.rounds)
-                plan = [
-                    self._shards_for(source, first + i)
-                    for i in range(self.cfg.scoring.stream_rounds)
-                ]
+                one = self._shards_for(source, first)
+                planned = pass_rounds(
+                    self.cfg.scoring.stream_rounds,
+                    rows=one.num_rows,
+                    files=0 if one.images else len(one.paths),
+                )
+                plan = [self._shards_for(source, first + i) for i in range(planned)]
                 began = time.perf_counter()
                 rounds = stream_rounds(self.cfg, plan, board=self.board)
                 try:

@@ -62,8 +62,8 @@ def init_ray(cfg: RayConfig) -> None:
         os.environ.setdefault(name, "30")
     # Ray starts every worker at nice 15, Serve's proxy and replica included, so serving would
     # compete with training and scoring on equal terms. Started at 0, the workers that must
-    # answer at once (Serve, ledger, queue) come first, and the trainer's thread (nice 10) and
-    # the scorers (15) step down below them (``training.nice``, ``scoring.nice``).
+    # answer at once (Serve, ledger, queue) come first, and the trainer's thread and the
+    # scorers step down below them (``training.nice``, ``scoring.nice``).
     os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(
         # "local" always starts a new cluster: Ray would otherwise attach to any cluster it

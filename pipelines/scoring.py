@@ -257,6 +257,37 @@ def score_pass(
     return round_.result()
 
 
+def pass_rounds(
+    wanted: int,
+    rows: int,
+    files: int,
+    *,
+    most_rows: int = 20_000_000,
+    most_files: int = 20_000,
+) -> int:
+    """Rounds one streaming pass plans: ``scoring.stream_rounds``, fewer for a large pool.
+
+    A pass that ends starts new scorer processes for the next one, so the more rounds it
+    plans the rarer that is; but the plan is read as one dataset (a read task per Parquet
+    file, a row index per image), which must stay cheap to build and hold.
+
+    Args:
+        wanted: ``scoring.stream_rounds``.
+        rows: Rows one round reads.
+        files: Parquet files one round reads (0 for an image folder, read in chunks of rows).
+        most_rows: Rows one pass plans at most.
+        most_files: Parquet read tasks one pass plans at most.
+
+    >>> pass_rounds(100, rows=8_000, files=4), pass_rounds(100, rows=1_000_000, files=100)
+    (100, 20)
+    >>> pass_rounds(100, rows=50_000_000, files=0)
+    1
+    """
+    by_rows = most_rows // max(1, rows)
+    by_files = most_files // files if files else wanted
+    return max(1, min(wanted, by_rows, by_files))
+
+
 def stream_rounds(
     cfg: Config, rounds: Sequence[ShardSet], *, board: Any = None
 ) -> Iterator[ScoreResult]:

@@ -163,7 +163,10 @@ class _BusyQueue:
     """A query queue handle whose lease answers only after an hour (an overloaded actor)."""
 
     def __init__(self) -> None:
+        self.calls = 0
+
         async def lease(n: int) -> list:
+            self.calls += 1
             await asyncio.sleep(3600)
             return []
 
@@ -179,9 +182,35 @@ def test_a_busy_queue_is_a_503_with_retry_after_within_the_request_timeout(items
     async def timed() -> tuple[HTTPException, float]:
         began = asyncio.get_running_loop().time()
         with pytest.raises(HTTPException) as raised:
-            await api._control(api.queue.lease.remote(4), "query queue")
+            await api._control("query queue", api.queue.lease, 4)
         return raised.value, asyncio.get_running_loop().time() - began
 
     error, seconds = asyncio.run(timed())
     assert error.status_code == 503 and error.headers == {"Retry-After": "1"}
     assert "busy" in error.detail and 0.2 <= seconds < 1.0
+
+
+def test_past_max_waiting_a_request_is_refused_at_once_without_calling_the_actor(items):
+    queue = _BusyQueue()
+    api = LabelingAPI(
+        ledger=None, trainer=None, queue=queue, board=None, items=items,
+        control_timeout=5.0, max_waiting=2,
+    )  # fmt: skip
+
+    async def third_while_two_wait() -> tuple[HTTPException, float]:
+        waiting = [asyncio.ensure_future(api._control("query queue", queue.lease, 4)) for _ in "ab"]
+        await asyncio.sleep(0.05)  # both are awaiting the queue now
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(HTTPException) as raised:
+            await api._control("query queue", queue.lease, 4)
+        seconds = asyncio.get_running_loop().time() - began
+        for w in waiting:
+            w.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        return raised.value, seconds
+
+    error, seconds = asyncio.run(third_while_two_wait())
+    assert error.status_code == 503 and error.headers == {"Retry-After": "1"}
+    assert "capacity" in error.detail and seconds < 0.05
+    assert queue.calls == 2  # the refused request never reached the queue
+    assert api._waiting == 0  # cancelled waits give their places back
