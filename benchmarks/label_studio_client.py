@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,6 +263,7 @@ class LabelStudioServer:
     username: str
     password: str
     process: subprocess.Popen[bytes]
+    database: str = "sqlite"  # or "postgresql"
 
     def client(self) -> LabelStudio:
         """A REST client authenticated as the admin user."""
@@ -268,6 +272,34 @@ class LabelStudioServer:
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the server's log, for failure messages."""
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def _await_ready(
+    what: str,
+    process: subprocess.Popen[bytes],
+    ready: Callable[[], str | None],
+    timeout: float,
+    log: Path,
+    tail: Callable[[], str],
+    interval: float = 0.25,
+) -> None:
+    """Wait until ``ready()`` says None (else why not yet); a clear error if it never does.
+
+    Raises:
+        RuntimeError: If the process exits first, or ``timeout`` seconds pass; with its log.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited ({process.returncode}); {log}:\n{tail()}")
+        problem = ready()
+        if problem is None:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{what} was not ready in {timeout:.0f} s ({problem}); {log}:\n{tail()}"
+            )
+        time.sleep(interval)
 
 
 def label_studio_bin() -> str:
@@ -315,28 +347,211 @@ def _save_template(db: Path, template: Path) -> None:
     partial.replace(template)
 
 
+# A throwaway PostgreSQL, the database production Label Studio runs on
+
+POSTGRES_DB = "labelstudio"
+POSTGRES_USER = "postgres"  # the cluster's superuser; loopback connections need no password
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running throwaway PostgreSQL cluster: where it answers, its database, its log."""
+
+    host: str
+    port: int
+    name: str
+    user: str
+    root: Path
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def label_studio_env(self) -> dict[str, str]:
+        """Label Studio's settings for this database (core/settings/base.py, DJANGO_DB)."""
+        return {
+            "DJANGO_DB": "default",  # Label Studio's name for its PostgreSQL settings
+            "POSTGRE_NAME": self.name,
+            "POSTGRE_USER": self.user,
+            "POSTGRE_PASSWORD": "unused",  # trust authentication: any password is accepted
+            "POSTGRE_HOST": self.host,
+            "POSTGRE_PORT": str(self.port),
+        }
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the server's log, for failure messages."""
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def postgres_bin() -> Path:
+    """The directory holding PostgreSQL's ``initdb``, ``postgres`` and ``createdb``.
+
+    The one of ``initdb`` on PATH (symlinks resolved), else the newest
+    ``/usr/lib/postgresql/<version>/bin`` (Debian's packages put them there, off PATH).
+
+    Raises:
+        RuntimeError: If neither holds all three, saying what to install.
+    """
+    found = shutil.which("initdb")
+    candidates = [Path(found).resolve().parent] if found else []
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", path.parent.name)) or (0,)
+
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    for bindir in candidates:
+        if all(os.access(bindir / b, os.X_OK) for b in ("initdb", "postgres", "createdb")):
+            return bindir
+    raise RuntimeError(
+        "PostgreSQL's server binaries (initdb, postgres, createdb) are neither on PATH nor in "
+        "/usr/lib/postgresql/*/bin: install them (Debian: apt-get install postgresql) or put "
+        "their directory on PATH"
+    )
+
+
+def _server_owner() -> tuple[int, int] | None:
+    """(uid, gid) to run PostgreSQL as when this process is root (it refuses root), else None.
+
+    The ``postgres`` account where there is one (Debian's package makes it), else ``nobody``.
+    """
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with suppress(KeyError):
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+    raise RuntimeError("running as root, and neither a postgres nor a nobody account exists")
+
+
+@contextmanager
+def running_postgres(startup_timeout: float = 60.0) -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL cluster on a free loopback port, with an empty database, until exit.
+
+    ``initdb`` makes the cluster in a new temporary directory (trust authentication, no locale),
+    ``postgres`` serves it on 127.0.0.1 and a Unix socket in that directory, ``createdb`` makes
+    :data:`POSTGRES_DB`. At exit the server gets a fast shutdown (SIGINT; SIGKILL after 30 s)
+    and the directory goes. Durability settings are PostgreSQL's defaults, as in production.
+    Run as root, the server runs as the ``postgres`` (else ``nobody``) account. About 5 s.
+
+    Raises:
+        RuntimeError: If the binaries are missing (see :func:`postgres_bin`), ``initdb`` fails,
+            or the server does not take a database within ``startup_timeout`` seconds.
+    """
+    bindir = postgres_bin()
+    owner = _server_owner()
+    as_owner: dict[str, Any] = (
+        {"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}
+    )
+    # A short path: the Unix socket's must fit in 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="ls-pg-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        if owner:
+            os.chown(root, *owner)
+        data, log = root / "data", root / "postgres.log"
+        done = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", POSTGRES_USER, "-A", "trust"]
+            + ["-E", "UTF8", "--no-locale", "--no-sync"],
+            capture_output=True,
+            text=True,
+            env=env,
+            **as_owner,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        port = _free_port()
+        cmd = [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root)]
+        cmd += ["-c", "listen_addresses=127.0.0.1"]
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=root,
+                start_new_session=True,
+                **as_owner,
+            )
+        server = PostgresServer(
+            host="127.0.0.1",
+            port=port,
+            name=POSTGRES_DB,
+            user=POSTGRES_USER,
+            root=root,
+            log=log,
+            process=process,
+        )
+        createdb = [str(bindir / "createdb"), "-h", server.host, "-p", str(port)]
+        createdb += ["-U", POSTGRES_USER, POSTGRES_DB]
+
+        def database_made() -> str | None:  # createdb fails until the server takes connections
+            done = subprocess.run(createdb, capture_output=True, text=True, env=env)
+            return None if done.returncode == 0 else done.stderr.strip()[-2000:]
+
+        _await_ready("postgres", process, database_made, startup_timeout, log, server.log_tail)
+        yield server
+    finally:
+        if process is not None:
+            _stop(process, signal.SIGINT, grace=30)  # SIGINT: PostgreSQL's fast shutdown
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# Label Studio itself
+
+
 @contextmanager
 def running_label_studio(
-    data_dir: Path, exe: str | None = None, startup_timeout: float = 300.0
+    data_dir: Path,
+    exe: str | None = None,
+    startup_timeout: float = 300.0,
+    database: str = "sqlite",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[LabelStudioServer]:
-    """Run ``label-studio start`` on a fresh data dir (SQLite) until the block ends.
+    """Run ``label-studio start`` on a fresh data dir until the block ends.
 
     The environment makes it a quiet, offline, test-friendly server: a known admin and legacy
     token, loopback ML backends and webhooks allowed (ML_BLOCK_LOCAL_IP, SSRF_PROTECTION_ENABLED
     off), no version check, Sentry or analytics, task locks of 5 s instead of 24 h, and
     LABEL_STUDIO_HOST set to its real URL, the ``hostname`` it hands the backend in /setup.
 
+    ``database``: ``"sqlite"`` (the default: a file in ``data_dir``, copied from a migrated
+    template, ~6 s to start) or ``"postgresql"``, what production runs on: a throwaway cluster
+    (:func:`running_postgres`) for this server alone, stopped and deleted after it. Its
+    migrations run at every start (30-50 s on 2 cores; media files stay in ``data_dir``).
+    ``extra_env``: more settings for the server, e.g. a feature flag (``fflag_...=true``).
+
     Raises:
         RuntimeError: If it exits or ``GET /health/`` does not answer within
             ``startup_timeout`` seconds (a first start migrates, ~70 s); with the log's tail.
+        ValueError: For any other ``database``.
     """
-    exe = exe or label_studio_bin()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    template = _template_db(exe)
-    db = data_dir / "label_studio.sqlite3"
-    fresh = not db.exists()
-    if fresh and template.exists():
-        shutil.copyfile(template, db)
+    if database not in ("sqlite", "postgresql"):
+        raise ValueError(f"database must be 'sqlite' or 'postgresql', not {database!r}")
+    with ExitStack() as stack:
+        exe = exe or label_studio_bin()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        db_env = {"DJANGO_DB": "sqlite"}
+        template, db, fresh = _template_db(exe), data_dir / "label_studio.sqlite3", False
+        if database == "postgresql":
+            db_env = stack.enter_context(running_postgres()).label_studio_env()
+        else:
+            fresh = not db.exists()
+            if fresh and template.exists():
+                shutil.copyfile(template, db)
+        server = stack.enter_context(
+            _label_studio_process(
+                exe, data_dir, {**db_env, **(extra_env or {})}, database, startup_timeout
+            )
+        )
+        if fresh and not template.exists():
+            _save_template(db, template)
+        yield server
+
+
+@contextmanager
+def _label_studio_process(
+    exe: str, data_dir: Path, db_env: dict[str, str], database: str, startup_timeout: float
+) -> Iterator[LabelStudioServer]:
+    """``label-studio start`` with ``db_env`` (its database, any extra settings) set."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -347,7 +562,6 @@ def running_label_studio(
     env.update(
         {
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-            "DJANGO_DB": "sqlite",
             "LABEL_STUDIO_USERNAME": LABEL_STUDIO_USERNAME,
             "LABEL_STUDIO_PASSWORD": LABEL_STUDIO_PASSWORD,
             "LABEL_STUDIO_USER_TOKEN": LABEL_STUDIO_TOKEN,
@@ -365,6 +579,7 @@ def running_label_studio(
             "no_proxy": "127.0.0.1,localhost",
         }
     )
+    env.update(db_env)
     log = data_dir / "label_studio.log"
     cmd = [exe, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
     with open(log, "ab") as out:
@@ -379,39 +594,32 @@ def running_label_studio(
         username=LABEL_STUDIO_USERNAME,
         password=LABEL_STUDIO_PASSWORD,
         process=process,
+        database=database,
     )
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"label-studio exited ({process.returncode}); {log}:\n{server.log_tail()}"
-                )
+
+        def healthy() -> str | None:
             try:
-                if requests.get(f"{url}/health/", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"label-studio did not answer /health/ in {startup_timeout:.0f} s; "
-                    f"{log}:\n{server.log_tail()}"
-                )
-            time.sleep(0.5)
-        if fresh and not template.exists():
-            _save_template(db, template)
+                answer = requests.get(f"{url}/health/", timeout=2)
+            except requests.RequestException as err:
+                return f"{type(err).__name__}"
+            return None if answer.ok else f"HTTP {answer.status_code}"
+
+        _await_ready("label-studio", process, healthy, startup_timeout, log, server.log_tail)
         yield server
     finally:
         _stop(process)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM its process group, SIGKILL after 15 s."""
+def _stop(
+    process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, grace: float = 15
+) -> None:
+    """Send ``sig`` to its process group, SIGKILL after ``grace`` seconds."""
     if process.poll() is None:
         with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, sig)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

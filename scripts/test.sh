@@ -13,6 +13,13 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
+# PostgreSQL's server binaries (Debian's package) for Label Studio on PostgreSQL, the database
+# production runs on; the test starts a throwaway cluster of its own.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+    echo "== installing postgresql (Debian package) for the Label Studio on PostgreSQL test"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
 # The Label Studio integration tests run a real Label Studio, from its own venv (see
 # label_studio.sh; built once, about a minute). Locally ACTIVESTREAM_SKIP_LABEL_STUDIO=1 skips
 # building it and those tests (see the label_studio fixture); CI never does.

@@ -119,3 +119,20 @@ def test_a_project_of_exactly_one_full_page_of_tasks_joins_whole(label_studio, d
     bridge.step()  # the listing asks for pages of 500
     status = bridge.status()
     assert status["projects"][project] == 500 and not status["errors"], status["errors"]
+
+
+def test_a_full_write_switches_the_project_and_deletes_the_old_set_in_the_background(pushed):
+    ls, project, bridge, trainer = (pushed[k] for k in ("ls", "project", "bridge", "trainer"))
+    # every score must be exact now, so writing them all anew is the cheaper way
+    bridge.config = bridge.config.model_copy(update={"score_tolerance": 0.0, "exact_top": TASKS})
+    truth = list(pushed["truth"].items())
+    trainer.add_labels([{"id": i, "label": y} for i, y in truth[TASKS : TASKS + 8]])
+    trainer.partial_fit()
+    bridge.step()
+    status = bridge.status()
+    assert status["pushed_version"] == 1, status["errors"]
+    assert ls.project(project)["model_version"] == f"{VERSION_PREFIX}1"
+    assert len(held(ls, project)) == TASKS
+    bridge.settle(timeout=120)  # the deletion runs in the housekeeping thread
+    assert {p["model_version"] for p in ls.predictions(project)} == {f"{VERSION_PREFIX}1"}
+    assert not bridge.status()["errors"]
