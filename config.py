@@ -199,8 +199,8 @@ class TrainingConfig(_Section):
         ge=0,
         le=19,
         description="Lower CPU priority of the training thread. None: 10 when it shares every "
-        "core with serving, 0 when serving keeps cores of its own (serve.reserved_cpus): then "
-        "only scoring competes with it, and a label's version should come first.",
+        "core with serving, 5 when serving keeps cores of its own (serve.reserved_cpus): then "
+        "mostly scoring (nice 19) competes with it, and a label's version should come first.",
     )
     resources: dict[str, float] = Field(
         default_factory=dict,

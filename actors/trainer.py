@@ -811,19 +811,21 @@ def _lower_priority(nice: int) -> None:
 def training_nice(configured: int | None, *, serving_core_kept: bool) -> int:
     """The training thread's nice value: ``training.nice``, or the default for this machine.
 
-    Training yields to requests only where they share a core. With cores kept for serving
-    (``serve.reserved_cpus``) the thread competes with the scorers alone, and at nice 10 it
-    got 60% of its core against two nice-15 scorers: label -> version took 0.42 s at buffer 16
-    for 0.15 s of CPU. At normal priority (scorers at 19) it took 0.21 s.
+    With cores kept for serving (``serve.reserved_cpus``) the thread shares its cores with the
+    scorers and with whatever serving work lands there (the ledger and the queue may run on
+    any core). At nice 10 it got 60% of its core against two nice-15 scorers: label -> version
+    took 0.42 s at buffer 16 for 0.15 s of CPU. At nice 5 (scorers at 19) it took 0.18 s, as
+    at normal priority (0.21 s), where under a label flood it took 0.8 of a core from the
+    ledger and the queue. Sharing every core with serving, it stays at 10.
 
     >>> training_nice(None, serving_core_kept=True), training_nice(None, serving_core_kept=False)
-    (0, 10)
-    >>> training_nice(5, serving_core_kept=True)
-    5
+    (5, 10)
+    >>> training_nice(0, serving_core_kept=True)
+    0
     """
     if configured is not None:
         return configured
-    return 0 if serving_core_kept else 10
+    return 5 if serving_core_kept else 10
 
 
 class TrainerService(Trainer):

@@ -55,6 +55,7 @@ SHAPE: tuple[int, int, int] = (3, 32, 32)
 NUM_CLASSES = 10
 GOAL_MS = 100.0
 PARKED_S = 0.05  # a listener's next long poll reaches the board well within this
+LISTEN_S = 10.0  # the long poll's timeout, as the scorers'
 WARMUP_ROUNDS = 2  # per model, with all actors: fresh object store pages cost ~4x a reused put
 
 
@@ -95,7 +96,7 @@ class _Holder:
     def _listen(self, board: Any) -> None:
         seen = -1
         while True:  # the scorer's listener: long poll, then the weights
-            latest = ray.get(board.listen.remote(seen, 10.0))
+            latest = ray.get(board.listen.remote(seen, LISTEN_S))
             if latest is None:
                 continue
             seen = latest.version
