@@ -320,6 +320,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from activestream.benchmarks.suite import run_all
     except ImportError as err:  # pragma: no cover - an install without the benchmarks
         raise ActivestreamError(f"benchmarks are not installed: {err}") from None
+    if args.action == "report" and args.stale:
+        from activestream.benchmarks import freshness
+
+        found = freshness.stale()
+        for figures, reason in found:
+            print(f"stale: {figures.benchmark} ({figures.source}): {reason}")
+        print(f"{len(found)} stale" if found else "every published figure is fresh")
+        return 1 if found else 0
     if args.action == "report":
         try:
             changed = report.write_all(check=args.check)
@@ -418,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="laptop-sized")
     bench.add_argument(
         "--check", action="store_true", help="report: list out-of-date sections, write nothing"
+    )
+    bench.add_argument(
+        "--stale",
+        action="store_true",
+        help="report: list published figures whose measured code changed since their commit",
     )
     bench.add_argument(
         "--merge",

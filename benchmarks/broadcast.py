@@ -49,6 +49,13 @@ from activestream.config import Config
 from activestream.models import build_model
 from activestream.pipelines.runtime import init_ray
 
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/broadcast.py",
+    "actors/weights.py",
+    "models/",
+)
+
 MODELS: tuple[str, ...] = ("digits_cnn", "resnet18")
 ACTOR_COUNTS: tuple[int, ...] = (1, 2, 4, 8)
 SHAPE: tuple[int, int, int] = (3, 32, 32)

@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from activestream.benchmarks.freshness import SCORING
 from activestream.benchmarks.pages import Page
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/encoded_throughput.py",
+    *SCORING,
+    "benchmarks/baselines.py",
+)
 
 PAGE = Page(
     "encoded_throughput",

@@ -25,6 +25,15 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from activestream.benchmarks.freshness import SERVICE
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/fault_recovery.py",
+    *SERVICE,
+    "benchmarks/loadgen.py",
+)
+
 ROUTES = ("labels", "queries", "healthz", "model")
 
 

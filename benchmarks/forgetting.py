@@ -23,6 +23,14 @@ from activestream.config import Config
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import load_arrays
 
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/forgetting.py",
+    "actors/trainer.py",
+    "models/",
+    "config.py",
+)
+
 
 def run_policy(cfg: Config, policy: str, seed: int) -> dict[str, float]:
     """One class-incremental stream under ``policy``: accuracies and training seconds."""

@@ -23,7 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from activestream.benchmarks.freshness import SCORING
 from activestream.benchmarks.pages import Page
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/head_rescore.py",
+    *SCORING,
+    "pipelines/features.py",
+)
 
 PAGE = Page(
     "head_rescore",

@@ -34,9 +34,17 @@ import numpy as np
 import requests
 
 from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port, init_ray
 from activestream.sources.shards import ground_truth
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/keep_pace.py",
+    *SERVICE,
+    "benchmarks/loadgen.py",
+)
 
 RATES = (5.0, 20.0, 100.0)
 POOL_ROWS = 20_000

@@ -27,6 +27,14 @@ from typing import Any
 
 import requests
 
+from activestream.benchmarks.freshness import SERVICE
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/kill_each.py",
+    *SERVICE,
+)
+
 ROLES = ("loop", "ledger", "queue", "board", "trainer", "scorer", "replica")
 SCORER_TITLE = b"MapBatches(Scorer)"  # Ray Data names its pool's worker processes so
 

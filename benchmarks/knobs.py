@@ -23,11 +23,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from activestream.benchmarks.freshness import LEARNING
 from activestream.benchmarks.pages import Page
 from activestream.config import Config
 from activestream.pipelines.curves import compare
 from activestream.pipelines.simulate import plot_curves, simulate
 from activestream.sources.resolve import resolve_dataset
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/knobs.py",
+    *LEARNING,
+)
 
 PAGE = Page(
     "knobs",

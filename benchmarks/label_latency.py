@@ -33,10 +33,17 @@ import numpy as np
 import requests
 
 from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port, init_ray
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import ground_truth
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/label_latency.py",
+    *SERVICE,
+)
 
 
 def _trainer_handle() -> Any:

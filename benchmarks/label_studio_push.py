@@ -43,6 +43,16 @@ import requests
 
 from activestream.benchmarks.entry import bench_main
 
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/label_studio_push.py",
+    "actors/label_studio.py",
+    "actors/trainer.py",
+    "actors/ledger.py",
+    "actors/items.py",
+    "benchmarks/label_studio_client.py",
+)
+
 # Both sizes run on PostgreSQL: Label Studio 1.23.2 on SQLite (the tests' server) answers 500
 # to listing a project's 20,000 predictions and to deleting a set of 20,000, so 20,000 tasks
 # cannot be measured there. On PostgreSQL both work (the listing ~1 s, the deletion ~3 min:

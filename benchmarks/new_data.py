@@ -30,9 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.annotate import polite_session
 from activestream.sources.shards import ground_truth
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/new_data.py",
+    *SERVICE,
+)
 
 POOL_ROWS = 10_000
 NEW_ROWS = 3_000

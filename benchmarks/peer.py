@@ -56,12 +56,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from activestream.benchmarks.freshness import LEARNING
 from activestream.config import Config
 from activestream.models import build_model
 from activestream.models.parts import pick_device
 from activestream.pipelines.simulate import Curve, labels_to_reach, run_once
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import ShardSet, load_arrays
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/peer.py",
+    *LEARNING,
+)
 
 TARGET_ACCURACY = 0.90
 QUICK = {"seeds": 5, "budget": 160}

@@ -38,8 +38,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from activestream.benchmarks.freshness import SCORING
 from activestream.config import Config
 from activestream.sources.shards import ShardSet
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/pool_scale.py",
+    *SCORING,
+)
 
 BEGIN, END = "<!-- pool_scale:begin -->", "<!-- pool_scale:end -->"
 REFERENCE_ROWS = 100_000

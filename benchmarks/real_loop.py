@@ -22,12 +22,20 @@ from typing import Any
 
 import numpy as np
 
+from activestream.benchmarks.freshness import SERVICE
 from activestream.benchmarks.pages import Page
 from activestream.config import Config
 from activestream.pipelines.curves import area_under_curve, labels_to_reach
 from activestream.pipelines.realloop import session
 from activestream.pipelines.simulate import simulate
 from activestream.sources.resolve import resolve_dataset
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/real_loop.py",
+    *SERVICE,
+    "samplers/",
+)
 
 PAGE = Page(
     "real_loop",

@@ -19,11 +19,19 @@ from typing import Any
 import numpy as np
 
 from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.loop import ActiveLoop
 from activestream.pipelines.runtime import init_ray
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import ground_truth
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/rounds.py",
+    *SERVICE,
+    "samplers/",
+)
 
 
 def measure(stream_rounds: int, batches: int) -> dict[str, Any]:

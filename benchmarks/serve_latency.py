@@ -48,9 +48,18 @@ from typing import Any
 import requests
 
 from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port
 from activestream.sources.shards import ShardSet, ground_truth
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/serve_latency.py",
+    *SERVICE,
+    "benchmarks/loadgen.py",
+    "benchmarks/plain_app.py",
+)
 
 GOAL_MS = 50.0
 POOL_ROWS = 20_000

@@ -29,6 +29,15 @@ from typing import Any
 
 import requests
 
+from activestream.benchmarks.freshness import SERVICE
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/startup.py",
+    *SERVICE,
+    "cli.py",
+)
+
 TOKEN = "startup-token"
 
 

@@ -34,11 +34,21 @@ import numpy as np
 
 from activestream import samplers
 from activestream.benchmarks import forgetting
+from activestream.benchmarks.freshness import LEARNING
 from activestream.benchmarks.pages import write_section
 from activestream.config import Config
 from activestream.pipelines.curves import compare
 from activestream.pipelines.simulate import plot_curves, simulate
 from activestream.sources.resolve import resolve_dataset
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/study.py",
+    *LEARNING,
+    "pipelines/curves.py",
+    "pipelines/features.py",
+    "sources/",
+)
 
 BEGIN, END = "<!-- study:begin -->", "<!-- study:end -->"
 FASHION_HEAD = {

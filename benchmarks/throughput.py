@@ -33,10 +33,19 @@ from typing import Any
 import numpy as np
 
 from activestream.benchmarks import baselines
+from activestream.benchmarks.freshness import SCORING
 from activestream.config import Config
 from activestream.pipelines.scoring import ScoreResult, _Round, scored_dataset
 from activestream.sources.shards import ShardSet
 from activestream.sources.synthetic import make_synthetic_shards
+
+# What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
+MEASURES = (
+    "benchmarks/throughput.py",
+    *SCORING,
+    "samplers/",
+    "benchmarks/baselines.py",
+)
 
 ROWS_PER_SHARD = 1_000  # throughput part: several shards per scorer, as a real pool has
 SCALE_ROWS_PER_SHARD = 10_000

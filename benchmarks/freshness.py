@@ -1,0 +1,156 @@
+"""Which published figures were measured on code that has changed since.
+
+Every benchmark module declares ``MEASURES``: the project paths (files, or folders ending in
+``/``) whose code its figures measure, its own module included. Each committed JSON records the
+commit it was measured at (``machine.commit``; ``docs/bench/bench.json`` per run). A figure is
+stale when any measured path differs between that commit and ``HEAD``, when the commit was
+dirty (``+dirty``: the measured code is not in any commit), unknown to this clone, or not
+recorded at all. ``activestream bench report --check`` lists them.
+
+    >>> stale_reason(None, changed=[])
+    'records no commit'
+    >>> stale_reason("03bd80a0abf5+dirty", changed=[])
+    'measured on a dirty tree (03bd80a0abf5+dirty)'
+    >>> stale_reason("03bd80a0abf5", changed=["actors/trainer.py"])
+    'actors/trainer.py changed since 03bd80a0abf5'
+    >>> stale_reason("03bd80a0abf5", changed=[]) is None
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# What many benchmarks measure (each module's MEASURES names its own file and these).
+SERVICE = ("actors/", "deploy/", "pipelines/", "config.py", "models/", "sources/")
+SCORING = ("actors/scorer.py", "pipelines/scoring.py", "sources/", "models/", "config.py")
+LEARNING = (
+    "actors/trainer.py",
+    "actors/queue.py",
+    "pipelines/simulate.py",
+    "samplers/",
+    "models/",
+    "config.py",
+)
+BENCH = "docs/bench/bench.json"
+# Pages measured by a benchmark of their own (module, JSON files; the study folder's commit is
+# in its machine.json).
+PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "study": ("activestream.benchmarks.study", ("docs/study/machine.json",)),
+    "real_loop": ("activestream.benchmarks.real_loop", ("docs/real-loop/real_loop.json",)),
+    "head_rescore": (
+        "activestream.benchmarks.head_rescore",
+        ("docs/head-rescore/head_rescore.json",),
+    ),
+    "encoded_throughput": (
+        "activestream.benchmarks.encoded_throughput",
+        ("docs/encoded-throughput/encoded_throughput.json",),
+    ),
+    "pool_scale": ("activestream.benchmarks.pool_scale", ("docs/scale/pool_scale.json",)),
+    "knobs": ("activestream.benchmarks.knobs", ("docs/knobs/knobs.json",)),
+}
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The figures one benchmark published in one JSON, and the commit they were measured at."""
+
+    benchmark: str
+    source: str
+    commit: str | None
+    measures: tuple[str, ...]
+
+
+def stale_reason(commit: str | None, changed: list[str]) -> str | None:
+    """Why figures measured at ``commit`` no longer stand for ``HEAD``, or None if they do."""
+    if not commit:
+        return "records no commit"
+    if commit.endswith("+dirty"):
+        return f"measured on a dirty tree ({commit})"
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return f"{', '.join(changed[:3])}{more} changed since {commit}"
+    return None
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=False
+    )
+    if done.returncode:
+        raise LookupError(done.stderr.strip() or f"git {' '.join(args)} failed")
+    return done.stdout
+
+
+def measures(module: str) -> tuple[str, ...]:
+    """The paths a benchmark module declares it measures (``MEASURES``)."""
+    name, _, _ = module.partition(":")
+    declared = getattr(importlib.import_module(name), "MEASURES", None)
+    if not declared:
+        raise AttributeError(f"{name} declares no MEASURES")
+    return tuple(declared)
+
+
+def _commit(machine: Any) -> str | None:
+    return machine.get("commit") if isinstance(machine, dict) else None
+
+
+def published(root: Path = ROOT) -> list[Figures]:
+    """Every benchmark's published figures: bench.json's newest run of each, and each page."""
+    from activestream.benchmarks.suite import BENCHMARKS
+
+    out: list[Figures] = []
+    bench = json.loads((root / BENCH).read_text())
+    newest: dict[str, str | None] = {}
+    for run in bench.get("runs") or [{"benchmarks": list(BENCHMARKS), **bench}]:
+        for name in run["benchmarks"]:
+            newest[name] = _commit(run.get("machine"))  # later runs replace earlier ones
+    shown = {r.get("benchmark") for r in bench["results"]}
+    for name, module in BENCHMARKS.items():
+        if name in shown:
+            out.append(Figures(name, BENCH, newest.get(name), measures(module)))
+    for name, (module, sources) in PAGES.items():
+        for source in sources:
+            data = json.loads((root / source).read_text())
+            commit = data.get("commit") if "machine" not in data else _commit(data["machine"])
+            out.append(Figures(name, source, commit, measures(module)))
+    return out
+
+
+def stale(root: Path = ROOT, figures_: list[Figures] | None = None) -> list[tuple[Figures, str]]:
+    """Each benchmark's figures that no longer stand for ``HEAD``, with the reason.
+
+    Args:
+        root: The checkout.
+        figures_: What to check; every published figure (:func:`published`) by default.
+    """
+    found = []
+    for figures in published(root) if figures_ is None else figures_:
+        changed: list[str] = []
+        commit = figures.commit
+        if commit and not commit.endswith("+dirty"):
+            try:
+                changed = _git(
+                    root, "diff", "--name-only", commit, "HEAD", "--", *figures.measures
+                ).split()
+            except LookupError:
+                found.append((figures, f"commit {commit} is not in this clone"))
+                continue
+        reason = stale_reason(commit, changed)
+        if reason:
+            found.append((figures, reason))
+    return found
+
+
+def commits_ago(commit: str, root: Path = ROOT) -> int | None:
+    """How many commits ``HEAD`` is past ``commit`` (None when unknown here)."""
+    try:
+        return int(_git(root, "rev-list", "--count", f"{commit.removesuffix('+dirty')}..HEAD"))
+    except (LookupError, ValueError):
+        return None

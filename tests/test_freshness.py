@@ -1,0 +1,82 @@
+"""Published figures know which code they measure and say when it changed since."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from activestream.benchmarks import freshness
+from activestream.benchmarks.suite import BENCHMARKS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "module", [*BENCHMARKS.values(), *(m for m, _ in freshness.PAGES.values())]
+)
+def test_every_benchmark_declares_paths_that_exist_including_its_own_module(module):
+    declared = freshness.measures(module)
+    assert all((ROOT / p).exists() for p in declared), declared
+    own = module.partition(":")[0].removeprefix("activestream.").replace(".", "/") + ".py"
+    assert own in declared
+
+
+def _repo(tmp_path: Path) -> tuple[Path, str]:
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "measured.py").write_text("x = 1\n")
+    (tmp_path / "other.py").write_text("y = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "measured here")
+    return tmp_path, git("rev-parse", "--short=12", "HEAD")
+
+
+def _figures(commit: str | None) -> freshness.Figures:
+    return freshness.Figures("b", "b.json", commit, ("measured.py",))
+
+
+def test_figures_stay_fresh_while_only_unmeasured_code_changes(tmp_path):
+    root, commit = _repo(tmp_path)
+    (root / "other.py").write_text("y = 2\n")
+    subprocess.run(["git", "commit", "-qam", "elsewhere"], cwd=root, check=True)
+    assert freshness.stale(root, [_figures(commit)]) == []
+    assert freshness.commits_ago(commit, root) == 1
+
+
+def test_figures_go_stale_when_their_measured_code_changes(tmp_path):
+    root, commit = _repo(tmp_path)
+    (root / "measured.py").write_text("x = 2\n")
+    subprocess.run(["git", "commit", "-qam", "measured code"], cwd=root, check=True)
+    ((figures, reason),) = freshness.stale(root, [_figures(commit)])
+    assert reason == f"measured.py changed since {commit}"
+
+
+@pytest.mark.parametrize(
+    ("commit", "says"),
+    [(None, "records no commit"), ("0123456789ab", "not in this clone")],
+)
+def test_figures_without_a_known_commit_are_stale(tmp_path, commit, says):
+    root, _ = _repo(tmp_path)
+    ((_, reason),) = freshness.stale(root, [_figures(commit)])
+    assert says in reason
+
+
+def test_the_committed_json_names_every_benchmark_it_shows():
+    listed = {f.benchmark for f in freshness.published(ROOT)}
+    shown = {r["benchmark"] for r in json.loads((ROOT / freshness.BENCH).read_text())["results"]}
+    assert shown <= listed | {None}
+
+
+def test_the_reasons_read_as_the_module_docstring_says():
+    import doctest
+
+    assert doctest.testmod(freshness).failed == 0
