@@ -240,7 +240,7 @@ class ScoringConfig(_Section):
         "scores); bounds memory whatever the pool size. None lets Ray Data decide.",
     )
     stream_rounds: int = Field(
-        100,
+        20,
         ge=1,
         description="Rounds one streaming pass may score back to back while new versions keep "
         "coming (warm scorers; fewer for a pool so large that planning them would cost, see "
