@@ -15,6 +15,8 @@ GOAL_LABEL_TO_VERSION_S = 0.25  # p50 at buffer 16, on 2 cores
 GOAL_SERVE_P99_MS = 50.0
 
 
+_DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}  # as Label Studio ran
+
 def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in data["results"]}
 
@@ -243,6 +245,7 @@ def headline(data: dict[str, Any]) -> str:
         if push:
             lines.append(
                 f"| Label Studio: a new model version's scores into a {size:,}-task project "
+                f"on {_DATABASES.get(push.get('database', 'sqlite'), push.get('database'))} "
                 f"(median of {push['versions']} versions, {push['labels_per_version']} labels "
                 f"each) | {push['push_s_median']:.2f} s, {min(push['push_requests'])}-"
                 f"{max(push['push_requests'])} requests; first {push['exact_top']} tasks exact "
