@@ -17,6 +17,7 @@ GOAL_SERVE_P99_MS = 50.0
 
 _DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}  # as Label Studio ran
 
+
 def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in data["results"]}
 
