@@ -16,10 +16,10 @@ caller sees the model is ready (:func:`activestream.samplers.warmed_up`) and cal
 :meth:`end_warmup`.
 
 With ``sampler: auto`` a round carries one ranked list per arm (each probability sampler and
-random) and each lease asks an EXP3 bandit (:class:`activestream.samplers.auto.Exp3`) which
-arm fills its exploited slots. The queue remembers which arm chose each item and what the
-model predicted for it; when the label arrives (:meth:`mark_labeled` with labels) the arm
-earns the pick's prequential error.
+random) and each lease asks a judge (:class:`activestream.samplers.auto.ErrorJudge`) which
+arm fills its exploited slots. The queue remembers every arm's score and the model's class for
+each random slot it hands out; when the label arrives (:meth:`mark_labeled` with labels) the
+item tells how well each arm's scores rank the model's errors.
 
 Before the first round finishes (and right after the queue's actor restarts, when it comes
 back empty) ``cold_sample`` fills the random list from the pool itself: an untrained model's
@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from activestream.config import SamplingConfig
-from activestream.samplers.auto import Exp3
+from activestream.samplers.auto import ErrorJudge
 from activestream.samplers.cold_start import warmed_up
 from activestream.samplers.selection import select_queries
 
@@ -78,7 +78,9 @@ class RoundUpdate:
         pool_rows: Items in the pool the round saw (reported in stats).
         bad_rows: Of those, images that did not decode.
         arm_ranked: ``auto`` only: one ranked id array per arm.
-        preds: ``auto`` only: the round model's class for the ids in ``arm_ranked``.
+        preds: ``auto`` only: the round model's class for the ids in ``slot_scores``.
+        slot_scores: ``auto`` only: every arm's score (A,) for the ids of ``random_ids``; the
+            labels of random slots judge the arms (:class:`~activestream.samplers.auto.ErrorJudge`).
     """
 
     ranked_ids: Sequence[str] | np.ndarray
@@ -91,6 +93,7 @@ class RoundUpdate:
     bad_rows: int | None = None
     arm_ranked: Sequence[Sequence[str] | np.ndarray] | None = None
     preds: Mapping[str, int] | None = None
+    slot_scores: Mapping[str, Sequence[float] | np.ndarray] | None = None
 
 
 class QueryQueue:
@@ -107,7 +110,6 @@ class QueryQueue:
             available candidates (at least 64).
         warmup: Start in the cold-start phase: every slot explores until :meth:`end_warmup`.
         arms: Arm names for ``sampler: auto``; None ranks by the one sampler's scores.
-        gamma: The bandit's exploration share (``arms`` only).
         cold_sample: Returns random pool ids to hand out until the first round lands; called
             once, in a background thread, so a (re)started queue answers at once.
         reserve_sample: ``draw -> random pool ids`` (draw = 1, 2, ...), called in a background
@@ -127,7 +129,6 @@ class QueryQueue:
         pool_factor: int = 8,
         warmup: bool = False,
         arms: Sequence[str] | None = None,
-        gamma: float = 0.3,
         cold_sample: Callable[[], Sequence[str]] | None = None,
         reserve_sample: Callable[[int], Sequence[str]] | None = None,
         low_water: int = 64,
@@ -139,10 +140,11 @@ class QueryQueue:
         self._batch = batch
         self.pool_factor = pool_factor
         self.warming = warmup
-        self.bandit = None if arms is None else Exp3(arms, gamma, np.random.default_rng([seed, 1]))
+        self.judge = None if arms is None else ErrorJudge(arms, np.random.default_rng([seed, 1]))
         self._arm_ranked: list[list[str]] = []
         self._pred: dict[str, int] = {}
-        self._chosen_by: dict[str, tuple[int, float, int, int]] = {}  # arm, p, batch n, pred
+        self._slot_scores: dict[str, np.ndarray] = {}  # random id -> (A,) every arm's score
+        self._judged: dict[str, tuple[np.ndarray, int]] = {}  # leased random slot -> scores, pred
         self._embedding: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._ranked: list[str] = []
@@ -206,8 +208,9 @@ class QueryQueue:
         """Replace the candidates with a finished round's (ranked best first).
 
         ``pool_rows`` and ``bad_rows`` (images that did not decode) are what the round saw;
-        they are only reported, in :meth:`stats`. ``arm_ranked`` (one ranked id list per arm)
-        and ``preds`` (the round model's class for those ids) feed the ``auto`` bandit.
+        they are only reported, in :meth:`stats`. ``arm_ranked`` (one ranked id list per arm),
+        ``slot_scores`` and ``preds`` (every arm's score and the round model's class for the
+        random ids) feed ``auto``'s judge.
         """
         ranked = [str(i) for i in update.ranked_ids]
         scores = np.asarray(update.scores, dtype=np.float64).tolist()
@@ -223,6 +226,10 @@ class QueryQueue:
         with self._lock:
             self._arm_ranked = [[str(i) for i in r] for r in update.arm_ranked or []]
             self._pred = {str(i): int(c) for i, c in (update.preds or {}).items()}
+            self._slot_scores = {
+                str(i): np.asarray(v, dtype=np.float64)
+                for i, v in (update.slot_scores or {}).items()
+            }
             if update.pool_rows is not None:
                 self.pool_rows = int(update.pool_rows)
             if update.bad_rows is not None:
@@ -237,7 +244,7 @@ class QueryQueue:
     def _expire(self, now: float) -> None:
         for item in [i for i, until in self._leases.items() if until <= now]:
             del self._leases[item]
-            self._chosen_by.pop(item, None)  # unanswered: the arm is neither paid nor blamed
+            self._judged.pop(item, None)  # unanswered: it judges nothing
 
     def lease(self, n: int) -> list[Query]:
         """Lease up to ``n`` items that are neither labeled nor leased."""
@@ -247,12 +254,11 @@ class QueryQueue:
             now = self._clock()
             self._expire(now)
             blocked = self._labeled | self._leases.keys()
-            ranked, arm, chance = self._ranked, -1, 1.0
+            ranked = self._ranked
             if self.warming:
                 pass  # every slot explores: the model's ranking means nothing yet
-            elif self.bandit is not None and self._arm_ranked:
-                arm, chance = self.bandit.choose()
-                ranked = self._arm_ranked[arm]
+            elif self.judge is not None and self._arm_ranked:
+                ranked = self._arm_ranked[self.judge.choose()[0]]
             else:
                 ranked = self._diverse_first(n, blocked)
             picks = select_queries(
@@ -272,9 +278,10 @@ class QueryQueue:
                 picks += reserve
             self._refill_if_low(blocked | {p.id for p in picks})
             out = []
-            exploited = [p.id for p in picks if not p.explored and p.id in self._pred]
-            for item in exploited if arm >= 0 else []:
-                self._chosen_by[item] = (arm, chance, len(exploited), self._pred[item])
+            if self.judge is not None and not self.warming:
+                for pick in picks:  # uniform draws: an unbiased test of the round's model
+                    if pick.explored and pick.id in self._slot_scores and pick.id in self._pred:
+                        self._judged[pick.id] = (self._slot_scores[pick.id], self._pred[pick.id])
             for pick in picks:
                 self._leases[pick.id] = now + self.lease_seconds
                 score, version = self._score.get(pick.id, (0.0, self.round_version))
@@ -341,25 +348,24 @@ class QueryQueue:
             self.warming = False
 
     def mark_labeled(self, ids: Iterable[str], labels: Iterable[int] | None = None) -> None:
-        """Never hand these ids out again; with ``labels``, reward the arms that chose them."""
+        """Never hand these ids out again; with ``labels``, random slots judge ``auto``'s arms."""
         ids = list(ids)
         with self._lock:
             for item in ids:
                 self._labeled.add(item)
                 self._leases.pop(item, None)
-            if labels is None or self.bandit is None:
+            if labels is None or self.judge is None:
                 return
             for item, label in zip(ids, labels, strict=True):
-                chosen = self._chosen_by.pop(item, None)
-                if chosen is not None:
-                    arm, chance, batch, pred = chosen
-                    # A batch's picks share one draw: each carries 1/batch of its reward.
-                    self.bandit.update(arm, float(pred != int(label)) / batch, chance)
+                judged = self._judged.pop(item, None)
+                if judged is not None:
+                    scores, pred = judged
+                    self.judge.record(scores, pred != int(label))
 
     def arms(self) -> dict[str, dict[str, float]] | None:
-        """The ``auto`` bandit's state per arm (probability, pulls, rewards); None without it."""
+        """``auto``'s judge per arm (chance of the next batch, pulls, error AUC); else None."""
         with self._lock:
-            return None if self.bandit is None else self.bandit.summary()
+            return None if self.judge is None else self.judge.summary()
 
     def release(self, ids: Iterable[str]) -> int:
         """Give leases back early (an annotator skipped the items); returns how many were held.
@@ -372,7 +378,7 @@ class QueryQueue:
             self._expire(self._clock())
             for item in ids:
                 released += self._leases.pop(item, None) is not None
-                self._chosen_by.pop(item, None)
+                self._judged.pop(item, None)
         return released
 
     def taken(self, ids: Iterable[str]) -> list[str]:

@@ -642,12 +642,20 @@ class LabelingAPI:
         if arms:  # sampler: auto
             chance = Gauge(
                 "activestream_sampler_arm_probability",
-                "Chance that the auto bandit picks each sampler for the next batch",
+                "Chance that auto ranks the next batch by each sampler",
+                ["arm"],
+                registry=registry,
+            )
+            judged = Gauge(
+                "activestream_sampler_arm_error_auc",
+                "How well each sampler's scores rank the model's errors on labeled random slots "
+                "(0.5: no better than chance)",
                 ["arm"],
                 registry=registry,
             )
             for arm, state in arms.items():
                 chance.labels(arm=arm).set(state["probability"])
+                judged.labels(arm=arm).set(state["error_auc"])
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     # -- Label Studio's ML backend (see activestream.actors.label_studio) -----------------

@@ -268,7 +268,6 @@ class ActiveLoop:
             batch=samplers.spec(cfg.sampling.sampler).batch,
             warmup=cfg.sampling.cold_start,
             arms=samplers.spec(cfg.sampling.sampler).arms,
-            gamma=cfg.sampling.auto_gamma,
             cold_sample=partial(sample_ids, self.pool, cfg.sampling.candidates, cfg.seed),
             reserve_sample=partial(_reserve_ids, self.pool, cfg.sampling.candidates, cfg.seed),
         )
@@ -609,6 +608,7 @@ class ActiveLoop:
                     bad_rows=result.bad_rows,
                     arm_ranked=[t.ids for t in result.arm_tops or []] or None,
                     preds=result.preds,
+                    slot_scores=result.slot_scores,
                 )
             )
         )

@@ -42,7 +42,8 @@ class ScoreResult:
     explore_embeddings: np.ndarray | None = None  # (k, D) for ``explore.ids`` (cold start)
     bad_rows: int = 0  # encoded images that did not decode: skipped, never queried
     arm_tops: list[samplers.TopKResult] | None = None  # ``auto``: the best rows of each arm
-    preds: dict[str, int] | None = None  # ``auto``: the model's class for every arm's best
+    preds: dict[str, int] | None = None  # ``auto``: the model's class for ``explore.ids``
+    slot_scores: dict[str, np.ndarray] | None = None  # ``auto``: (A,) per ``explore.ids``
 
     @property
     def rows_per_second(self) -> float:
@@ -90,9 +91,33 @@ def scorer_embeds(cfg: Config) -> bool | None:
     return True if cold_start_on_embedding(cfg) else None
 
 
+#: Registered models whose weights are trained before any label (their features mean something).
+PRETRAINED_FACTORIES = frozenset({"efficientnet_lite0"})
+
+
+def embedding_is_pretrained(cfg: Config) -> bool:
+    """Whether the embedding selection reads comes from trained weights, not a random init."""
+    model = cfg.model
+    return (
+        embedding_model(cfg) is not None
+        or model.train == "head"
+        or model.init_weights is not None
+        or model.factory in PRETRAINED_FACTORIES
+    )
+
+
 def cold_start_on_embedding(cfg: Config) -> bool:
-    """Whether cold-start queries are picked from the pool's embedding (not uniformly)."""
-    return cfg.sampling.cold_start and cfg.sampling.cold_start_strategy != "random"
+    """Whether cold-start queries are picked from the pool's embedding (not uniformly).
+
+    Only from a pretrained embedding unless ``cold_start_embedding: any``: an untrained
+    network's penultimate layer steered the first picks wrong in the study.
+    """
+    sampling = cfg.sampling
+    return (
+        sampling.cold_start
+        and sampling.cold_start_strategy != "random"
+        and (sampling.cold_start_embedding == "any" or embedding_is_pretrained(cfg))
+    )
 
 
 def scored_dataset(
@@ -139,7 +164,7 @@ class _Round:
         self.embedding: dict[str, np.ndarray] = {}
         self.bad_rows = 0
         self.arm_tops: list[samplers.TopK] = []
-        self.preds: dict[str, int] = {}
+        self.slots: dict[str, tuple[np.ndarray, int]] = {}  # id -> (A,) arm scores, class
 
     def push(self, batch: pa.Table) -> None:
         if "ok" in batch.column_names:
@@ -175,7 +200,7 @@ class _Round:
             self.embedding = {i: e for i, e in self.embedding.items() if i in keep}
 
     def _push_arms(self, ids: np.ndarray, column: Any, pred: Any, version: np.ndarray) -> None:
-        """Each arm's own top-k, and the predicted class of rows that may end in one."""
+        """Each arm's own top-k; every arm's score and the class of rows that may be sampled."""
         array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
         arms = array.type.list_size
         scores = array.flatten().to_numpy().reshape(-1, arms)  # (n, A)
@@ -183,16 +208,21 @@ class _Round:
             self.arm_tops = [samplers.TopK(self.k) for _ in range(arms)]
         for a, top in enumerate(self.arm_tops):
             top.push(ids, scores[:, a], version)
-        self.preds.update(zip(ids.tolist(), pred.to_numpy().tolist(), strict=True))
-        if len(self.preds) > 4 * self.k * arms:
-            keep = {i for top in self.arm_tops for i in top.result().ids.tolist()}
-            self.preds = {i: c for i, c in self.preds.items() if i in keep}
+        rows = zip(scores.copy(), pred.to_numpy().tolist(), strict=True)  # copies: no batch kept
+        self.slots.update(zip(ids.tolist(), rows, strict=True))
+        if len(self.slots) > 4 * self.k:
+            keep = set(self.explore.result().ids.tolist())
+            self.slots = {i: v for i, v in self.slots.items() if i in keep}
 
     def result(self) -> ScoreResult:
         seconds = time.perf_counter() - self.start
         top = self.top.result()
         explore = self.explore.result()
-        embeddings = explore_embeddings = None
+        embeddings = explore_embeddings = preds = slot_scores = None
+        if self.slots:
+            sampled = [i for i in explore.ids.tolist() if i in self.slots]
+            preds = {i: self.slots[i][1] for i in sampled}
+            slot_scores = {i: self.slots[i][0] for i in sampled}
         if self.embedding:
             embeddings = np.stack([self.embedding[i] for i in top.ids.tolist()])
             explore_embeddings = np.stack([self.embedding[i] for i in explore.ids.tolist()])
@@ -207,7 +237,8 @@ class _Round:
             explore_embeddings=explore_embeddings,
             bad_rows=self.bad_rows,
             arm_tops=[t.result() for t in self.arm_tops] or None,
-            preds=self.preds or None,
+            preds=preds,
+            slot_scores=slot_scores,
         )
 
 

@@ -116,7 +116,6 @@ def run_once(
         batch=spec.batch,
         warmup=passive or cfg.sampling.cold_start,
         arms=spec.arms,
-        gamma=cfg.sampling.auto_gamma,
     )
     row_of = {item: row for row, item in enumerate(ids.tolist())}
     rng = np.random.default_rng(seed)
@@ -160,16 +159,19 @@ def run_once(
             probs, scores, embedding = outputs()
             if fixed_embedding is not None:
                 embedding = fixed_embedding
-            arm_ranked, preds = None, None
+            arm_ranked, preds, slot_scores = None, None, None
+            sample_rows = rng.permutation(len(ids))[:k]
+            sample = ids[sample_rows]
             if spec.arms is not None:  # auto: (N, A), one ranked list per arm
                 arm_ranked = [_top_ids(ids, scores[:, a], k) for a in range(scores.shape[1])]
-                rows = np.unique(np.concatenate([[row_of[i] for i in r] for r in arm_ranked]))
-                preds = dict(zip(ids[rows].tolist(), probs[rows].argmax(1).tolist(), strict=True))
+                preds = dict(
+                    zip(sample.tolist(), probs[sample_rows].argmax(1).tolist(), strict=True)
+                )
+                slot_scores = dict(zip(sample.tolist(), scores[sample_rows], strict=True))
                 scores = scores.mean(axis=1)
             top = samplers.TopK(k)
             top.push(ids, scores)
             best = top.result()
-            sample = ids[rng.permutation(len(ids))[:k]]
             if queue.warming and cold != "random" and not passive and embedding is not None:
                 # Cold start on the embedding the scorers emit (the frozen features, or the
                 # current model's penultimate layer), as in the service: this batch's picks go
@@ -193,6 +195,7 @@ def run_once(
                 chosen,
                 arm_ranked=arm_ranked,
                 preds=preds,
+                slot_scores=slot_scores,
             )
             batch = queue.lease(min(cfg.training.buffer_size, budget - asked))
             if not batch:

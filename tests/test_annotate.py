@@ -73,6 +73,12 @@ def test_auto_reports_each_arms_odds_in_the_metrics(session):
     ]
     assert len(odds) == 5
     assert sum(odds) == pytest.approx(1.0, abs=1e-3)
+    judged = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("activestream_sampler_arm_error_auc{")
+    }
+    assert judged["random"] == 0.5 and all(0.0 <= v <= 1.0 for v in judged.values())
 
 
 def test_annotate_against_a_service_that_is_not_there_is_one_line(tmp_path):

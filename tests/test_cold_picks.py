@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from activestream.config import Config
+from activestream.pipelines.scoring import cold_start_on_embedding
 from activestream.samplers import COLD_STARTS, cold_order, cold_picks
 from activestream.samplers.maxherding import maxherding
 from activestream.samplers.typiclust import typiclust
@@ -99,3 +101,20 @@ def test_clustering_a_large_pool_works_on_a_bounded_sample():
 def test_an_unknown_cold_start_names_the_choices():
     with pytest.raises(ValueError, match="typiclust"):
         cold_picks("farthest", np.zeros((3, 2)), 1, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "on_embedding"),
+    [
+        ({}, False),  # a CNN from scratch: its untrained layer steers picks wrong
+        ({"sampling.cold_start_embedding": "any"}, True),
+        ({"model.train": "head"}, True),  # frozen pretrained features
+        ({"model.init_weights": "weights.pt"}, True),
+        ({"model.factory": "efficientnet_lite0"}, True),
+        ({"sampling.embedding_model": {"factory": "efficientnet_lite0"}}, True),
+        ({"model.train": "head", "sampling.cold_start_strategy": "random"}, False),
+        ({"model.train": "head", "sampling.cold_start": False}, False),
+    ],
+)
+def test_cold_starts_use_the_embedding_only_where_it_was_trained(overrides, on_embedding):
+    assert cold_start_on_embedding(Config().with_overrides(overrides)) is on_embedding

@@ -42,7 +42,10 @@ def test_scorers_skip_their_own_embedding_unless_the_sampler_needs_gradients():
     cfg = Config().with_overrides({"sampling.embedding_model": EMBEDDER})
     assert embedding_model(cfg) is not None and scorer_embeds(cfg) is False
     badge = cfg.with_overrides({"sampling.sampler": "badge"})
-    assert embedding_model(badge) is None and scorer_embeds(badge) is True
+    # badge's own gradient embedding, emitted because badge needs it (None: as it needs)
+    assert embedding_model(badge) is None and scorer_embeds(badge) is None
+    any_layer = badge.with_overrides({"sampling.cold_start_embedding": "any"})
+    assert scorer_embeds(any_layer) is True  # the cold start reads it too
     assert embedding_model(Config()) is None
 
 

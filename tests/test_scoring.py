@@ -69,7 +69,9 @@ def test_closing_a_stream_early_ends_the_pass(ray_session, digits):
     assert score_pass(cfg, pool).rows == pool.num_rows  # the cluster is free for the next pass
 
 
-def test_an_auto_round_keeps_each_arms_own_top_k_and_their_predictions(ray_session, digits):
+def test_an_auto_round_keeps_each_arms_top_k_and_every_arms_scores_of_its_random_sample(
+    ray_session, digits
+):
     cfg, pool, _, _ = digits
     cfg = cfg.with_overrides({"sampling.sampler": "auto", "sampling.candidates": 16})
     rounds = stream_rounds(cfg, [pool])
@@ -78,7 +80,10 @@ def test_an_auto_round_keeps_each_arms_own_top_k_and_their_predictions(ray_sessi
     assert result.arm_tops is not None and len(result.arm_tops) == 5
     assert all(len(top.ids) == 16 for top in result.arm_tops)
     assert len({tuple(top.ids.tolist()) for top in result.arm_tops}) > 1
-    assert set(result.preds) >= {i for top in result.arm_tops for i in top.ids.tolist()}
+    sampled = set(result.explore.ids.tolist())
+    assert set(result.preds) == set(result.slot_scores) == sampled
+    assert all(np.shape(s) == (5,) for s in result.slot_scores.values())
+    assert set(result.preds.values()) <= set(range(10))
 
 
 def test_a_cold_start_on_the_embedding_gets_the_random_samples_embeddings(ray_session, digits):
@@ -86,7 +91,8 @@ def test_a_cold_start_on_the_embedding_gets_the_random_samples_embeddings(ray_se
     from activestream.actors.scorer import Scorer
 
     cfg, pool, _, _ = digits
-    result = score_pass(cfg, pool, candidates=30)  # the default cold start reads embeddings
+    cfg = cfg.with_overrides({"sampling.cold_start_embedding": "any"})  # the untrained CNN's
+    result = score_pass(cfg, pool, candidates=30)
     assert result.explore_embeddings is not None
     assert result.explore_embeddings.shape[0] == len(result.explore.ids) == 30
     # the same model (version 0 of the seed) in this process gives the same embedding per id
@@ -95,8 +101,14 @@ def test_a_cold_start_on_the_embedding_gets_the_random_samples_embeddings(ray_se
     np.testing.assert_allclose(result.explore_embeddings, expected, atol=1e-5)
 
 
-def test_a_uniform_cold_start_with_a_plain_sampler_carries_no_embeddings(ray_session, digits):
+@pytest.mark.parametrize(
+    "overrides",
+    [{"sampling.cold_start_strategy": "random"}, {}],
+    ids=["uniform cold start", "untrained network by default"],
+)
+def test_a_uniform_cold_start_with_a_plain_sampler_carries_no_embeddings(
+    ray_session, digits, overrides
+):
     cfg, pool, _, _ = digits
-    cfg = cfg.with_overrides({"sampling.cold_start_strategy": "random"})
-    result = score_pass(cfg, pool, candidates=30)
+    result = score_pass(cfg.with_overrides(overrides), pool, candidates=30)
     assert result.explore_embeddings is None and result.embeddings is None

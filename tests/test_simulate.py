@@ -98,10 +98,10 @@ def test_each_new_sampler_asks_its_whole_budget_never_the_same_item_twice(sample
 def test_each_new_sampler_chooses_its_own_items_after_the_cold_start(sampler_run, sampler):
     asked, random = sampler_run(sampler).asked, sampler_run("random").asked
     # The cold start (at least 20 labels, so two buffers of 16) is the sampler's no more: it
-    # asks the same maxherding picks whichever sampler follows, and not random's picks.
+    # asks the same picks whichever sampler follows; on an untrained network's embedding
+    # (``cold_start_embedding: pretrained``) they are uniform, random's own.
     other = sampler_run("kcenter" if sampler != "kcenter" else "bald").asked
-    assert asked[:32] == other[:32]
-    assert len(set(asked[:32]) & set(random[:32])) < 8
+    assert asked[:32] == other[:32] == random[:32]
     # After the hand-over the sampler's ranking fills the exploited slots. Measured with seed
     # 0: of the last 32 picks, bald and kcenter share 10 and 11 with random's (its explored
     # slots draw from the same random sample), cluster_margin 3; half is the bar.
