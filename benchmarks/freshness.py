@@ -39,10 +39,10 @@ LEARNING = (
     "config.py",
 )
 BENCH = "docs/bench/bench.json"
-# Pages measured by a benchmark of their own (module, JSON files; the study folder's commit is
-# in its machine.json).
+# Pages measured by a benchmark of their own (module, JSON files or glob patterns; each of the
+# study's parts is run on its own, so each part's JSON records its own machine and commit).
 PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "study": ("activestream.benchmarks.study", ("docs/study/machine.json",)),
+    "study": ("activestream.benchmarks.study", ("docs/study/[!m]*.json",)),
     "real_loop": ("activestream.benchmarks.real_loop", ("docs/real-loop/real_loop.json",)),
     "head_rescore": (
         "activestream.benchmarks.head_rescore",
@@ -115,11 +115,13 @@ def published(root: Path = ROOT) -> list[Figures]:
     for name, module in BENCHMARKS.items():
         if name in shown:
             out.append(Figures(name, BENCH, newest.get(name), measures(module)))
-    for name, (module, sources) in PAGES.items():
-        for source in sources:
-            data = json.loads((root / source).read_text())
-            commit = data.get("commit") if "machine" not in data else _commit(data["machine"])
-            out.append(Figures(name, source, commit, measures(module)))
+    for name, (module, patterns) in PAGES.items():
+        for pattern in patterns:
+            for path in sorted(root.glob(pattern)):
+                data = json.loads(path.read_text())
+                commit = data.get("commit") if "machine" not in data else _commit(data["machine"])
+                source = path.relative_to(root).as_posix()
+                out.append(Figures(name, source, commit, measures(module)))
     return out
 
 

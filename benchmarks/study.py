@@ -665,6 +665,7 @@ def main() -> None:
         for i, part in enumerate(parts, 1):
             _say(f"{i}/{len(parts)} {part}")
             results = run_part(part, args, cache)
+            results["machine"] = machine()  # per part: parts are rerun on their own
             (out / f"{part}.json").write_text(json.dumps(results, indent=1))
             if "strategies" in results:
                 plot_curves(results, out / f"{part}.png")
