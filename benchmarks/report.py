@@ -170,15 +170,17 @@ def render_learning(data: dict[str, Any]) -> str:
             f"{_versus_random(m, rnd, data['knobs']['budget'])} | "
             "[knobs](docs/knobs.md) |"
         )
+    from activestream.benchmarks.real_loop import targets as real_loop_targets
+
     loop = data["real_loop"]
-    target = loop["simulator"]["random"]["accuracy_mean"][-1]
+    _, target = real_loop_targets(loop)
     for name, v in loop["variants"].items():
         need = labels_to_reach(v["labels"], v["accuracy_mean"], target)
         reached = "not reached" if need is None else f"{need} of {loop['budget']} labels"
         auc = area_under_curve(v["labels"], v["accuracy_mean"])
         lines.append(
             f"| Real service over HTTP, digits, {name} | {v['sampler']} | {reached} "
-            f"(the simulator's random final, {target:.3f}); AUC {auc:.3f} | "
+            f"(the service's own random session's final, {target:.3f}); AUC {auc:.3f} | "
             "[real-loop](docs/real-loop.md) |"
         )
     return "\n".join(lines) + "\n"
