@@ -339,6 +339,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("\n".join(f"{verb} {c}" for c in changed) or "every generated section is current")
         return 1 if args.check and changed else 0
     only = [name.strip() for name in args.only.split(",")] if args.only else None
+    from activestream.benchmarks.suite import require_clean
+
+    require_clean(args.out)
     try:
         run_all(args.quick, Path(args.out), only, merge=args.merge)
     except ValueError as err:

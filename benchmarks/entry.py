@@ -29,6 +29,9 @@ def bench_main(run: Run, name: str, doc: str | None, argv: list[str] | None = No
     parser.add_argument("--quick", action="store_true", help="laptop-sized")
     parser.add_argument("--out", default="results/bench")
     args = parser.parse_args(argv)
+    from activestream.benchmarks.suite import require_clean
+
     out = Path(args.out)
+    require_clean(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(run(args.quick, out), indent=2))

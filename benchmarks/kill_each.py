@@ -66,14 +66,14 @@ def role_handle(role: str) -> Any:
     return ray.get_actor(LOOP_ACTOR if role == "loop" else f"{LOOP_ACTOR}:{role}")
 
 
-def scorer_pids() -> list[int]:
+def scorer_pids() -> set[int]:
     """Processes of Ray Data's scorer pool on this machine, by their process title."""
-    pids = []
+    pids = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if SCORER_TITLE in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
+                    pids.add(int(entry.name))
             except OSError:
                 continue
     return pids
@@ -179,27 +179,32 @@ class Watch:
         return [v for _, status, v in self.samples if status != "down"]
 
 
-def _kill(role: str, timeout: float = 60.0) -> tuple[int, float]:
-    """SIGKILL the role's process; returns its pid and the moment of the kill."""
+def _kill(role: str, timeout: float = 60.0) -> tuple[set[int], float]:
+    """SIGKILL the role's process; returns the role's pids at the kill and its moment.
+
+    For the scorer, every scorer process alive at the kill (one is killed): a scorer counts
+    as back when a process that was not among them scores.
+    """
     if role == "scorer":  # pools come and go with scoring passes: wait for one
         deadline = time.monotonic() + timeout
         while not (pids := scorer_pids()):
             if time.monotonic() > deadline:
                 raise TimeoutError("no scorer process appeared to kill")
             time.sleep(0.05)
-        pid = pids[0]
+        victim = min(pids)
     else:
-        pid = actor_pid(role_handle(role))
-    os.kill(pid, signal.SIGKILL)
-    return pid, time.monotonic()
+        victim = actor_pid(role_handle(role))
+        pids = {victim}
+    os.kill(victim, signal.SIGKILL)
+    return pids, time.monotonic()
 
 
-def _back(role: str, old_pid: int) -> bool:
-    """Whether the role answers again from a new process (a scorer pool just carries on)."""
+def _back(role: str, old_pids: set[int]) -> bool:
+    """Whether the role answers again from a process that was not alive at the kill."""
     if role == "scorer":
-        return True
+        return bool(scorer_pids() - old_pids)
     try:
-        return actor_pid(role_handle(role), timeout=2) != old_pid
+        return actor_pid(role_handle(role), timeout=2) not in old_pids
     except Exception:  # noqa: BLE001 - still restarting
         return False
 
@@ -212,7 +217,7 @@ def recover_one(
     ``back_s``: the role answers from a new process; ``healthy_s``: the first ok health answer
     sent after that; ``queries_s``: the first lease that handed out items after the kill.
     """
-    pid, killed = _kill(role)
+    pids, killed = _kill(role)
     result: dict[str, Any] = {"role": role, "queries_s": None, "back_s": None, "healthy_s": None}
     back_at: float | None = None
     deadline = killed + timeout
@@ -222,7 +227,7 @@ def recover_one(
             served = [t for t, n in list(stream.leases) if t > killed and n > 0]
             if served:
                 result["queries_s"] = round(served[0] - killed, 2)
-        if back_at is None and _back(role, pid):
+        if back_at is None and _back(role, pids):
             back_at = time.monotonic()
             result["back_s"] = round(back_at - killed, 2)
         if back_at is not None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from activestream.benchmarks.entry import bench_main
 from activestream.benchmarks.freshness import SERVICE
+from activestream.benchmarks.kill_each import scorer_pids
 from activestream.config import Config
 from activestream.pipelines.annotate import polite_session
 from activestream.sources.shards import ground_truth
@@ -45,19 +46,6 @@ POOL_ROWS = 10_000
 NEW_ROWS = 3_000
 LABEL_RATE = 5.0
 PROBE_SECONDS = 300.0  # how long the probe looks for the new file's items
-
-
-def scorer_pids() -> set[int]:
-    """Processes of Ray Data's scorer pool on this machine, by their process title."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"MapBatches(Scorer)" in (entry / "cmdline").read_bytes():
-                    pids.add(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 def land_file(pool_dir: Path, first_id: int, seed: int) -> dict[str, int]:

@@ -76,6 +76,9 @@ class Page:
     ) -> None:
         """Run the benchmark into ``out/<source>`` (unless ``render_only``), then the page."""
         if not render_only:
+            from activestream.benchmarks.suite import require_clean
+
+            require_clean(out)
             out.mkdir(parents=True, exist_ok=True)
             data = produce()
             (out / self.source).write_text(json.dumps(data, indent=1))

@@ -636,7 +636,7 @@ def render_page(out: Path, page: Path) -> None:
 
 
 def main() -> None:
-    from activestream.benchmarks.suite import machine
+    from activestream.benchmarks.suite import machine, require_clean
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/study")
@@ -659,13 +659,15 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown parts {unknown}; known: {', '.join(PARTS)}")
     if not args.render:
+        require_clean(out)
         out.mkdir(parents=True, exist_ok=True)
         cache = Path(tempfile.mkdtemp(prefix="activestream-study-"))
-        (out / "machine.json").write_text(json.dumps(machine(), indent=1))
+        measured_on = machine()
+        (out / "machine.json").write_text(json.dumps(measured_on, indent=1))
         for i, part in enumerate(parts, 1):
             _say(f"{i}/{len(parts)} {part}")
             results = run_part(part, args, cache)
-            results["machine"] = machine()  # per part: parts are rerun on their own
+            results["machine"] = measured_on  # per part: parts are rerun on their own
             (out / f"{part}.json").write_text(json.dumps(results, indent=1))
             if "strategies" in results:
                 plot_curves(results, out / f"{part}.png")

@@ -59,14 +59,43 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
+#: What figures never measure: the pages and JSON they are written to (a study writes its parts
+#: one by one, and the first part's JSON must not make the second look measured off a commit).
+OUTPUTS = ("docs", "README.md")
+
+
 def commit() -> str | None:
-    """The checkout's commit (``+dirty`` when files differ from it), or None outside git."""
+    """The checkout's commit (``+dirty`` when code differs from it), or None outside git."""
     try:
         head = _git("rev-parse", "--short=12", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        excluded = [f":(exclude){path}" for path in OUTPUTS]
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
+
+
+def require_clean(out: Path | str) -> None:
+    """Refuse to write figures into the docs from code that is in no commit.
+
+    Published figures name the commit they measured (``bench report --stale`` compares it
+    with ``HEAD``); a dirty or unknown one cannot be checked, so it is refused up front.
+    Writing anywhere else (``--out results/...``) is always allowed.
+
+    Raises:
+        SystemExit: ``out`` is inside the checkout's ``docs/`` and the code is not committed.
+    """
+    docs = (Path(__file__).resolve().parents[1] / "docs").resolve()
+    target = Path(out).resolve()
+    if target != docs and docs not in target.parents:
+        return
+    found = commit()
+    if found is None or found.endswith("+dirty"):
+        raise SystemExit(
+            f"refusing to write figures to {out}: the docs take figures from a clean commit "
+            f"only (this checkout: {found or 'not a git checkout'}); commit first, or write "
+            "them elsewhere with --out"
+        )
 
 
 def versions() -> dict[str, str | None]:

@@ -80,3 +80,41 @@ def test_the_reasons_read_as_the_module_docstring_says():
     import doctest
 
     assert doctest.testmod(freshness).failed == 0
+
+
+@pytest.mark.parametrize("found", ["abc123+dirty", None])
+def test_figures_for_the_docs_are_refused_from_code_in_no_commit(monkeypatch, found):
+    from activestream.benchmarks import suite
+
+    monkeypatch.setattr(suite, "commit", lambda: found)
+    docs = Path(suite.__file__).resolve().parents[1] / "docs" / "study"
+    with pytest.raises(SystemExit, match="clean commit only"):
+        suite.require_clean(docs)
+
+
+def test_figures_written_outside_the_docs_are_allowed_from_a_dirty_tree(monkeypatch, tmp_path):
+    from activestream.benchmarks import suite
+
+    monkeypatch.setattr(suite, "commit", lambda: "abc123+dirty")
+    suite.require_clean(tmp_path / "results")  # no exit
+
+
+def test_rendered_pages_do_not_make_the_code_dirty_but_code_does(monkeypatch, tmp_path):
+    from activestream.benchmarks import suite
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "docs").mkdir()
+    for path in ("docs/part.json", "README.md", "code.py"):
+        (tmp_path / path).write_text("1")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    monkeypatch.setattr(suite, "_git", git)
+    (tmp_path / "docs" / "part.json").write_text("2")  # a study's first part, just written
+    (tmp_path / "README.md").write_text("2")
+    assert not suite.commit().endswith("+dirty")
+    (tmp_path / "code.py").write_text("2")
+    assert suite.commit().endswith("+dirty")

@@ -11,6 +11,12 @@ from activestream.sources.shards import ground_truth
 
 pytestmark = pytest.mark.slow
 TOKEN = "kill-token"
+# Measured by the kill_each benchmark on 2 cores (docs/bench/bench.json): queries served again
+# within 6.5 s of any kill (the replica's), every role healthy again within 12 s (the trainer,
+# which restores its checkpoint). The bounds allow three times that, for a CI machine that
+# runs the rest of the suite's services beside this one.
+QUERIES_BACK_S = 3 * 6.5
+HEALTHY_S = 3 * 12.0
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +35,22 @@ def outcome(run_service, durable_config, tmp_path_factory):
 
 def test_every_role_was_killed_and_came_back_healthy(outcome):
     assert [k["role"] for k in outcome["kills"]] == list(kill_each.ROLES)
-    slow = {k["role"]: k["healthy_s"] for k in outcome["kills"] if k["healthy_s"] is None}
-    assert not slow, f"never healthy again after the kill: {slow}"
+    never = {k["role"] for k in outcome["kills"] if k["healthy_s"] is None}
+    assert not never, f"never healthy again after killing {never}"
+    slow = {k["role"]: k["healthy_s"] for k in outcome["kills"] if k["healthy_s"] > HEALTHY_S}
+    assert not slow, f"healthy again only after {slow} s"
+
+
+def test_a_killed_scorer_is_replaced_by_a_new_process(outcome):
+    (scorer,) = [k for k in outcome["kills"] if k["role"] == "scorer"]
+    assert scorer["back_s"] is not None and scorer["back_s"] < HEALTHY_S
 
 
 def test_queries_are_served_again_after_every_kill(outcome):
     late = {k["role"]: k["queries_s"] for k in outcome["kills"] if k["queries_s"] is None}
     assert not late, f"no query served after killing {late}"
-    assert max(k["queries_s"] for k in outcome["kills"]) < 60
+    slow = {k["role"]: k["queries_s"] for k in outcome["kills"] if k["queries_s"] > QUERIES_BACK_S}
+    assert not slow, f"queries served again only after {slow} s"
 
 
 def test_no_acknowledged_label_is_lost(outcome):

@@ -15,6 +15,7 @@ import pytest
 import ray
 import requests
 
+from activestream.benchmarks.kill_each import scorer_pids
 from activestream.config import Config
 from activestream.pipelines.annotate import polite_session
 from activestream.pipelines.loop import ActiveLoop
@@ -23,21 +24,6 @@ from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import ground_truth
 
 pytestmark = pytest.mark.slow
-
-
-def scorer_pids() -> list[int]:
-    """Worker processes of Ray Data's scorer pool, by their process title."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"MapBatches(Scorer)" in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 def test_a_scorer_killed_during_a_round_does_not_lose_the_round(
@@ -55,8 +41,9 @@ def test_a_scorer_killed_during_a_round_does_not_lose_the_round(
             pids = scorer_pids()
             if pids:
                 time.sleep(0.5)  # let the pool start scoring
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
+                victim = min(pids)
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
             time.sleep(0.05)
 
     thread = threading.Thread(target=killer)
