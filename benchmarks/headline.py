@@ -257,8 +257,10 @@ def headline(data: dict[str, Any]) -> str:
                 f"requests | **{push['ratio']:.1f}x** | first push of the project (every "
                 f"score): {push['first_push_s']:.1f} s |"
             )
-    if "al_vs_modal_labels" in rows:
-        lab, wall = rows["al_vs_modal_labels"], rows["al_vs_modal_wall"]
+    for suffix, how in (("", "refit per query"), ("_warm", "warm-started (skorch warm_start)")):
+        if f"al_vs_modal{suffix}_labels" not in rows:
+            continue
+        lab, wall = rows[f"al_vs_modal{suffix}_labels"], rows[f"al_vs_modal{suffix}_wall"]
 
         def need(n: int | None) -> str:
             return "not reached" if n is None else f"{n} labels"
@@ -268,7 +270,7 @@ def headline(data: dict[str, Any]) -> str:
             f"{lab['seeds']} seeds, budget {lab['budget']} ({lab['device']}) | "
             f"{need(lab['activestream_labels'])}; final {lab['activestream_final_accuracy']:.3f}"
             f" ± {lab['activestream_final_accuracy_std']:.3f}"
-            f" | modAL + skorch, refit per query, same device: {need(lab['modal_labels'])}; final "
+            f" | modAL + skorch, {how}, same device: {need(lab['modal_labels'])}; final "
             f"{lab['modal_final_accuracy']:.3f} ± {lab['modal_final_accuracy_std']:.3f} | "
             f"{_x(lab['ratio'])} the labels | {wall['activestream_seconds']:.1f} s vs "
             f"{wall['modal_seconds']:.1f} s per run ({wall['ratio']:.1f}x faster) |"
