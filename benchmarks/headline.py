@@ -139,12 +139,23 @@ def headline(data: dict[str, Any]) -> str:
             lines.append(_scoring(rows[name], title))
     if "loop_label_to_scorer" in rows:
         r = rows["loop_label_to_scorer"]
-        lines.append(
-            f"| label -> first score with the new version, running loop | warm scorers: p50 "
-            f"{r['stream_p50_s']:.2f} s | a fresh Ray Data pass per round: p50 "
-            f"{r['fresh_pass_p50_s']:.2f} s | {_x(r['ratio'])} | round: "
-            f"{r['stream_round_s']:.2f} s vs {r['fresh_pass_round_s']:.2f} s |"
-        )
+        if "in_process_p50_s" in r:
+            lines.append(
+                f"| label -> first score with the new version, running loop | warm scorers: p50 "
+                f"{r['stream_p50_s']:.2f} s | train then rescore in one process, same classes: "
+                f"p50 {r['in_process_p50_s']:.2f} s | {_x(r['ratio'])} | a fresh Ray Data pass "
+                f"per round: p50 {r['fresh_pass_p50_s']:.2f} s ({_x(r['fresh_pass_ratio'])}); "
+                f"round {r['stream_round_s']:.2f} s vs {r['in_process_round_s']:.2f} s in "
+                f"process, {r['fresh_pass_round_s']:.2f} s fresh |"
+            )
+        else:  # measured before the in-process baseline existed
+            lines.append(
+                f"| label -> first score with the new version, running loop | warm scorers: p50 "
+                f"{r['stream_p50_s']:.2f} s | a fresh Ray Data pass per round (the loop's old "
+                f"mode, not the strongest baseline): p50 {r['fresh_pass_p50_s']:.2f} s | "
+                f"{_x(r['ratio'])} | round: {r['stream_round_s']:.2f} s vs "
+                f"{r['fresh_pass_round_s']:.2f} s |"
+            )
     for model, title in (("resnet18", "resnet18"), ("digits_cnn", "digits CNN")):
         if f"broadcast_{model}_8" in rows:
             lines.append(_broadcast(rows[f"broadcast_{model}_8"], title))

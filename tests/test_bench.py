@@ -171,3 +171,13 @@ def test_a_benchmark_run_alone_writes_its_rows_as_name_json(tmp_path):
     bench_main(run, "demo", "Demo.\n\nMore.", ["--quick", "--out", str(tmp_path / "r")])
     assert seen == [(True, tmp_path / "r")]
     assert json.loads((tmp_path / "r" / "demo.json").read_text()) == [{"name": "row", "ratio": 1.5}]
+
+
+@pytest.mark.slow
+def test_the_plain_loop_baseline_scores_with_each_new_version_after_training_it():
+    from activestream.benchmarks.rounds import in_process
+
+    r = in_process(2)
+    assert r["rounds"] == 2
+    assert 0 < r["label_to_version_p50_s"] <= r["label_to_scorer_p50_s"]
+    assert r["round_seconds_mean"] > 0
