@@ -349,6 +349,13 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(
         None, ge=1, description="Logical CPUs for a local cluster; None = max(8, 4 x cores)."
     )
+    arrow_allocator: Literal["jemalloc", "mimalloc", "system"] = Field(
+        "jemalloc",
+        description="Arrow's memory pool in every Ray worker (ARROW_DEFAULT_MEMORY_POOL). Ray "
+        "keeps read workers alive, idle, with what their allocator kept: after a Parquet read "
+        "pass they held less than half as much with jemalloc as with Arrow's default, mimalloc "
+        "(docs/allocator.md).",
+    )
 
 
 class ServeConfig(_Section):

@@ -53,6 +53,7 @@ PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("docs/encoded-throughput/encoded_throughput.json",),
     ),
     "pool_scale": ("activestream.benchmarks.pool_scale", ("docs/scale/pool_scale.json",)),
+    "allocator": ("activestream.benchmarks.allocator", ("docs/allocator/allocator.json",)),
     "knobs": ("activestream.benchmarks.knobs", ("docs/knobs/knobs.json",)),
 }
 

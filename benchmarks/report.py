@@ -245,6 +245,7 @@ def _page(module: Any, slug: str, source: str) -> Callable[[Path], str]:
 def sections() -> list[Section]:
     """Every generated section of README.md and docs/, with how to render it."""
     from activestream.benchmarks import (
+        allocator,
         encoded_throughput,
         head_rescore,
         headline,
@@ -274,6 +275,7 @@ def sections() -> list[Section]:
         Section("docs/scaling.md", "scaling", bench(headline.scaling)),
         Section("docs/study.md", "study", study_page),
         Section("docs/pool-scale.md", "pool_scale", _page(pool_scale, "scale", "pool_scale.json")),
+        Section("docs/allocator.md", "allocator", _page(allocator, "allocator", "allocator.json")),
         Section("docs/knobs.md", "knobs", _page(knobs, "knobs", "knobs.json")),
         Section("docs/real-loop.md", "real_loop", _page(real_loop, "real-loop", "real_loop.json")),
         Section(

@@ -65,11 +65,15 @@ OUTPUTS = ("docs", "README.md")
 
 
 def commit() -> str | None:
-    """The checkout's commit (``+dirty`` when code differs from it), or None outside git."""
+    """The checkout's commit (``+dirty`` when code differs from it), or None outside git.
+
+    Files git does not know (and does not ignore) count: a new benchmark module is measured
+    code that no commit holds yet.
+    """
     try:
         head = _git("rev-parse", "--short=12", "HEAD")
         excluded = [f":(exclude){path}" for path in OUTPUTS]
-        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
+        dirty = _git("status", "--porcelain", "--", ".", *excluded)  # new files count too
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")

@@ -52,8 +52,9 @@ def init_ray(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
+    allocator = {"ARROW_DEFAULT_MEMORY_POOL": cfg.arrow_allocator}
     if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=False)
+        ray.init(address=cfg.address, log_to_driver=False, runtime_env={"env_vars": allocator})
         return
     # On a small machine everything starts at once (raylet, workers, Serve's proxy, scorers):
     # Serve's 5 s proxy readiness check then fails three times and it kills the proxy before
@@ -72,7 +73,9 @@ def init_ray(cfg: RayConfig) -> None:
         num_cpus=local_logical_cpus(cfg),
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": driver_path()}},
+        runtime_env={
+            "env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": driver_path(), **allocator}
+        },
     )
 
 

@@ -116,5 +116,8 @@ def test_rendered_pages_do_not_make_the_code_dirty_but_code_does(monkeypatch, tm
     (tmp_path / "docs" / "part.json").write_text("2")  # a study's first part, just written
     (tmp_path / "README.md").write_text("2")
     assert not suite.commit().endswith("+dirty")
+    (tmp_path / "new.py").write_text("1")  # a new module, in no commit yet
+    assert suite.commit().endswith("+dirty")
+    (tmp_path / "new.py").unlink()
     (tmp_path / "code.py").write_text("2")
     assert suite.commit().endswith("+dirty")

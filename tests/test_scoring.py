@@ -112,3 +112,15 @@ def test_a_uniform_cold_start_with_a_plain_sampler_carries_no_embeddings(
     cfg, pool, _, _ = digits
     result = score_pass(cfg.with_overrides(overrides), pool, candidates=30)
     assert result.explore_embeddings is None and result.embeddings is None
+
+
+def test_ray_workers_use_the_configured_arrow_allocator(ray_session):
+    import ray
+
+    @ray.remote(num_cpus=0.1)
+    def pool_name() -> str:
+        import pyarrow as pa
+
+        return pa.default_memory_pool().backend_name
+
+    assert ray.get(pool_name.remote()) == "jemalloc"  # ray.arrow_allocator's default
