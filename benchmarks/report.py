@@ -38,7 +38,10 @@ def render(data: dict[str, Any]) -> str:
     """The README section: one line per figure, each naming its page."""
     rescore, jpeg, scale = data["rescore"], data["jpeg"], data["scale"]
     lines = ["| figure | measured | page |", "|---|---|---|"]
-    for key, setup in (("fashion_cnn", "CNN from scratch"), ("fashion_head", "pretrained head")):
+    for key, setup in (
+        ("fashion_cnn", "CNN from scratch, pretrained embedding for selection"),
+        ("fashion_head", "pretrained head"),
+    ):
         r = data[key]
         budget = r["config"]["budget"]
         for sampler in ("margin", "auto"):
@@ -89,7 +92,7 @@ PART_ROWS = {
         ["margin, random cold start", "margin, maxherding", "margin, maxherding, pseudo-labels"],
     ),
     "digits_parts": (
-        "Digits, CNN from scratch (cold start on the model's embedding)",
+        "Digits, CNN from scratch (cold start on the untrained model's own embedding)",
         ["margin, random cold start", "margin, maxherding"],
     ),
     "fashion_cnn_parts": (
@@ -127,7 +130,7 @@ def render_learning(data: dict[str, Any]) -> str:
     setups = [
         ("digits", "Digits, CNN from scratch"),
         ("fashion_head", "Fashion-MNIST, pretrained EfficientNet-Lite0 head"),
-        ("fashion_cnn", "Fashion-MNIST, CNN from scratch"),
+        ("fashion_cnn", "Fashion-MNIST, CNN from scratch, pretrained embedding for selection"),
         ("gratings", "Synthetic gratings, CNN from scratch"),
         ("stream", "Digits as a stream (ask or skip)"),
     ]
