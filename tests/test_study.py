@@ -146,9 +146,10 @@ def test_the_reported_figures_are_those_of_the_curves(tiny_study: Path) -> None:
 
 
 def test_every_sampler_starts_from_the_same_cold_start_picks(tiny_study: Path) -> None:
-    # The cold start (maxherding on the embedding by default) does not depend on the sampler:
-    # same seed, same first buffer, same model. Random keeps asking uniformly; samplers that
-    # select on the last layer's gradient (BADGE) cover that embedding from the start.
+    # The cold start does not depend on the sampler: same seed, same first buffer, same model
+    # (uniform picks on digits, whose network starts untrained). Samplers that select on the
+    # last layer's gradient (BADGE) are left out: with cold_start_embedding: any they cover
+    # that embedding from the start.
     results = json.loads((tiny_study / "digits.json").read_text())
     first = {
         n: r["accuracy_mean"][1]
