@@ -11,10 +11,11 @@ from activestream.sources.shards import ground_truth
 
 pytestmark = pytest.mark.slow
 TOKEN = "kill-token"
-# Measured by the kill_each benchmark on 2 cores (docs/bench/bench.json): queries served again
-# within 6.5 s of any kill (the replica's), every role healthy again within 12 s (the trainer,
-# which restores its checkpoint). The bounds allow three times that, for a CI machine that
-# runs the rest of the suite's services beside this one.
+# Measured by the kill_each benchmark on 2 cores, the worst of its two latest runs (c5cb859 and
+# 31467b8; docs/bench/bench.json holds the newest): queries served again within 6.5 s of any
+# kill (the replica's), every role healthy again within 12 s (the trainer restoring its
+# checkpoint; 3.9 s in the newer run), a killed scorer replaced by a new process in 2.0 s. The
+# bounds allow three times that, for a CI machine that runs the suite's other services too.
 QUERIES_BACK_S = 3 * 6.5
 HEALTHY_S = 3 * 12.0
 
