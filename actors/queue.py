@@ -258,7 +258,7 @@ class QueryQueue:
             if self.warming:
                 pass  # every slot explores: the model's ranking means nothing yet
             elif self.judge is not None and self._arm_ranked:
-                ranked = self._arm_ranked[self.judge.choose()[0]]
+                ranked = self._arm_ranked[self.judge.choose()]
             else:
                 ranked = self._diverse_first(n, blocked)
             picks = select_queries(

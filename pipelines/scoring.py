@@ -208,7 +208,8 @@ class _Round:
             self.arm_tops = [samplers.TopK(self.k) for _ in range(arms)]
         for a, top in enumerate(self.arm_tops):
             top.push(ids, scores[:, a], version)
-        rows = zip(scores.copy(), pred.to_numpy().tolist(), strict=True)  # copies: no batch kept
+        own = [row.copy() for row in scores]  # (A,) each: a kept row holds no batch alive
+        rows = zip(own, pred.to_numpy().tolist(), strict=True)
         self.slots.update(zip(ids.tolist(), rows, strict=True))
         if len(self.slots) > 4 * self.k:
             keep = set(self.explore.result().ids.tolist())

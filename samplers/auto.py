@@ -219,11 +219,14 @@ class ErrorJudge:
         auc, se = self.estimates()
         return (auc + se * rng.standard_normal((times, len(self.arms)))).argmax(axis=1)
 
-    def choose(self) -> tuple[int, float]:
-        """Draw an arm (Thompson sampling); return it with the chance it had (estimated)."""
+    def choose(self) -> int:
+        """Draw the arm that ranks the next batch (Thompson sampling): one draw per lease.
+
+        Its chance (:meth:`probabilities`, 512 draws) is left to the metrics, off this path.
+        """
         arm = int(self._draw(self.rng, 1)[0])
         self.pulls[arm] += 1
-        return arm, float(self.probabilities()[arm])
+        return arm
 
     def probabilities(self, draws: int = 512) -> np.ndarray:
         """(A,) each arm's chance of the next batch, by Monte Carlo on a fixed generator."""
