@@ -339,11 +339,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("\n".join(f"{verb} {c}" for c in changed) or "every generated section is current")
         return 1 if args.check and changed else 0
     only = [name.strip() for name in args.only.split(",")] if args.only else None
-    from activestream.benchmarks.suite import require_clean
+    from activestream.benchmarks.entry import size_of
+    from activestream.benchmarks.suite import require_publishable
 
-    require_clean(args.out)
+    require_publishable(args.out, size_of(args))
     try:
-        run_all(args.quick, Path(args.out), only, merge=args.merge)
+        run_all(size_of(args), Path(args.out), only, merge=args.merge)
     except ValueError as err:
         raise ActivestreamError(str(err)) from None
     except ModuleNotFoundError as err:
@@ -426,7 +427,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="run",
         help="run the benchmarks (default), or render every README/docs table from its JSON",
     )
-    bench.add_argument("--quick", action="store_true", help="laptop-sized")
+    quick = bench.add_mutually_exclusive_group()
+    quick.add_argument("--quick", action="store_true", help="laptop-sized")
+    quick.add_argument(
+        "--tiny", action="store_true", help="seconds, same code (a smoke run; never for docs)"
+    )
     bench.add_argument(
         "--check", action="store_true", help="report: list out-of-date sections, write nothing"
     )

@@ -27,7 +27,7 @@ import torch
 from activestream import samplers
 from activestream.actors.cpus import keep_off_reserved
 from activestream.actors.net import build_net
-from activestream.actors.weights import WeightsVersion, load_numpy_state
+from activestream.actors.weights import LISTEN_SECONDS, WeightsVersion, load_numpy_state
 from activestream.config import ModelConfig
 from activestream.models.parts import last_linear, pick_device
 from activestream.sources.images import decode_images
@@ -161,7 +161,7 @@ class Scorer:
         except Exception:  # noqa: BLE001 - board restarting: the listener catches up
             return None
 
-    def _listen(self, timeout: float = 10.0) -> None:
+    def _listen(self, timeout: float = LISTEN_SECONDS) -> None:
         """Long-poll the board for versions newer than the newest seen; runs for good.
 
         The board answers the moment a newer version exists, with its reference, so batches

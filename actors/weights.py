@@ -29,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+#: How long one long poll on the board waits before it answers None (scorers ask again).
+LISTEN_SECONDS = 10.0
+
 
 @dataclass(frozen=True)
 class WeightsVersion:

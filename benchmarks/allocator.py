@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from activestream.benchmarks.entry import Size, add_size_arguments, pick, size_of
 from activestream.benchmarks.pages import Page
 from activestream.sources.shards import ShardSet, read_ray_dataset
 
@@ -84,12 +85,12 @@ def measure(shards: ShardSet, allocator: str) -> dict[str, Any]:
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(size: Size) -> dict[str, Any]:
     """Every allocator over the same pool; the JSON's content."""
     from activestream.benchmarks.suite import machine
     from activestream.sources.synthetic import make_synthetic_shards
 
-    rows = 20_000 if quick else 100_000
+    rows = pick(size, tiny=2_000, quick=20_000, full=100_000)
     with tempfile.TemporaryDirectory(prefix="activestream-alloc-") as home:
         shards = make_synthetic_shards(
             home, rows, rows_per_shard=ROWS_PER_SHARD, shape=(3, 32, 32), test_rows=0,
@@ -98,7 +99,8 @@ def run(quick: bool) -> dict[str, Any]:
         for path in Path(home).rglob("*.parquet"):
             path.read_bytes()  # the page cache warm for every pass, the first included
         passes = []
-        for allocator in ALLOCATORS:
+        # tiny: one Ray session (Arrow's default) runs every line; each costs ~10 s to start
+        for allocator in pick(size, tiny=ALLOCATORS[:1], quick=ALLOCATORS, full=ALLOCATORS):
             passes.append(measure(shards, allocator))
             print(passes[-1], flush=True)
     return {
@@ -138,17 +140,18 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/allocator")
-    parser.add_argument("--quick", action="store_true", help="20,000 rows instead of 100,000")
+    add_size_arguments(parser)
     parser.add_argument("--render", action="store_true", help="only re-render the page")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     PAGE.main(
         Path(args.out),
         render_only=args.render,
-        produce=lambda: run(args.quick),
+        produce=lambda: run(size_of(args)),
         render=render_markdown,
+        tiny=args.tiny,
     )
 
 

@@ -28,8 +28,6 @@ Each point is the median over several repeats, after two warm-up rounds per mode
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import threading
 import time
@@ -40,11 +38,13 @@ import numpy as np
 import ray
 
 from activestream.actors.weights import (
+    LISTEN_SECONDS,
     WeightsBoard,
     WeightsVersion,
     load_numpy_state,
     state_to_numpy,
 )
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.config import Config
 from activestream.models import build_model
 from activestream.pipelines.runtime import init_ray
@@ -62,7 +62,6 @@ SHAPE: tuple[int, int, int] = (3, 32, 32)
 NUM_CLASSES = 10
 GOAL_MS = 100.0
 PARKED_S = 0.05  # a listener's next long poll reaches the board well within this
-LISTEN_S = 10.0  # the long poll's timeout, as the scorers'
 WARMUP_ROUNDS = 2  # per model, with all actors: fresh object store pages cost ~4x a reused put
 
 
@@ -103,7 +102,7 @@ class _Holder:
     def _listen(self, board: Any) -> None:
         seen = -1
         while True:  # the scorer's listener: long poll, then the weights
-            latest = ray.get(board.listen.remote(seen, LISTEN_S))
+            latest = ray.get(board.listen.remote(seen, LISTEN_SECONDS))
             if latest is None:
                 continue
             seen = latest.version
@@ -178,11 +177,11 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+def run(size: Size, out: Path) -> list[dict[str, Any]]:
     """Measure both methods for every model and actor count; writes ``out/broadcast.png``.
 
     Args:
-        quick: Fewer repeats (5 instead of 11), for a smoke run.
+        size: Repeats: 11 full, 5 quick; tiny repeats once with up to 2 actors.
         out: Folder for the plot; created when missing.
 
     Returns:
@@ -191,9 +190,10 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     """
     if not ray.is_initialized():
         init_ray(Config().ray)
-    repeats = 5 if quick else 11
+    repeats = pick(size, tiny=1, quick=5, full=11)
+    counts = pick(size, tiny=ACTOR_COUNTS[:2], quick=ACTOR_COUNTS, full=ACTOR_COUNTS)
     holder = ray.remote(_Holder).options(num_cpus=0.01, max_concurrency=2)
-    actors = [holder.remote() for _ in range(max(ACTOR_COUNTS))]
+    actors = [holder.remote() for _ in range(max(counts))]
     board = ray.remote(WeightsBoard).options(num_cpus=0, max_concurrency=64).remote()
     version = 0
     rows: list[dict[str, Any]] = []
@@ -207,7 +207,7 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
                 _board_once(board, actors, state, version - 2)
                 _ref_once(actors, state, version - 1)
                 _by_value_once(actors, state, version)
-            for n in ACTOR_COUNTS:
+            for n in counts:
                 some = actors[:n]
                 times: dict[str, list[float]] = {"board": [], "ref": [], "by_value": []}
                 for _ in range(repeats):  # interleaved, so background load hits all alike
@@ -238,24 +238,8 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument("--out", default="results/bench")
-    args = parser.parse_args()
-    out = Path(args.out)
-    init_ray(Config().ray)
-    try:
-        rows = run(args.quick, out)
-    finally:
-        ray.shutdown()
-    print(f"{'model':<11} {'actors':>6} {'MB':>6} {'board':>7} {'ref':>7} {'by value':>8}")
-    for r in rows:
-        print(
-            f"{r['model']:<11} {r['actors']:>6} {r['state_mb']:>6.1f} {r['board_ms']:>7.1f} "
-            f"{r['ref_ms']:>7.1f} {r['by_value_ms']:>8.1f}"
-        )
-    (out / "broadcast.json").write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))
+def main() -> None:  # noqa: D103
+    bench_main(run, "broadcast", __doc__)
 
 
 if __name__ == "__main__":

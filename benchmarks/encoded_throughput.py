@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from activestream.benchmarks.freshness import SCORING
-from activestream.benchmarks.pages import Page
+from activestream.benchmarks.pages import Page, add_tiny_argument
 
 # What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
 MEASURES = (
@@ -194,17 +194,24 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_tiny_argument(parser)
     parser.add_argument("--src", default="data/fashion-mnist")
     parser.add_argument("--data", default="data/fashion-mnist-jpeg")
     parser.add_argument("--out", default="docs/encoded-throughput")
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--rows-per-shard", type=int, default=2_000)
     parser.add_argument("--render", action="store_true", help="only re-render the page")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.rows, args.rows_per_shard = 400, 200
     PAGE.main(
-        Path(args.out), render_only=args.render, produce=lambda: run(args), render=render_markdown
+        Path(args.out),
+        render_only=args.render,
+        produce=lambda: run(args),
+        render=render_markdown,
+        tiny=args.tiny,
     )
 
 

@@ -11,9 +11,7 @@ Afterwards every label answered 2xx must be held by the trainer exactly once.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import signal
 import tempfile
@@ -25,6 +23,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.benchmarks.freshness import SERVICE
 
 # What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
@@ -223,33 +222,16 @@ def measure(rate: float, seconds: float, kill_at: float) -> dict[str, Any]:
         return run(base, trainer, items, rate=rate, seconds=seconds, kill_at=kill_at)
 
 
-def suite(quick: bool, out: Path) -> list[dict[str, Any]]:
-    """The suite's entry: 40 requests/s for 20 s, the trainer killed at 6 s."""
-    r = measure(40.0, 20.0, 6.0)
+def suite(size: Size, out: Path) -> list[dict[str, Any]]:
+    """The suite's entry: 40 requests/s for 20 s, the trainer killed at 6 s (tiny: 6 s, at 2)."""
+    r = measure(
+        40.0, pick(size, tiny=6.0, quick=20.0, full=20.0), pick(size, tiny=2.0, quick=6.0, full=6.0)
+    )
     return [{"name": "fault_trainer_killed", **r, "ratio": None}]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=40.0)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--kill-at", type=float, default=6.0)
-    parser.add_argument("--out", default="results/faults")
-    args = parser.parse_args()
-    r = measure(args.rate, args.seconds, args.kill_at)
-    print(
-        f"{'rate':>6} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'5xx':>5} {'recover s':>10} "
-        f"{'acked':>6} {'lost':>5}"
-    )
-    print(
-        f"{r['rate']:>6.0f} {r['sent']:>6} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-        f"{r['errors_5xx']:>5} {r['recovery_seconds'] or float('nan'):>10.2f} "
-        f"{r['labels_acked']:>6} {r['labels_lost']:>5}"
-    )
-    print(f"errors by route: {r['errors']}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "faults.json").write_text(json.dumps(r, indent=2))
+def main() -> None:  # noqa: D103
+    bench_main(suite, "fault_recovery", __doc__)
 
 
 if __name__ == "__main__":

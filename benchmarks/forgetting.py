@@ -19,6 +19,7 @@ import numpy as np
 
 from activestream.actors.items import ItemStore
 from activestream.actors.trainer import Trainer
+from activestream.benchmarks.entry import Size, pick
 from activestream.config import Config
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import load_arrays
@@ -32,12 +33,18 @@ MEASURES = (
 )
 
 
-def run_policy(cfg: Config, policy: str, seed: int) -> dict[str, float]:
-    """One class-incremental stream under ``policy``: accuracies and training seconds."""
+def run_policy(cfg: Config, policy: str, seed: int, rows: int | None = None) -> dict[str, float]:
+    """One class-incremental stream under ``policy``: accuracies and training seconds.
+
+    ``rows`` streams a random subset of the pool (a tiny run), in class order all the same.
+    """
     pool, test = resolve_dataset(cfg)
     ids, _, y = load_arrays(pool)
     _, x_test, y_test = load_arrays(test)
-    order = np.argsort(y, kind="stable")  # class-incremental: 0s, then 1s, ...
+    subset = np.arange(len(y))
+    if rows is not None:
+        subset = np.sort(np.random.default_rng(seed).permutation(len(y))[:rows])
+    order = subset[np.argsort(y[subset], kind="stable")]  # class-incremental: 0s, then 1s, ...
     training = cfg.training.model_copy(update={"policy": policy})
     trainer = Trainer(training=training, model=cfg.model, items=ItemStore(pool), seed=seed)
     began = time.perf_counter()
@@ -59,20 +66,20 @@ def run_policy(cfg: Config, policy: str, seed: int) -> dict[str, float]:
 POLICIES = ("new_only", "replay", "full")
 
 
-def policies(seeds: int) -> dict[str, dict[str, float]]:
-    """Every policy, mean over ``seeds`` seeds."""
+def policies(seeds: int, rows: int | None = None) -> dict[str, dict[str, float]]:
+    """Every policy, mean over ``seeds`` seeds (on ``rows`` of the pool, all by default)."""
     cfg = Config()
     table = {}
     for policy in POLICIES:
-        runs = [run_policy(cfg, policy, seed) for seed in range(seeds)]
+        runs = [run_policy(cfg, policy, seed, rows) for seed in range(seeds)]
         table[policy] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
     return table
 
 
-def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+def run(size: Size, out: Path) -> list[dict[str, Any]]:
     """The suite's entry: one row per policy (3 seeds); the ratio is replay's cost vs new_only."""
-    seeds = 3
-    table = policies(seeds)
+    seeds = pick(size, tiny=1, quick=3, full=3)
+    table = policies(seeds, pick(size, tiny=200, quick=None, full=None))
     base = table["new_only"]["train_seconds"]
     return [
         {

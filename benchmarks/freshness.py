@@ -66,6 +66,7 @@ class Figures:
     source: str
     commit: str | None
     measures: tuple[str, ...]
+    when: str | None = None
 
 
 def stale_reason(commit: str | None, changed: list[str]) -> str | None:
@@ -102,39 +103,45 @@ def _commit(machine: Any) -> str | None:
     return machine.get("commit") if isinstance(machine, dict) else None
 
 
+def _when(machine: Any) -> str | None:
+    return machine.get("when") if isinstance(machine, dict) else None
+
+
 def published(root: Path = ROOT) -> list[Figures]:
     """Every benchmark's published figures: bench.json's newest run of each, and each page."""
     from activestream.benchmarks.suite import BENCHMARKS
 
     out: list[Figures] = []
     bench = json.loads((root / BENCH).read_text())
-    newest: dict[str, str | None] = {}
+    newest: dict[str, Any] = {}
     for run in bench.get("runs") or [{"benchmarks": list(BENCHMARKS), **bench}]:
         for name in run["benchmarks"]:
-            newest[name] = _commit(run.get("machine"))  # later runs replace earlier ones
+            newest[name] = run.get("machine")  # later runs replace earlier ones
     shown = {r.get("benchmark") for r in bench["results"]}
     for name, module in BENCHMARKS.items():
         if name in shown:
-            out.append(Figures(name, BENCH, newest.get(name), measures(module)))
+            m = newest.get(name)
+            out.append(Figures(name, BENCH, _commit(m), measures(module), _when(m)))
     for name, (module, patterns) in PAGES.items():
         for pattern in patterns:
             for path in sorted(root.glob(pattern)):
                 data = json.loads(path.read_text())
                 commit = data.get("commit") if "machine" not in data else _commit(data["machine"])
                 source = path.relative_to(root).as_posix()
-                out.append(Figures(name, source, commit, measures(module)))
+                when = _when(data.get("machine"))
+                out.append(Figures(name, source, commit, measures(module), when))
     return out
 
 
-def stale(root: Path = ROOT, figures_: list[Figures] | None = None) -> list[tuple[Figures, str]]:
+def stale(root: Path = ROOT, only: list[Figures] | None = None) -> list[tuple[Figures, str]]:
     """Each benchmark's figures that no longer stand for ``HEAD``, with the reason.
 
     Args:
         root: The checkout.
-        figures_: What to check; every published figure (:func:`published`) by default.
+        only: What to check; every published figure (:func:`published`) by default.
     """
     found = []
-    for figures in published(root) if figures_ is None else figures_:
+    for figures in published(root) if only is None else only:
         changed: list[str] = []
         commit = figures.commit
         if commit and not commit.endswith("+dirty"):
@@ -149,6 +156,22 @@ def stale(root: Path = ROOT, figures_: list[Figures] | None = None) -> list[tupl
         if reason:
             found.append((figures, reason))
     return found
+
+
+def changes_since(figures: Figures, root: Path = ROOT) -> int | None:
+    """How many commits after the figures' own changed the code they measure.
+
+    Zero for fresh figures. Unrelated commits (docs, tests, other modules) do not count, so a
+    page that shows this number changes only when the measured code does. None when the
+    commit is unknown, dirty or not in this clone.
+    """
+    if not figures.commit or figures.commit.endswith("+dirty"):
+        return None
+    try:
+        listed = _git(root, "rev-list", f"{figures.commit}..HEAD", "--", *figures.measures)
+    except LookupError:
+        return None
+    return len(listed.split())
 
 
 def commits_ago(commit: str, root: Path = ROOT) -> int | None:

@@ -38,7 +38,7 @@ def machine_line(data: dict[str, Any]) -> str:
     p = m.get("packages", {})
     pkgs = ", ".join(f"{k} {v}" for k, v in p.items() if v) or f"torch {m['torch']}"
     gpus = ", ".join(m["gpus"]) or "no GPU"
-    mode = "quick mode" if data.get("quick") else "full mode"
+    mode = f"{data.get('size') or ('quick' if data.get('quick') else 'full')} mode"
     took = f", {data['seconds'] / 60:.0f} min in all" if data.get("seconds") else ""
     line = (
         f"Measured {m['when']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "

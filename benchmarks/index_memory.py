@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from activestream.benchmarks.pages import add_tiny_argument
 from activestream.sources.idindex import IdIndex, _buffers, _hash_ids
 
 FILE_ROWS = 10_000
@@ -203,13 +204,16 @@ def run(rows: int, out: Path, repeats: int = 3) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=Path("results/index"))
     parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
     parser.add_argument("--worker", choices=APPROACHES, help=argparse.SUPPRESS)
+    add_tiny_argument(parser)
     args = parser.parse_args(argv)
+    if args.tiny:
+        args.rows, args.repeats = 10_000, 1
     if args.worker:
         print(json.dumps(measure(args.worker, args.rows, args.repeats)))
         return

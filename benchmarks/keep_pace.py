@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port, init_ray
@@ -186,16 +186,20 @@ def run_rate(pool_dir: str, rate: float, seconds: float, reserved: int = 0) -> d
     return row
 
 
-def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+def run(size: Size, out: Path) -> list[dict[str, Any]]:
     """Every rate on one synthetic pool (written once under ``out``)."""
     from activestream.sources.synthetic import make_synthetic_shards
 
-    folder = out / "keep-pace-pool"
+    rows_in_pool = pick(size, tiny=2_000, quick=POOL_ROWS, full=POOL_ROWS)
+    folder = out / f"keep-pace-pool-{rows_in_pool}"
     if not (folder / "pool").exists():
-        make_synthetic_shards(str(folder), POOL_ROWS, rows_per_shard=5_000, test_rows=500,
+        make_synthetic_shards(str(folder), rows_in_pool, rows_per_shard=5_000, test_rows=500,
                               progress=False)  # fmt: skip
-    seconds = 60.0 if quick else 120.0
-    rows = [run_rate(str(folder), rate, seconds) for rate in RATES]
+    seconds = pick(size, tiny=4.0, quick=60.0, full=120.0)
+    rates = pick(size, tiny=RATES[1:2], quick=RATES, full=RATES)
+    rows = [run_rate(str(folder), rate, seconds) for rate in rates]
+    if size == "tiny":  # one service start is the code path; a second costs CI half a minute
+        return rows
     return [*rows, run_rate(str(folder), 20.0, seconds, reserved=1)]
 
 

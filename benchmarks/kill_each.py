@@ -13,8 +13,6 @@ version read from ``/healthz`` must never have gone down.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import tempfile
@@ -27,6 +25,7 @@ from typing import Any
 
 import requests
 
+from activestream.benchmarks.entry import Size, bench_main
 from activestream.benchmarks.freshness import SERVICE
 
 # What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
@@ -310,7 +309,7 @@ def measure(*, durable_dir: str | None = None) -> dict[str, Any]:
         return run(base, dict(items))
 
 
-def suite(quick: bool, out: Path) -> list[dict[str, Any]]:
+def suite(size: Size, out: Path) -> list[dict[str, Any]]:
     """The suite's entry: one row per killed role, plus the label accounting."""
     result = measure()
     rows = [{"name": f"kill_{k['role']}", **k, "ratio": None} for k in result.pop("kills")]
@@ -318,13 +317,7 @@ def suite(quick: bool, out: Path) -> list[dict[str, Any]]:
 
 
 def main() -> None:  # noqa: D103
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("results/kill_each"))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = measure()
-    (args.out / "kill_each.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    bench_main(suite, "kill_each", __doc__)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,16 @@ defaults and the new ones. Every row runs margin and random with the same knobs,
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from activestream.benchmarks.freshness import LEARNING
-from activestream.benchmarks.pages import Page
+from activestream.benchmarks.pages import Page, add_tiny_argument
+from activestream.benchmarks.suite import machine as suite_machine
 from activestream.config import Config
 from activestream.pipelines.curves import compare
 from activestream.pipelines.simulate import plot_curves, simulate
@@ -175,7 +174,7 @@ def run(seeds: int, budget: int, workers: int, only: set[str] | None = None) -> 
         "seeds": seeds,
         "budget": budget,
         "seconds": round(time.perf_counter() - began, 1),
-        "machine": f"{os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": suite_machine(),
         "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }
@@ -215,9 +214,12 @@ def render_markdown(data: dict[str, Any]) -> str:
     budget = data["budget"]
     forward = [r for r in data["rows"] if not r.get("back")]
     back = [r for r in data["rows"] if r.get("back")]
+    m = data["machine"]
+    if isinstance(m, dict):  # runs since the JSON records the machine and commit
+        m = f"{m['cores']} cores, torch {m['torch']}, commit {m['commit']}"
     lines = [
         f"Digits, margin vs random under the same knobs, {data['seeds']} seeds, budget "
-        f"{budget}; {data['machine']}, {data['date']}, {data['seconds'] / 60:.0f} min.",
+        f"{budget}; {m}, {data['date']}, {data['seconds'] / 60:.0f} min.",
         "",
         "### From the reference loop, one knob at a time",
         "",
@@ -233,16 +235,20 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_tiny_argument(parser)
     parser.add_argument("--out", default="docs/knobs")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=400)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", help="comma-separated row names (a partial run)")
     parser.add_argument("--render", action="store_true", help="only re-render the page")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
+    if args.tiny:  # the reference and the new defaults: every code path, two rows
+        args.seeds, args.budget, only = 1, 32, {"reference", "new defaults"}
+        args.workers = 1  # in process: starting worker processes would cost more than the runs
     PAGE.main(
         Path(args.out),
         render_only=args.render,
@@ -252,6 +258,7 @@ def main() -> None:
             next(r for r in data["rows"] if r["name"] == "new defaults")["results"],
             out / "new_defaults.png",
         ),
+        tiny=args.tiny,
     )
 
 

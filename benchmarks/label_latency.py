@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port, init_ray
@@ -100,11 +100,12 @@ def _p50(values: list[float | None]) -> float | None:
     return round(float(np.percentile(known, 50)), 3) if known else None
 
 
-def run(quick: bool, out: Path, buffers: tuple[int, ...] = (1, 16, 64)) -> list[dict[str, Any]]:
+def run(size: Size, out: Path) -> list[dict[str, Any]]:
     """One app per buffer size; p50/p99/max of label-to-version seconds, with its breakdown."""
     from activestream.deploy import serve_app
 
-    samples = 20 if quick else 50
+    samples = pick(size, tiny=2, quick=20, full=50)
+    buffers = pick(size, tiny=(16,), quick=(1, 16, 64), full=(1, 16, 64))
     results = []
     for buffer in buffers:
         cfg = Config().with_overrides(

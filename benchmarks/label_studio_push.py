@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.entry import Size, bench_main, pick
 
 # What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
 MEASURES = (
@@ -59,10 +59,11 @@ MEASURES = (
 # one pre_delete signal, three queries, per prediction).
 DATABASE = "postgresql"
 SIZES = (200, 20_000)
-VERSIONS = {200: 5, 20_000: 2}  # a version at 20,000 takes ~5 min, most of it deletions
+TINY_SIZES = (50,)
+VERSIONS = {50: 2, 200: 5, 20_000: 2}  # a version at 20,000 takes ~5 min, most of it deletions
 # Predictions per import request: the config's default at 200; the most it allows at 20,000,
 # the fewest requests (each costs Label Studio a fixed part plus its share of the batch).
-BATCH = {200: 100, 20_000: 1_000}
+BATCH = {50: 20, 200: 100, 20_000: 1_000}
 # Label Studio's own prediction import that counts predictions only on the tasks it wrote:
 # shipped off in 1.23.2, whose legacy import recounts every task of the project per request
 # (1.9 s for 100 predictions into 20,000 bare tasks, 18 s once they hold a set; over the
@@ -145,8 +146,14 @@ def http_5xx(log: Path, since: int) -> list[str]:
     return list(dict.fromkeys(line for line in lines if re.search(r'HTTP/1\.1" 5\d\d ', line)))
 
 
-def run(quick: bool, out: Path) -> list[dict[str, Any]]:
-    """Both sizes on one Label Studio server; one row per size."""
+def run(size: Size, out: Path, server: Any = None) -> list[dict[str, Any]]:
+    """Both sizes on one Label Studio server; one row per size.
+
+    Args:
+        size: ``tiny`` pushes 50 tasks; ``quick`` and ``full`` both measure 200 and 20,000.
+        out: Folder for the pool.
+        server: A running Label Studio (``running_label_studio``); a new one by default.
+    """
     from activestream.actors.items import ItemStore
     from activestream.actors.label_studio import VERSION_PREFIX, LabelStudioBridge, LocalService
     from activestream.actors.ledger import LabelLedger
@@ -156,128 +163,133 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
     from activestream.sources.shards import ground_truth, open_shards
     from activestream.sources.synthetic import make_synthetic_shards
 
-    home = out / "data" / f"ls-pool-{max(SIZES)}"
+    sizes = pick(size, tiny=TINY_SIZES, quick=SIZES, full=SIZES)
+    home = out / "data" / f"ls-pool-{max(sizes)}"
     if (home / "pool").exists():
         pool = open_shards(str(home / "pool"))
     else:
-        pool = make_synthetic_shards(str(home), max(SIZES), rows_per_shard=5_000, progress=False)
+        pool = make_synthetic_shards(str(home), max(sizes), rows_per_shard=5_000, progress=False)
     truth = ground_truth(pool)
     ids = list(truth)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="ls-push-") as tmp:
-        with running_label_studio(
-            Path(tmp) / "label-studio", database=DATABASE, extra_env=LABEL_STUDIO_ENV
-        ) as server:
-            ls = server.client()
-            for size in SIZES:
-                log_from = server.log.stat().st_size
-                trainer = Trainer(
-                    training=TrainingConfig(buffer_size=LABELS_PER_VERSION),
-                    model=ModelConfig(),
-                    items=ItemStore(pool),
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="ls-push-"))
+        if server is None:
+            server = stack.enter_context(
+                running_label_studio(
+                    Path(tmp) / "label-studio", database=DATABASE, extra_env=LABEL_STUDIO_ENV
                 )
-                ledger = LabelLedger(str(Path(tmp) / f"labels-{size}"), items=ItemStore(pool))
-                ledger.start()
-                # the whole-project comparison runs once, at the start, not inside a timing
-                config = LabelStudioConfig(
-                    url=server.url, api_key=server.token, reconcile_seconds=1e9, batch=BATCH[size]
-                )
-                bridge = LabelStudioBridge(
-                    items=ItemStore(pool), service=LocalService(ledger, trainer), config=config
-                )
-                pid = ls.create_project(f"push {size}", CONFIG)["id"]
-                tasks = [{"image": f"/x/{i}.png", "id": i} for i in ids[:size]]
-                for i in range(0, size, 5_000):
-                    ls.import_tasks(pid, tasks[i : i + 5_000])
-                bridge.setup({"project": pid, "schema": CONFIG})
+            )
+        ls = server.client()
+        for n in sizes:
+            log_from = server.log.stat().st_size
+            trainer = Trainer(
+                training=TrainingConfig(buffer_size=LABELS_PER_VERSION),
+                model=ModelConfig(),
+                items=ItemStore(pool),
+            )
+            ledger = LabelLedger(str(Path(tmp) / f"labels-{n}"), items=ItemStore(pool))
+            ledger.start()
+            # the whole-project comparison runs once, at the start, not inside a timing
+            config = LabelStudioConfig(
+                url=server.url, api_key=server.token, reconcile_seconds=1e9, batch=BATCH[n]
+            )
+            bridge = LabelStudioBridge(
+                items=ItemStore(pool), service=LocalService(ledger, trainer), config=config
+            )
+            pid = ls.create_project(f"push {n}", CONFIG)["id"]
+            tasks = [{"image": f"/x/{i}.png", "id": i} for i in ids[:n]]
+            for i in range(0, n, 5_000):
+                ls.import_tasks(pid, tasks[i : i + 5_000])
+            bridge.setup({"project": pid, "schema": CONFIG})
+            began = time.perf_counter()
+            bridge.step()  # the first reconcile lists the tasks
+            listing = time.perf_counter() - began
+            began = time.perf_counter()
+            bridge.step()  # the first push
+            first = time.perf_counter() - began
+            project = bridge._projects[pid]
+            assert bridge.status()["pushed_version"] == 0, bridge.status()["errors"]
+            rng = np.random.default_rng(n)
+            order = rng.permutation(n)
+            mine: list[float] = []
+            mine_requests: list[int] = []
+            base: list[float] = []
+            base_requests: list[int] = []
+            fronts, lags, settles = [], [], [0.0]
+            for v in range(VERSIONS[n]):
+                chosen = order[v * LABELS_PER_VERSION : (v + 1) * LABELS_PER_VERSION]
+                labels = [{"id": ids[i], "label": truth[ids[i]]} for i in chosen]
+                ledger.add(labels)
+                trainer.add_labels(labels)
+                trainer.partial_fit()
+                assert trainer.version == v + 1
                 began = time.perf_counter()
-                bridge.step()  # the first reconcile lists the tasks
-                listing = time.perf_counter() - began
+                bridge.step()
+                mine.append(time.perf_counter() - began)
+                status = bridge.status()
+                assert status["pushed_version"] == v + 1, status["errors"]
+                errors = status["errors"]
+                mine_requests.append(int(status["push_requests"]))
+                # a full write's deletion of the old set may still run in Label Studio
+                settles.append(settle(ls, pid, project.generation))
+                front, lag = agreement(ls, bridge, pid)
+                fronts.append(front)
+                lags.append(lag)
                 began = time.perf_counter()
-                bridge.step()  # the first push
-                first = time.perf_counter() - began
-                project = bridge._projects[pid]
-                assert bridge.status()["pushed_version"] == 0, bridge.status()["errors"]
-                rng = np.random.default_rng(size)
-                order = rng.permutation(size)
-                mine: list[float] = []
-                mine_requests: list[int] = []
-                base: list[float] = []
-                base_requests: list[int] = []
-                fronts, lags, settles = [], [], [0.0]
-                for v in range(VERSIONS[size]):
-                    chosen = order[v * LABELS_PER_VERSION : (v + 1) * LABELS_PER_VERSION]
-                    labels = [{"id": ids[i], "label": truth[ids[i]]} for i in chosen]
-                    ledger.add(labels)
-                    trainer.add_labels(labels)
-                    trainer.partial_fit()
-                    assert trainer.version == v + 1
-                    began = time.perf_counter()
-                    bridge.step()
-                    mine.append(time.perf_counter() - began)
-                    status = bridge.status()
-                    assert status["pushed_version"] == v + 1, status["errors"]
-                    errors = status["errors"]
-                    mine_requests.append(int(status["push_requests"]))
-                    # a full write's deletion of the old set may still run in Label Studio
-                    settles.append(settle(ls, pid, project.generation))
-                    front, lag = agreement(ls, bridge, pid)
-                    fronts.append(front)
-                    lags.append(lag)
-                    began = time.perf_counter()
-                    base_requests.append(every_score(bridge, project, v + 1))
-                    base.append(time.perf_counter() - began)
-                    # the bridge's own set stays the one the project ranks by; the baseline's
-                    # set goes before the next version (Label Studio would keep every one)
-                    ls.patch_project(pid, model_version=project.generation)
-                    if v + 1 == VERSIONS[size]:
-                        continue  # nothing is timed after the last: no need to wait for it
-                    with contextlib.suppress(requests.RequestException, LabelStudioError):
-                        ls.request(  # a timeout is fine: settle() waits for the deletion
-                            "DELETE",
-                            f"/api/projects/{pid}/model-versions/",
-                            json={"model_version": f"{VERSION_PREFIX}{v + 1}-all"},
-                        )
-                    settles.append(settle(ls, pid, project.generation))
-                ratio = float(np.median(base) / np.median(mine))
-                failures = http_5xx(server.log, log_from)
-                rows.append(
-                    {
-                        "name": f"label_studio_push_{size}",
-                        "tasks": size,
-                        "database": server.database,
-                        "label_studio_flags": sorted(LABEL_STUDIO_ENV),
-                        "versions": VERSIONS[size],
-                        "labels_per_version": LABELS_PER_VERSION,
-                        "batch": config.batch,
-                        "exact_top": config.exact_top,
-                        "score_tolerance": config.score_tolerance,
-                        "first_listing_s": round(listing, 2),
-                        "first_push_s": round(first, 2),
-                        "push_s": [round(x, 3) for x in mine],
-                        "push_s_median": round(float(np.median(mine)), 3),
-                        "push_requests": mine_requests,
-                        "every_score_s": [round(x, 3) for x in base],
-                        "every_score_s_median": round(float(np.median(base)), 3),
-                        "every_score_requests": base_requests,
-                        "front_exact_every_version": all(fronts),
-                        "max_score_lag": round(max(lags), 4),
-                        "settle_s": round(max(settles), 1),
-                        "http_5xx": len(failures),
-                        "notes": errors[-2:],
-                        "ratio": round(ratio, 2),
-                    }
-                )
-                for line in failures[-5:]:
-                    print(f"  Label Studio answered: {line}", flush=True)
-                print(
-                    f"  Label Studio {size:>6} tasks ({server.database}): push p50 "
-                    f"{np.median(mine):.2f} s "
-                    f"({mine_requests} requests) vs every score {np.median(base):.2f} s "
-                    f"({base_requests} requests); first push {first:.1f} s; front exact "
-                    f"{all(fronts)}, largest lag {max(lags):.3f}",
-                    flush=True,
-                )
+                base_requests.append(every_score(bridge, project, v + 1))
+                base.append(time.perf_counter() - began)
+                # the bridge's own set stays the one the project ranks by; the baseline's
+                # set goes before the next version (Label Studio would keep every one)
+                ls.patch_project(pid, model_version=project.generation)
+                if v + 1 == VERSIONS[n]:
+                    continue  # nothing is timed after the last: no need to wait for it
+                with contextlib.suppress(requests.RequestException, LabelStudioError):
+                    ls.request(  # a timeout is fine: settle() waits for the deletion
+                        "DELETE",
+                        f"/api/projects/{pid}/model-versions/",
+                        json={"model_version": f"{VERSION_PREFIX}{v + 1}-all"},
+                    )
+                settles.append(settle(ls, pid, project.generation))
+            ratio = float(np.median(base) / np.median(mine))
+            failures = http_5xx(server.log, log_from)
+            rows.append(
+                {
+                    "name": f"label_studio_push_{n}",
+                    "tasks": n,
+                    "database": server.database,
+                    "label_studio_flags": sorted(LABEL_STUDIO_ENV),
+                    "versions": VERSIONS[n],
+                    "labels_per_version": LABELS_PER_VERSION,
+                    "batch": config.batch,
+                    "exact_top": config.exact_top,
+                    "score_tolerance": config.score_tolerance,
+                    "first_listing_s": round(listing, 2),
+                    "first_push_s": round(first, 2),
+                    "push_s": [round(x, 3) for x in mine],
+                    "push_s_median": round(float(np.median(mine)), 3),
+                    "push_requests": mine_requests,
+                    "every_score_s": [round(x, 3) for x in base],
+                    "every_score_s_median": round(float(np.median(base)), 3),
+                    "every_score_requests": base_requests,
+                    "front_exact_every_version": all(fronts),
+                    "max_score_lag": round(max(lags), 4),
+                    "settle_s": round(max(settles), 1),
+                    "http_5xx": len(failures),
+                    "notes": errors[-2:],
+                    "ratio": round(ratio, 2),
+                }
+            )
+            for line in failures[-5:]:
+                print(f"  Label Studio answered: {line}", flush=True)
+            print(
+                f"  Label Studio {n:>6} tasks ({server.database}): push p50 "
+                f"{np.median(mine):.2f} s "
+                f"({mine_requests} requests) vs every score {np.median(base):.2f} s "
+                f"({base_requests} requests); first push {first:.1f} s; front exact "
+                f"{all(fronts)}, largest lag {max(lags):.3f}",
+                flush=True,
+            )
     return rows
 
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.benchmarks.freshness import SERVICE
 from activestream.benchmarks.kill_each import scorer_pids
 from activestream.config import Config
@@ -45,16 +45,17 @@ MEASURES = (
 POOL_ROWS = 10_000
 NEW_ROWS = 3_000
 LABEL_RATE = 5.0
+VARIANTS = ("idle", "labeling")  # nobody labels; people label at LABEL_RATE
 PROBE_SECONDS = 300.0  # how long the probe looks for the new file's items
 
 
-def land_file(pool_dir: Path, first_id: int, seed: int) -> dict[str, int]:
-    """Write ``NEW_ROWS`` items beside the pool and rename them in; their true classes."""
+def land_file(pool_dir: Path, first_id: int, seed: int, rows: int = NEW_ROWS) -> dict[str, int]:
+    """Write ``rows`` items beside the pool and rename them in; their true classes."""
     from activestream.sources.synthetic import make_synthetic_shards
 
     with tempfile.TemporaryDirectory(dir=pool_dir.parent) as tmp:
         shards = make_synthetic_shards(
-            tmp, NEW_ROWS, rows_per_shard=NEW_ROWS, first_id=first_id, seed=seed, progress=False
+            tmp, rows, rows_per_shard=rows, first_id=first_id, seed=seed, progress=False
         )
         truth = ground_truth(shards)
         os.replace(shards.paths[0], pool_dir / f"part-landed-{first_id}.parquet")
@@ -91,8 +92,10 @@ def _version(base: str) -> int:
     return int(polite_session().get(f"{base}/model", timeout=30).json()["version"])
 
 
-def run_variant(pool_root: Path, truth: dict[str, int], variant: str, seconds: float) -> dict:
-    """One fresh service; a file lands once its first round is served."""
+def run_variant(
+    pool_root: Path, truth: dict[str, int], variant: str, seconds: float, new_rows: int = NEW_ROWS
+) -> dict:
+    """One fresh service; a file of ``new_rows`` lands once its first round is served."""
     from activestream.pipelines.realloop import Service
 
     cfg = Config().with_overrides({"data.dataset": str(pool_root)})
@@ -109,7 +112,7 @@ def run_variant(pool_root: Path, truth: dict[str, int], variant: str, seconds: f
         started_before = len(scorer_pids() - warm)
         versions_before = _version(base) - first_version
         first_id = 10 * POOL_ROWS + (0 if variant == "idle" else NEW_ROWS)
-        new = land_file(pool_root / "pool", first_id, seed=first_id)
+        new = land_file(pool_root / "pool", first_id, seed=first_id, rows=new_rows)
         truth.update(new)  # the annotator labels the new items too
         landed_s = _first_served(base, set(new), timeout=PROBE_SECONDS)
         if variant == "labeling":
@@ -121,8 +124,8 @@ def run_variant(pool_root: Path, truth: dict[str, int], variant: str, seconds: f
     row = {
         "name": f"new_data_{variant}",
         "variant": variant,
-        "pool_rows": POOL_ROWS,
-        "new_rows": NEW_ROWS,
+        "pool_rows": len(truth) - len(new),
+        "new_rows": new_rows,
         "label_rate": LABEL_RATE if variant == "labeling" else 0.0,
         "new_file_to_first_query_s": landed_s,
         "probe_seconds": PROBE_SECONDS,
@@ -142,21 +145,23 @@ def run_variant(pool_root: Path, truth: dict[str, int], variant: str, seconds: f
     return row
 
 
-def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+def run(size: Size, out: Path) -> list[dict[str, Any]]:
     """Idle and labeling, each on a fresh copy of the pool (new files would carry over)."""
     import shutil
 
     from activestream.sources.synthetic import make_synthetic_shards
 
-    seconds = 60.0 if quick else 300.0
+    seconds = pick(size, tiny=8.0, quick=60.0, full=300.0)
+    rows_in_pool = pick(size, tiny=2_500, quick=POOL_ROWS, full=POOL_ROWS)
+    new_rows = pick(size, tiny=500, quick=NEW_ROWS, full=NEW_ROWS)
     rows = []
-    for variant in ("idle", "labeling"):
+    for variant in pick(size, tiny=("labeling",), quick=VARIANTS, full=VARIANTS):
         root = out / "new-data-pool" / variant
         shutil.rmtree(root, ignore_errors=True)
         pool = make_synthetic_shards(
-            str(root), POOL_ROWS, rows_per_shard=2_500, test_rows=200, progress=False
+            str(root), rows_in_pool, rows_per_shard=2_500, test_rows=200, progress=False
         )
-        rows.append(run_variant(root, ground_truth(pool), variant, seconds))
+        rows.append(run_variant(root, ground_truth(pool), variant, seconds, new_rows))
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,13 @@ def write_section(
     else:
         text = f"{preamble}{body}\n{postscript}"
     page.write_text(text)
+
+
+def add_tiny_argument(parser: argparse.ArgumentParser) -> None:
+    """``--tiny``: the page's benchmark on sizes of seconds (CI runs it; never for docs)."""
+    parser.add_argument(
+        "--tiny", action="store_true", help="seconds, same code (a smoke run; never for docs)"
+    )
 
 
 @dataclass(frozen=True)
@@ -73,12 +81,16 @@ class Page:
         produce: Callable[[], dict[str, Any]],
         render: Callable[[dict[str, Any]], str],
         plot: Callable[[dict[str, Any], Path], None] | None = None,
+        tiny: bool = False,
     ) -> None:
-        """Run the benchmark into ``out/<source>`` (unless ``render_only``), then the page."""
-        if not render_only:
-            from activestream.benchmarks.suite import require_clean
+        """Run the benchmark into ``out/<source>`` (unless ``render_only``), then the page.
 
-            require_clean(out)
+        ``tiny`` (a smoke run of the same code) may not write into ``docs/``.
+        """
+        if not render_only:
+            from activestream.benchmarks.suite import require_publishable
+
+            require_publishable(out, "tiny" if tiny else "full")
             out.mkdir(parents=True, exist_ok=True)
             data = produce()
             (out / self.source).write_text(json.dumps(data, indent=1))

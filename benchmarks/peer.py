@@ -52,8 +52,6 @@ It needs the ``bench`` extra (``pip install -e '.[bench]'``). Run it with::
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import tempfile
 import time
@@ -63,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.benchmarks.freshness import LEARNING
 from activestream.config import Config
 from activestream.models import build_model
@@ -78,6 +77,7 @@ MEASURES = (
 )
 
 TARGET_ACCURACY = 0.90
+TINY = {"seeds": 1, "budget": 32}
 QUICK = {"seeds": 5, "budget": 160}
 FULL = {"seeds": 5, "budget": 400}
 _MISSING = "the peer benchmark needs the bench extra: pip install -e '.[bench]'"
@@ -235,11 +235,11 @@ def _plot(sides: dict[str, dict[str, Any]], target: float, seeds: int, path: Pat
     plt.close(fig)
 
 
-def run(quick: bool, out: Path, target: float = TARGET_ACCURACY) -> list[dict[str, Any]]:
+def run(size: Size, out: Path, target: float = TARGET_ACCURACY) -> list[dict[str, Any]]:
     """Run both loops for every seed; writes ``out/peer_learning_curves.png``.
 
     Args:
-        quick: 160 labels instead of 400 (5 seeds either way).
+        size: 160 labels (quick) or 400 (full), 5 seeds either way; tiny: 1 seed, 32 labels.
         out: Folder for the plot; created when missing.
         target: Held-out accuracy whose label cost is compared.
 
@@ -250,7 +250,7 @@ def run(quick: bool, out: Path, target: float = TARGET_ACCURACY) -> list[dict[st
         RuntimeError: modAL or skorch is not installed.
     """
     _bench_libraries()  # fail before any work when the extra is missing
-    plan = QUICK if quick else FULL
+    plan = pick(size, tiny=TINY, quick=QUICK, full=FULL)
     seeds, budget = plan["seeds"], plan["budget"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -328,30 +328,8 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="160 labels, 5 seeds")
-    parser.add_argument("--out", default="results/bench")
-    parser.add_argument("--target", type=float, default=TARGET_ACCURACY)
-    args = parser.parse_args()
-    out = Path(args.out)
-    rows = run(args.quick, out, target=args.target)
-    labels, wall = rows
-    print(f"{'':<24} {'activestream':>13} {'modAL':>8} {'ratio':>7}")
-    print(
-        f"{'labels to ' + format(labels['target_accuracy'], '.2f'):<24} "
-        f"{_fmt(labels['activestream_labels']):>13} {_fmt(labels['modal_labels']):>8} "
-        f"{_fmt(labels['ratio']):>7}"
-    )
-    print(
-        f"{'final accuracy':<24} {labels['activestream_final_accuracy']:>13.3f} "
-        f"{labels['modal_final_accuracy']:>8.3f} {'':>7}"
-    )
-    print(
-        f"{'seconds per run':<24} {wall['activestream_seconds']:>13.1f} "
-        f"{wall['modal_seconds']:>8.1f} {_fmt(wall['ratio']):>7}"
-    )
-    (out / "peer.json").write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))
+def main() -> None:  # noqa: D103
+    bench_main(run, "peer", __doc__)
 
 
 if __name__ == "__main__":

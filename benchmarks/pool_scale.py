@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from activestream.benchmarks.freshness import SCORING
+from activestream.benchmarks.pages import add_tiny_argument
 from activestream.config import Config
 from activestream.sources.shards import ShardSet
 
@@ -491,8 +492,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_tiny_argument(parser)
     parser.add_argument("--rows", default="10000,100000,1000000", help="comma-separated sizes")
     parser.add_argument("--rows-per-shard", type=int, default=10_000)
     parser.add_argument("--data", default="data/scale", help="synthetic shards, reused")
@@ -502,13 +504,19 @@ def main() -> None:
     parser.add_argument(
         "--render", action="store_true", help="only redraw the plot and rewrite --doc from the JSON"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.tiny:
+        args.rows, args.rows_per_shard = "1000,2000", 500
     if args.render:
         data = json.loads((out / "pool_scale.json").read_text())
         plot(data, out / "pool_scale.png")
         write_doc(data, Path(args.doc))
         return
+    from activestream.benchmarks.suite import require_publishable
+
+    require_publishable(out, "tiny" if args.tiny else "full")
+    require_publishable(Path(args.doc).parent, "tiny" if args.tiny else "full")
     sizes = [int(v) for v in args.rows.split(",") if v.strip()]
     report = run_sizes(sizes, args.rows_per_shard, Path(args.data), every=args.every)
     out.mkdir(parents=True, exist_ok=True)

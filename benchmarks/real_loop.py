@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from activestream.benchmarks.freshness import SERVICE
-from activestream.benchmarks.pages import Page
+from activestream.benchmarks.pages import Page, add_tiny_argument
 from activestream.config import Config
 from activestream.pipelines.curves import area_under_curve, labels_to_reach
 from activestream.pipelines.realloop import session
@@ -57,8 +57,10 @@ VARIANTS: dict[str, tuple[int, float, dict[str, Any]]] = {
 }
 
 
-def run(budget: int, seeds: int, sim_seeds: int) -> dict[str, Any]:
-    """The simulator's curves, then every variant's sessions."""
+def run(
+    budget: int, seeds: int, sim_seeds: int, only: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The simulator's curves, then every variant's sessions (or the ``only`` ones)."""
     from activestream.benchmarks.suite import machine
 
     cfg = Config()
@@ -72,11 +74,13 @@ def run(budget: int, seeds: int, sim_seeds: int) -> dict[str, Any]:
         seeds=sim_seeds,
         budget=budget,
         progress=False,
-        workers=2,
+        workers=min(2, sim_seeds),  # one seed: in process, no worker start
     )
     print(f"simulator: {time.perf_counter() - began:.0f} s", flush=True)
     variants: dict[str, Any] = {}
     for name, (people, rate, overrides) in VARIANTS.items():
+        if only is not None and name not in only:
+            continue
         runs = []
         for seed in range(seeds):
             run_cfg = cfg.with_overrides({"seed": seed, **overrides})
@@ -195,20 +199,26 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_tiny_argument(parser)
     parser.add_argument("--out", default="docs/real-loop")
     parser.add_argument("--budget", type=int, default=320)
     parser.add_argument("--seeds", type=int, default=2, help="sessions per variant")
     parser.add_argument("--sim-seeds", type=int, default=5)
     parser.add_argument("--render", action="store_true", help="only re-render the page")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    only = None
+    if args.tiny:  # random's session: the baseline every row needs, every line of the code
+        args.budget, args.seeds, args.sim_seeds = 32, 1, 1
+        only = (RANDOM_VARIANT,)
     PAGE.main(
         Path(args.out),
         render_only=args.render,
-        produce=lambda: run(args.budget, args.seeds, args.sim_seeds),
+        produce=lambda: run(args.budget, args.seeds, args.sim_seeds, only),
         render=render_markdown,
         plot=lambda data, out: plot(data, out / "real_loop.png"),
+        tiny=args.tiny,
     )
 
 

@@ -241,6 +241,35 @@ def _gpu(root: Path) -> str:
     return headline.headline(_json(root, GPU_BENCH))
 
 
+def provenance(root: Path = ROOT) -> str:
+    """Where every published figure comes from: its JSON, commit, date, and whether it is fresh.
+
+    "Changed since" counts the commits after the figures' own that touched the code they
+    measure (``MEASURES``), so the table changes when measured code does, not with every
+    commit; ``activestream bench report --stale`` says which files.
+    """
+    from activestream.benchmarks import freshness
+
+    lines = [
+        "| figures | JSON | measured at | on | commits since that changed its code | status |",
+        "|---|---|---|---|---|---|",
+    ]
+    reasons = {(f.benchmark, f.source): why for f, why in freshness.stale(root)}
+    for f in freshness.published(root):
+        since = freshness.changes_since(f, root)
+        why = reasons.get((f.benchmark, f.source))
+        status = "fresh" if why is None else "stale" if since else why
+        part = Path(f.source).stem if f.benchmark == "study" else None
+        name = f"{f.benchmark}: {part}" if part else f.benchmark
+        lines.append(
+            f"| {name} | `{f.source}` | `{f.commit or 'none'}` | {f.when or '-'} | "
+            f"{'-' if since is None else since} | {status} |"
+        )
+    fresh = sum(1 for f in freshness.published(root) if (f.benchmark, f.source) not in reasons)
+    lines += ["", f"{fresh} of {len(lines) - 2} published sets of figures are fresh."]
+    return "\n".join(lines) + "\n"
+
+
 def _page(module: Any, slug: str, source: str) -> Callable[[Path], str]:
     return lambda root: module.render_markdown(_json(root, f"docs/{slug}/{source}"))
 
@@ -266,6 +295,7 @@ def sections() -> list[Section]:
         return study.render_markdown(data, machine)
 
     return [
+        Section("README.md", "provenance", provenance),
         Section("README.md", "bench", bench(headline.headline)),
         Section("README.md", "bench_gpu", _gpu),
         Section("README.md", "forgetting", bench(headline.forgetting)),

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.loop import ActiveLoop
@@ -120,9 +120,9 @@ def in_process(batches: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+def run(size: Size, out: Path) -> list[dict[str, Any]]:
     """Every way, same labels, same cores."""
-    batches = 6 if quick else 20
+    batches = pick(size, tiny=2, quick=6, full=20)
     plain = in_process(batches)
     print(f"  rounds, plain in-process loop: {plain}", flush=True)
     before = measure(1, batches)

@@ -47,7 +47,7 @@ from typing import Any
 
 import requests
 
-from activestream.benchmarks.entry import bench_main
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.benchmarks.freshness import SERVICE
 from activestream.config import Config
 from activestream.pipelines.runtime import free_port
@@ -70,17 +70,17 @@ WARMUP = {"rate": 20.0, "requests": 200}
 VARIANTS = ("idle", "live", "shared", "proxy")
 
 
-def _pool(root: Path) -> ShardSet:
+def _pool(root: Path, rows: int = POOL_ROWS) -> ShardSet:
     from activestream.sources.shards import open_shards
     from activestream.sources.synthetic import make_synthetic_shards
 
-    home = root / f"serve-pool-{POOL_ROWS}"
+    home = root / f"serve-pool-{rows}"
     if (home / "pool").exists():
         shards = open_shards(str(home / "pool"))
-        if shards.num_rows == POOL_ROWS:
+        if shards.num_rows == rows:
             return shards
     return make_synthetic_shards(
-        str(home), POOL_ROWS, rows_per_shard=2_000, test_rows=500, progress=False
+        str(home), rows, rows_per_shard=2_000, test_rows=500, progress=False
     )
 
 
@@ -135,14 +135,19 @@ def held_rate(rows: list[dict[str, Any]], goal_ms: float = GOAL_MS) -> float | N
 
 
 def sweep(
-    url: str, variant: str, rates: tuple[float, ...], n: int, truth: dict[str, int]
+    url: str,
+    variant: str,
+    rates: tuple[float, ...],
+    n: int,
+    truth: dict[str, int],
+    warmup: int = WARMUP["requests"],
 ) -> list[dict[str, Any]]:
     """Warm up, then one figure per rate: every rate, unless most requests fail outright.
 
     Admission control keeps waits bounded however hard the load, so the overload rates are
     measured too (their refusals and slowest answers are the point).
     """
-    load(url, WARMUP["rate"], WARMUP["requests"], truth, seed=999)
+    load(url, WARMUP["rate"], warmup, truth, seed=999)
     rows = []
     for i, rate in enumerate(rates):
         r = load(url, rate, n, truth, seed=i)
@@ -212,21 +217,23 @@ def service_config(pool_dir: str, variant: str) -> Config:
     return Config().with_overrides(overrides)
 
 
-def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+def run(size: Size, out: Path) -> list[dict[str, Any]]:
     """Plain FastAPI, then each activestream variant (module docstring); the same load."""
     from activestream.pipelines.realloop import Service
 
-    rates = QUICK_RATES if quick else FULL_RATES
-    n = 2_000 if quick else 4_000
-    pool = _pool(out / "data")
+    rates = pick(size, tiny=QUICK_RATES[:1], quick=QUICK_RATES, full=FULL_RATES)
+    n = pick(size, tiny=100, quick=2_000, full=4_000)
+    variants = pick(size, tiny=VARIANTS[:1], quick=VARIANTS, full=VARIANTS)
+    warmup = pick(size, tiny=20, quick=WARMUP["requests"], full=WARMUP["requests"])
+    pool = _pool(out / "data", pick(size, tiny=2_000, quick=POOL_ROWS, full=POOL_ROWS))
     truth = ground_truth(pool)
     pool_dir = str(Path(pool.paths[0]).parent.parent)
     figures: list[dict[str, Any]] = []
     with plain_app(pool, free_port()) as base:
-        figures += sweep(base, "plain", rates, n, truth)
-    for variant in VARIANTS:
+        figures += sweep(base, "plain", rates, n, truth, warmup)
+    for variant in variants:
         with Service(service_config(pool_dir, variant)) as svc:
-            figures += sweep(svc.url, variant, rates, n, truth)
+            figures += sweep(svc.url, variant, rates, n, truth, warmup)
     plain = {r["rate"]: r for r in figures if r["variant"] == "plain"}
     rows = []
     for r in figures:
@@ -235,7 +242,7 @@ def run(quick: bool, out: Path) -> list[dict[str, Any]]:
         if r["variant"] != "plain" and base_p99 and r["p99_ms"] is not None:
             ratio = round(r["p99_ms"] / base_p99, 2)
         rows.append({"name": f"serve_{r['variant']}_{r['rate']:.0f}rps", **r, "ratio": ratio})
-    for variant in ("plain", *VARIANTS):
+    for variant in ("plain", *variants):
         mine = [r for r in figures if r["variant"] == variant]
         rows.append(
             {

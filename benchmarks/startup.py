@@ -15,7 +15,6 @@ it straight back with ``POST /queries/release``) every 50 ms, and records:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 
 import requests
 
+from activestream.benchmarks.entry import Size, bench_main
 from activestream.benchmarks.freshness import SERVICE
 
 # What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
@@ -110,19 +110,13 @@ def measure(port: int | None = None, timeout: float = 300.0) -> dict[str, Any]:
     }
 
 
-def suite(quick: bool, out: Path) -> list[dict[str, Any]]:
+def suite(size: Size, out: Path) -> list[dict[str, Any]]:
     """The suite's entry: one cold start of the command."""
     return [{"name": "startup", **measure(), "ratio": None}]
 
 
 def main() -> None:  # noqa: D103
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("results/startup"))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = measure()
-    (args.out / "startup.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    bench_main(suite, "startup", __doc__)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 from activestream import samplers
 from activestream.benchmarks import forgetting
 from activestream.benchmarks.freshness import LEARNING
-from activestream.benchmarks.pages import write_section
+from activestream.benchmarks.pages import add_tiny_argument, write_section
 from activestream.config import Config
 from activestream.pipelines.curves import compare
 from activestream.pipelines.scoring import cold_start_on_embedding
@@ -257,7 +257,8 @@ def run_part(part: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]
         table = {}
         for policy in ("new_only", "replay", "full"):
             _say(f"  policy {policy}")
-            runs = [forgetting.run_policy(base, policy, seed) for seed in range(seeds)]
+            rows = args.rows if args.tiny else None  # the whole digits pool otherwise
+            runs = [forgetting.run_policy(base, policy, seed, rows) for seed in range(seeds)]
             table[policy] = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
         results = {"policies": table}
     results["seeds"] = seeds
@@ -635,10 +636,11 @@ def render_page(out: Path, page: Path) -> None:
     )
 
 
-def main() -> None:
-    from activestream.benchmarks.suite import machine, require_clean
+def main(argv: list[str] | None = None) -> None:  # noqa: D103
+    from activestream.benchmarks.suite import machine, require_publishable
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_tiny_argument(parser)
     parser.add_argument("--out", default="docs/study")
     parser.add_argument("--only", help=f"comma-separated parts of: {', '.join(PARTS)}")
     parser.add_argument("--seeds", type=int, default=5)
@@ -652,14 +654,17 @@ def main() -> None:
         help="pool sizes of the cold_scale part, comma-separated",
     )
     parser.add_argument("--render", action="store_true", help="only re-render docs/study.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.tiny:  # every part's code on sizes of seconds
+        args.seeds, args.budget, args.rows, args.scale_rows = 1, 32, 300, [2_000, 4_000]
+        args.workers = 1  # in process: starting worker processes would cost more than the runs
     out = Path(args.out)
     parts = PARTS if not args.only else [p for p in args.only.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown parts {unknown}; known: {', '.join(PARTS)}")
     if not args.render:
-        require_clean(out)
+        require_publishable(out, "tiny" if args.tiny else "full")
         out.mkdir(parents=True, exist_ok=True)
         cache = Path(tempfile.mkdtemp(prefix="activestream-study-"))
         measured_on = machine()

@@ -1,6 +1,6 @@
 """``activestream bench``: every benchmark, each beside its baseline, in one run.
 
-Each benchmark module exposes ``run(quick, out) -> list[dict]``; a row is
+Each benchmark module exposes ``run(size, out) -> list[dict]`` (sizes: :mod:`.entry`); a row is
 ``{"name": str, ...figures, "ratio": float | None}`` where the ratio compares with the baseline
 measured in the same run on the same cores (see each module for its direction). The suite writes
 ``<out>/bench.json`` (``{"machine": {...}, "results": [...]}``, machine including commit and
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from activestream.benchmarks import headline
+from activestream.benchmarks.entry import Size
 
 BENCHMARKS = {
     "throughput": "activestream.benchmarks.throughput",
@@ -102,6 +103,22 @@ def require_clean(out: Path | str) -> None:
         )
 
 
+def require_publishable(out: Path | str, size: str) -> None:
+    """:func:`require_clean`, and no tiny figures in the docs at all.
+
+    Raises:
+        SystemExit: ``out`` is inside ``docs/`` and the code is dirty or the size is tiny.
+    """
+    docs = (Path(__file__).resolve().parents[1] / "docs").resolve()
+    target = Path(out).resolve()
+    if size == "tiny" and (target == docs or docs in target.parents):
+        raise SystemExit(
+            f"refusing to write tiny figures to {out}: tiny runs check that the code runs, "
+            "their numbers mean nothing; write them elsewhere with --out"
+        )
+    require_clean(out)
+
+
 def versions() -> dict[str, str | None]:
     """Installed versions of the packages the numbers depend on."""
     from importlib.metadata import PackageNotFoundError, version
@@ -150,9 +167,9 @@ def machine() -> dict[str, Any]:
 
 
 def run_all(
-    quick: bool, out: Path, only: list[str] | None = None, *, merge: bool = False
+    size: Size, out: Path, only: list[str] | None = None, *, merge: bool = False
 ) -> dict[str, Any]:
-    """Run the chosen benchmarks (all by default) and write bench.json and bench.md.
+    """Run the chosen benchmarks (all by default) at ``size`` and write bench.json and bench.md.
 
     With ``merge``, rows of the other benchmarks already in ``out/bench.json`` are kept and
     the record lists each run's machine, date and commit (``runs``), so a table never hides
@@ -171,7 +188,12 @@ def run_all(
 
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # the suite prints its own progress
-    report: dict[str, Any] = {"machine": machine(), "quick": quick, "results": []}
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "quick": size == "quick",
+        "size": size,
+        "results": [],
+    }
     previous, spent = out / "bench.json", 0
     if merge and previous.exists():
         old = json.loads(previous.read_text())
@@ -191,7 +213,7 @@ def run_all(
         print(f"[{i}/{len(names)}] {name}", flush=True)
         module_name, _, function = BENCHMARKS[name].partition(":")
         run = getattr(importlib.import_module(module_name), function or "run")
-        report["results"].extend({"benchmark": name, **row} for row in run(quick, out))
+        report["results"].extend({"benchmark": name, **row} for row in run(size, out))
         print(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - began:.0f} s", flush=True)
         report["seconds"] = spent + round(time.perf_counter() - began_all)
         (out / "bench.json").write_text(json.dumps(report, indent=1))  # partial results survive

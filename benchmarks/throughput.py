@@ -24,8 +24,6 @@ size (:mod:`activestream.benchmarks.pool_scale`), with every process's memory sa
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from activestream.benchmarks import baselines
+from activestream.benchmarks.entry import Size, bench_main, pick
 from activestream.benchmarks.freshness import SCORING
 from activestream.config import Config
 from activestream.pipelines.scoring import ScoreResult, _Round, scored_dataset
@@ -134,14 +133,18 @@ def compare(cfg: Config, shards: ShardSet, cores: int | None = None) -> dict[str
     }
 
 
-def run_throughput(quick: bool, root: Path) -> list[dict[str, Any]]:
+def run_throughput(size: Size, root: Path) -> list[dict[str, Any]]:
     """Baselines vs the scorer pool (cold and warm) for the digits CNN and resnet18."""
     results = []
-    for arch, rows in (
-        ("digits_cnn", 8_000 if quick else 64_000),
-        ("resnet18", 1_000 if quick else 8_000),
-    ):
-        row = compare(_cfg(arch, str(root)), _shards(root, rows))
+    models = [
+        ("digits_cnn", pick(size, tiny=1_000, quick=8_000, full=64_000)),
+        ("resnet18", pick(size, tiny=0, quick=1_000, full=8_000)),  # tiny: one model will do
+    ]
+    cores = pick(size, tiny=1, quick=None, full=None)  # tiny: one DataLoader setting
+    for arch, rows in models:
+        if not rows:
+            continue
+        row = compare(_cfg(arch, str(root)), _shards(root, rows), cores)
         print(
             f"  throughput {arch}: DataLoader {row['dataloader_rows_s']:,.0f} rows/s "
             f"({row['dataloader_best_setting']}), one process {row['single_process_rows_s']:,.0f}"
@@ -153,12 +156,18 @@ def run_throughput(quick: bool, root: Path) -> list[dict[str, Any]]:
     return results
 
 
-def run_scale(quick: bool, root: Path, out: Path) -> list[dict[str, Any]]:
+def run_scale(size: Size, root: Path, out: Path) -> list[dict[str, Any]]:
     """One round over 10k, 100k (and 1M) rows in shards of a fixed size, memory sampled."""
     from activestream.benchmarks import pool_scale
 
-    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
-    report = pool_scale.run_sizes(sizes, SCALE_ROWS_PER_SHARD, root)
+    sizes = pick(
+        size,
+        tiny=[1_000, 2_000],
+        quick=[10_000, 100_000],
+        full=[10_000, 100_000, 1_000_000],
+    )
+    per_shard = pick(size, tiny=500, quick=SCALE_ROWS_PER_SHARD, full=SCALE_ROWS_PER_SHARD)
+    report = pool_scale.run_sizes(sizes, per_shard, root)
     pool_scale.plot(report, out / "scale.png")
     r = pool_scale.ratios(report["results"], reference=sizes[0])
     return [
@@ -174,24 +183,17 @@ def run_scale(quick: bool, root: Path, out: Path) -> list[dict[str, Any]]:
     ]
 
 
-def run(quick: bool, out: Path) -> list[dict[str, Any]]:
+def run(size: Size, out: Path) -> list[dict[str, Any]]:
     """Both parts, on synthetic shards written under ``out/data``."""
-    root = out / "data"
-    return run_throughput(quick, root) + run_scale(quick, root, out)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="results/bench")
-    args = parser.parse_args()
     from activestream.pipelines.runtime import init_ray
 
     init_ray(Config().ray)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = run_throughput(args.quick, out / "data")
-    (out / "throughput.json").write_text(json.dumps(results, indent=2))
+    root = out / "data"
+    return run_throughput(size, root) + run_scale(size, root, out)
+
+
+def main() -> None:  # noqa: D103
+    bench_main(run, "throughput", __doc__)
 
 
 if __name__ == "__main__":

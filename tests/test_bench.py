@@ -164,12 +164,14 @@ def test_a_benchmark_run_alone_writes_its_rows_as_name_json(tmp_path):
 
     seen = []
 
-    def run(quick, out):
-        seen.append((quick, out))
+    def run(size, out):
+        seen.append((size, out))
         return [{"name": "row", "ratio": 1.5}]
 
     bench_main(run, "demo", "Demo.\n\nMore.", ["--quick", "--out", str(tmp_path / "r")])
-    assert seen == [(True, tmp_path / "r")]
+    bench_main(run, "demo", "Demo.\n\nMore.", ["--tiny", "--out", str(tmp_path / "r")])
+    bench_main(run, "demo", "Demo.\n\nMore.", ["--out", str(tmp_path / "r")])
+    assert seen == [("quick", tmp_path / "r"), ("tiny", tmp_path / "r"), ("full", tmp_path / "r")]
     assert json.loads((tmp_path / "r" / "demo.json").read_text()) == [{"name": "row", "ratio": 1.5}]
 
 

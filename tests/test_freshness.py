@@ -60,6 +60,21 @@ def test_figures_go_stale_when_their_measured_code_changes(tmp_path):
     assert reason == f"measured.py changed since {commit}"
 
 
+def test_only_commits_that_change_measured_code_count_as_changes_since(tmp_path):
+    root, commit = _repo(tmp_path)
+    assert freshness.changes_since(_figures(commit), root) == 0
+    for path, text, message in [
+        ("other.py", "y = 2\n", "elsewhere"),
+        ("measured.py", "x = 2\n", "measured code"),
+        ("measured.py", "x = 3\n", "measured code again"),
+    ]:
+        (root / path).write_text(text)
+        subprocess.run(["git", "commit", "-qam", message], cwd=root, check=True)
+    assert freshness.changes_since(_figures(commit), root) == 2
+    assert freshness.commits_ago(commit, root) == 3
+    assert freshness.changes_since(_figures(f"{commit}+dirty"), root) is None
+
+
 @pytest.mark.parametrize(
     ("commit", "says"),
     [(None, "records no commit"), ("0123456789ab", "not in this clone")],
