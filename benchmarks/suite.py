@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from activestream.benchmarks import headline
-from activestream.benchmarks.entry import Size
 
 BENCHMARKS = {
     "throughput": "activestream.benchmarks.throughput",
@@ -167,9 +166,12 @@ def machine() -> dict[str, Any]:
 
 
 def run_all(
-    size: Size, out: Path, only: list[str] | None = None, *, merge: bool = False
+    size: str, out: Path, only: list[str] | None = None, *, merge: bool = False
 ) -> dict[str, Any]:
     """Run the chosen benchmarks (all by default) at ``size`` and write bench.json and bench.md.
+
+    ``size`` is one of :data:`activestream.benchmarks.entry.SIZES` (``entry`` imports this
+    module, so the type is named there, not imported here).
 
     With ``merge``, rows of the other benchmarks already in ``out/bench.json`` are kept and
     the record lists each run's machine, date and commit (``runs``), so a table never hides
