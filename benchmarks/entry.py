@@ -34,13 +34,18 @@ def pick(size: Size, *, tiny: T, quick: T, full: T) -> T:
     return {"tiny": tiny, "quick": quick, "full": full}[size]
 
 
+def add_tiny_argument(parser: argparse.ArgumentParser | argparse._ActionsContainer) -> None:
+    """``--tiny``: sizes of seconds, the same code (CI runs it; never for docs)."""
+    parser.add_argument(
+        "--tiny", action="store_true", help="seconds, same code (a smoke run; never for docs)"
+    )
+
+
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     """``--tiny`` and ``--quick`` (exclusive); neither means full size."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="laptop-sized")
-    group.add_argument(
-        "--tiny", action="store_true", help="seconds, same code (a smoke run; never for docs)"
-    )
+    add_tiny_argument(group)
 
 
 def size_of(args: argparse.Namespace) -> Size:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from activestream.benchmarks.entry import add_tiny_argument
+
+__all__ = ["Page", "add_tiny_argument", "write_section"]
 
 
 def write_section(
@@ -25,13 +28,6 @@ def write_section(
     else:
         text = f"{preamble}{body}\n{postscript}"
     page.write_text(text)
-
-
-def add_tiny_argument(parser: argparse.ArgumentParser) -> None:
-    """``--tiny``: the page's benchmark on sizes of seconds (CI runs it; never for docs)."""
-    parser.add_argument(
-        "--tiny", action="store_true", help="seconds, same code (a smoke run; never for docs)"
-    )
 
 
 @dataclass(frozen=True)
