@@ -335,6 +335,22 @@ def write_all(root: Path = ROOT, *, check: bool = False) -> list[str]:
     return [f"{s.file}:{s.key}" for s in sections() if s.write(root, check=check)]
 
 
+def check(root: Path = ROOT) -> list[str]:
+    """Why the published pages do not stand for ``HEAD``, one line each; empty when they do.
+
+    Two ways to fall behind: a generated section that differs from its JSON (rerun the report),
+    and figures whose measured code changed after their JSON's commit (rerun the benchmark).
+    """
+    return [f"out of date: {key}" for key in write_all(root, check=True)] + stale_lines(root)
+
+
+def stale_lines(root: Path = ROOT) -> list[str]:
+    """Each published set of figures whose measured code changed after it was measured."""
+    from activestream.benchmarks import freshness
+
+    return [f"stale: {f.benchmark} ({f.source}): {why}" for f, why in freshness.stale(root)]
+
+
 def main() -> None:
     changed = write_all()
     print("\n".join(f"rewrote {c}" for c in changed) or "every generated section is current")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,31 @@ def test_the_study_has_every_part():
     assert set(data) == set(study.PARTS)
 
 
-def test_the_report_command_finds_every_section_current(tmp_path):
+def test_the_report_check_finds_every_section_current_and_every_figure_fresh(tmp_path):
     from clirun import run_cli
 
     proc = run_cli("bench", "report", "--check", cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "every generated section is current"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "every generated section is current and fresh"
+
+
+def test_the_report_check_names_figures_whose_measured_code_changed_after_them(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=clone, check=True, capture_output=True)
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    with (clone / "benchmarks" / "allocator.py").open("a") as f:
+        f.write("\n# a change to measured code\n")
+    git("commit", "-qam", "measured code changed")
+
+    found = report.check(clone)
+
+    assert any(
+        line.startswith("stale: allocator (docs/allocator/allocator.json): ")
+        and "benchmarks/allocator.py changed since" in line
+        for line in found
+    ), found
+    assert "out of date: README.md:provenance" in found  # its table counts that commit
