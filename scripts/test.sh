@@ -45,7 +45,9 @@ if [ "${CI:-}" = "true" ] || [ "${ACTIVESTREAM_SKIP_PY310:-}" != "1" ]; then
 fi
 echo "== pytest on Python $(python -c 'import platform; print(platform.python_version())') ($(command -v python)): every test"
 status=0
-python -m pytest "$@" || status=$?
+# Two workers, whole files each (a file's module fixtures, its service, start once); pass
+# -n 0 to run in this process, e.g. under a debugger.
+python -m pytest -n "${ACTIVESTREAM_TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
 # Every published figure stands for this commit: each generated table matches its JSON, and
 # no figure's measured code changed after it was measured (else: which files, so whoever
 # changed them knows which benchmark to rerun).
