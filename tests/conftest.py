@@ -16,7 +16,6 @@ import pytest
 from activestream.config import StorageConfig
 from activestream.pipelines.runtime import free_port as _free_port
 
-
 # The longest files, longest first (from the per-test durations of a full run). scripts/test.sh
 # runs whole files on two workers (``-n 2 --dist loadfile``), each taking the next file in
 # collection order when it finishes one: a long file left for last would run alone at the end.
