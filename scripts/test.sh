@@ -1,30 +1,44 @@
 #!/usr/bin/env bash
 # Sets up the environment if needed, then runs every check CI runs: lint, layer contracts, tests.
-source "$(dirname "$0")/env.sh"
-# The browser test drives Debian's Chromium (test tools may not download browsers here).
-if [ ! -x /usr/bin/chromium ]; then
-    echo "== installing chromium (Debian package) for the browser test"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+HERE="$(cd "$(dirname "$0")" && pwd)"
+# On a fresh machine three venvs get built: the project's, Label Studio's and the Python 3.10
+# one, each mostly waiting on the package index and the disk. The two side venvs build in the
+# background while the main one builds here; their progress lines print once they are done.
+# Locally ACTIVESTREAM_SKIP_LABEL_STUDIO=1 skips building Label Studio and the tests that use it
+# (see the label_studio fixture), ACTIVESTREAM_SKIP_PY310=1 the 3.10 tests; CI never does.
+want_ls=0; want_py310=0
+if [ "${CI:-}" = "true" ] || [ "${ACTIVESTREAM_SKIP_LABEL_STUDIO:-}" != "1" ]; then want_ls=1; fi
+if [ "${CI:-}" = "true" ] || [ "${ACTIVESTREAM_SKIP_PY310:-}" != "1" ]; then want_py310=1; fi
+SIDE="$(mktemp -d)"
+side_pids=()
+if [ "$want_ls" = 1 ]; then
+    bash "$HERE/label_studio.sh" >/dev/null 2>"$SIDE/label-studio.log" & side_pids+=($!)
 fi
-# Fashion-MNIST (the official IDX files, Debian's package) for the real-image tests.
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-    echo "== installing dataset-fashion-mnist (Debian package) for the real-image tests"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+if [ "$want_py310" = 1 ]; then
+    bash -c 'source "$1"' _ "$HERE/env310.sh" >/dev/null 2>"$SIDE/py310.log" & side_pids+=($!)
 fi
-# PostgreSQL's server binaries (Debian's package) for Label Studio on PostgreSQL, the database
-# production runs on; the test starts a throwaway cluster of its own.
+# Debian packages the tests drive, in one apt-get: Chromium for the browser test (test tools
+# may not download browsers here), Fashion-MNIST's official IDX files for the real-image tests,
+# PostgreSQL's server for Label Studio on the database production runs on.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
-    echo "== installing postgresql (Debian package) for the Label Studio on PostgreSQL test"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null
+    missing+=(postgresql)
 fi
-# The Label Studio integration tests run a real Label Studio, from its own venv (see
-# label_studio.sh; built once, about a minute). Locally ACTIVESTREAM_SKIP_LABEL_STUDIO=1 skips
-# building it and those tests (see the label_studio fixture); CI never does.
-if [ "${CI:-}" = "true" ] || [ "${ACTIVESTREAM_SKIP_LABEL_STUDIO:-}" != "1" ]; then
-    source "$ROOT/scripts/label_studio.sh"  # exports LABEL_STUDIO_BIN
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing ${missing[*]} (Debian packages the tests use)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+source "$HERE/env.sh"
+side_failed=0
+for pid in "${side_pids[@]}"; do wait "$pid" || side_failed=1; done
+cat "$SIDE"/*.log >&2 2>/dev/null || true
+rm -rf "$SIDE"
+[ "$side_failed" = 0 ] || { echo "== FAILED: a side environment (above)" >&2; exit 1; }
+if [ "$want_ls" = 1 ]; then
+    source "$ROOT/scripts/label_studio.sh"  # built above: exports LABEL_STUDIO_BIN
 fi
 echo "== ruff"
 ruff check .
@@ -35,8 +49,8 @@ lint-imports
 # (about a minute; its venv takes about a minute to build, once; see env310.sh): the HTTP API's
 # asyncio paths, config, queue, label log, samplers, id index. Locally ACTIVESTREAM_SKIP_PY310=1
 # skips it; CI never does.
-if [ "${CI:-}" = "true" ] || [ "${ACTIVESTREAM_SKIP_PY310:-}" != "1" ]; then
-    source "$ROOT/scripts/env310.sh"
+if [ "$want_py310" = 1 ]; then
+    source "$ROOT/scripts/env310.sh"  # built above: sets PY310
     echo "== pytest on Python $PY310_VERSION ($PY310): the tests that need no torch"
     "$PY310" -m pytest -p no:cacheprovider -q -m "not slow" \
         tests/test_app.py tests/test_config.py tests/test_queue.py tests/test_labellog.py \
@@ -45,9 +59,7 @@ if [ "${CI:-}" = "true" ] || [ "${ACTIVESTREAM_SKIP_PY310:-}" != "1" ]; then
 fi
 echo "== pytest on Python $(python -c 'import platform; print(platform.python_version())') ($(command -v python)): every test"
 status=0
-# Two workers, whole files each (a file's module fixtures, its service, start once); pass
-# -n 0 to run in this process, e.g. under a debugger.
-python -m pytest -n "${ACTIVESTREAM_TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
+python -m pytest "$@" || status=$?
 # Every published figure stands for this commit: each generated table matches its JSON, and
 # no figure's measured code changed after it was measured (else: which files, so whoever
 # changed them knows which benchmark to rerun).

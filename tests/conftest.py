@@ -16,29 +16,6 @@ import pytest
 from activestream.config import StorageConfig
 from activestream.pipelines.runtime import free_port as _free_port
 
-# The longest files, longest first (from the per-test durations of a full run). scripts/test.sh
-# runs whole files on two workers (``-n 2 --dist loadfile``), each taking the next file in
-# collection order when it finishes one: a long file left for last would run alone at the end.
-LONGEST_FIRST = (
-    "test_tiny_benchmarks.py",
-    "test_restart.py",
-    "test_beats_random.py",
-    "test_label_studio_e2e.py",
-    "test_kill_each.py",
-    "test_study.py",
-    "test_annotate.py",
-    "test_startup.py",
-    "test_multinode.py",
-    "test_growing_pool.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest files first; every other file, and every file's own tests, keep their order."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 #: Tests that may skip under CI=true, by node id prefix, with why; printed at the end of every
 #: CI run. Empty: CI installs everything every test needs, so any skip is a failure.
 ALLOWED_SKIPS: dict[str, str] = {}

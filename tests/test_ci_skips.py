@@ -8,17 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 HERE = Path(__file__).resolve().parent
 
 
-def _run(tmp_path: Path, body: str, ci: bool, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, body: str, ci: bool) -> subprocess.CompletedProcess[str]:
     shutil.copy(HERE / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "test_sample.py").write_text(body)
     env = {**os.environ, "CI": "true" if ci else "false"}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "test_sample.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_sample.py"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -32,9 +30,8 @@ SKIPS = (
 )
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2", "--dist", "loadfile"]], ids=["one", "xdist"])
-def test_a_skip_under_ci_fails_the_run_and_is_named_at_the_end(tmp_path, workers):
-    proc = _run(tmp_path, SKIPS, True, *workers)
+def test_a_skip_under_ci_fails_the_run_and_is_named_at_the_end(tmp_path):
+    proc = _run(tmp_path, SKIPS, True)
     assert proc.returncode == 1, proc.stdout
     assert "skips allowed under CI=true: none" in proc.stdout
     assert "skipped under CI=true: test_sample.py::test_skips" in proc.stdout
