@@ -35,8 +35,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _seconds_per_file(reporter: Any) -> list[tuple[float, str]]:
+    """Setup, call and teardown seconds summed per test file, longest first."""
+    totals: dict[str, float] = {}
+    for reports in reporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                path = report.nodeid.split("::")[0]
+                totals[path] = totals.get(path, 0.0) + report.duration
+    return sorted(((s, path) for path, s in totals.items()), reverse=True)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Under CI=true, end with the skips allowed and any that were not."""
+    """Print where the time went per file; under CI=true, end with the skips allowed and met.
+
+    The per-file totals (fixtures included, which ``--durations`` splits over tests) are what
+    keeps CI under its time bound: they show which module to slim when the run grows.
+    """
+    per_file = _seconds_per_file(terminalreporter)
+    if len(per_file) > 1:
+        total = sum(s for s, _ in per_file)
+        terminalreporter.write_sep("=", f"slowest 10 test files ({total:.0f} s in all)")
+        for seconds, path in per_file[:10]:
+            terminalreporter.write_line(f"{seconds:8.1f}s {path}")
     if os.environ.get("CI") != "true":
         return
     allowed = "; ".join(f"{k} ({why})" for k, why in ALLOWED_SKIPS.items()) or "none"

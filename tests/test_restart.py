@@ -132,41 +132,6 @@ def model(base: str) -> dict:
     return HTTP.get(f"{base}/model", timeout=10).json()
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_a_whole_service_restart_continues_labels_and_versions(tmp_path, how):
-    pool, _ = resolve_dataset(Config().with_overrides({"data.cache_dir": str(tmp_path)}))
-    truth = list(ground_truth(pool).items())[:40]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    proc = start_serve(tmp_path, port, log)
-    try:
-        labels = [{"id": i, "label": y} for i, y in truth]
-        for version, k in enumerate(range(0, 40, 16), start=1):  # a full buffer is 16
-            batch = {"labels": labels[k : k + 16]}
-            assert HTTP.post(f"{base}/labels", json=batch, timeout=30).ok
-            deadline = time.monotonic() + 120
-            while version < 3 and model(base)["version"] < version:
-                assert time.monotonic() < deadline, f"no version {version} after {k + 16} labels"
-                time.sleep(0.2)
-        deadline = time.monotonic() + 60  # accepted labels reach the trainer just after the 200
-        while model(base)["labels_seen"] < 40:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        before = model(base)
-    finally:
-        stop(proc, how)
-    proc = start_serve(tmp_path, port, log)
-    try:
-        after = model(base)
-        assert after["labels_seen"] == before["labels_seen"] == 40
-        assert after["version"] >= before["version"]
-        again = HTTP.post(f"{base}/labels", json={"labels": labels[:3]}, timeout=30).json()
-        assert again == {"accepted": 0, "duplicates": 3}  # the log remembers every answer
-    finally:
-        stop(proc, "SIGTERM")
-
-
 def listener(port: int) -> tuple[int, str]:
     """(pid, process title) of the process listening on TCP ``port``, read from /proc."""
     inodes = set()
@@ -183,19 +148,66 @@ def listener(port: int) -> tuple[int, str]:
     raise LookupError(f"nobody listens on port {port}")
 
 
-def test_the_replica_itself_listens_on_the_port_and_a_killed_one_takes_it_back(tmp_path):
-    pool, _ = resolve_dataset(Config().with_overrides({"data.cache_dir": str(tmp_path)}))
-    item, label = next(iter(ground_truth(pool).items()))
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def restarts(tmp_path_factory) -> dict:
+    """One service's life through two whole restarts, what each step saw recorded for the tests.
+
+    Three starts of ``activestream serve`` (each about half a minute on 2 cores) cover what five
+    separate ones did: 40 labels, a clean stop (SIGTERM); 16 more labels, a crash (SIGKILL of
+    the command and every Ray process); then, on the third start, the replica itself is killed.
+    """
+    tmp = tmp_path_factory.mktemp("restart")
+    pool, _ = resolve_dataset(Config().with_overrides({"data.cache_dir": str(tmp)}))
+    truth = list(ground_truth(pool).items())
+    labels = [{"id": i, "label": y} for i, y in truth[:58]]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_serve(tmp_path, port, tmp_path / "serve.log")
+    log = tmp / "serve.log"
+    seen: dict = {}
+
+    def label_up_to(n: int, start: int) -> None:
+        """Post labels[start:n] a buffer (16) at a time; wait until the trainer holds all n."""
+        for k in range(start, n, 16):
+            version = model(base)["version"]
+            batch = {"labels": labels[k : min(k + 16, n)]}
+            assert HTTP.post(f"{base}/labels", json=batch, timeout=30).ok
+            if k + 16 <= n:  # a full buffer: one new version
+                wait_for(lambda v=version: model(base)["version"] > v, 120, f"a version at {k}")
+        # accepted labels reach the trainer just after the 200
+        wait_for(lambda: model(base)["labels_seen"] >= n, 60, f"{n} labels seen")
+
+    proc = start_serve(tmp, port, log)
     try:
-        pid, title = listener(port)
-        assert "ServeReplica" in title  # no proxy hop in front of it
+        label_up_to(40, 0)
+        seen["before SIGTERM"] = model(base)
+    finally:
+        stop(proc, "SIGTERM")
+    proc = start_serve(tmp, port, log)
+    try:
+        seen["after SIGTERM"] = model(base)
+        again = HTTP.post(f"{base}/labels", json={"labels": labels[:3]}, timeout=30).json()
+        seen["resent after SIGTERM"] = again
+        label_up_to(56, 40)
+        seen["before SIGKILL"] = model(base)
+    finally:
+        stop(proc, "SIGKILL")
+    proc = start_serve(tmp, port, log)
+    try:
+        seen["after SIGKILL"] = model(base)
+        again = HTTP.post(f"{base}/labels", json={"labels": labels[38:42]}, timeout=30).json()
+        seen["resent after SIGKILL"] = again
+        seen["listener"] = listener(port)
         client = polite_session()  # its connection is open when the replica dies
-        body = {"labels": [{"id": item, "label": label}]}
-        assert client.post(f"{base}/labels", json=body, timeout=30).json()["accepted"] == 1
-        os.kill(pid, signal.SIGKILL)
+        body = {"labels": [labels[57]]}
+        seen["first post"] = client.post(f"{base}/labels", json=body, timeout=30).json()
+        os.kill(seen["listener"][0], signal.SIGKILL)
         began = time.monotonic()
         while True:
             with contextlib.suppress(requests.RequestException):
@@ -203,11 +215,49 @@ def test_the_replica_itself_listens_on_the_port_and_a_killed_one_takes_it_back(t
                     break
             # The dead replica's connections keep the port in TIME_WAIT for 60 s: a
             # replacement that could not bind over them would take at least that long.
-            assert time.monotonic() - began < 45, "no replica took the port back in 45 s"
+            if time.monotonic() - began > 45:
+                break
             time.sleep(0.25)
-        new_pid, title = listener(port)
-        assert new_pid != pid and "ServeReplica" in title
-        again = client.post(f"{base}/labels", json=body, timeout=30).json()
-        assert again == {"accepted": 0, "duplicates": 1}
+        seen["port back after"] = time.monotonic() - began
+        back = seen["port back after"] <= 45
+        seen["new listener"] = listener(port) if back else (None, "nobody")
+        seen["post after the replica died"] = client.post(
+            f"{base}/labels", json=body, timeout=30
+        ).json()
     finally:
         stop(proc, "SIGTERM")
+    return seen
+
+
+def test_a_clean_stop_and_restart_keeps_every_label_and_version(restarts):
+    before, after = restarts["before SIGTERM"], restarts["after SIGTERM"]
+    assert before["version"] >= 2
+    assert after["labels_seen"] == before["labels_seen"] == 40
+    assert after["version"] >= before["version"]
+
+
+def test_a_crash_of_the_command_and_every_ray_process_keeps_every_label_and_version(restarts):
+    before, after = restarts["before SIGKILL"], restarts["after SIGKILL"]
+    assert before["version"] > restarts["after SIGTERM"]["version"]
+    assert after["labels_seen"] == before["labels_seen"] == 56
+    assert after["version"] >= before["version"]
+
+
+def test_labels_resent_after_a_restart_are_duplicates_the_log_remembers(restarts):
+    assert restarts["resent after SIGTERM"] == {"accepted": 0, "duplicates": 3}
+    assert restarts["resent after SIGKILL"] == {"accepted": 0, "duplicates": 4}
+
+
+def test_the_replica_itself_listens_on_the_port_with_no_proxy_in_front(restarts):
+    assert "ServeReplica" in restarts["listener"][1]
+
+
+def test_a_killed_replica_is_replaced_on_the_same_port_within_45_s(restarts):
+    new_pid, title = restarts["new listener"]
+    assert restarts["port back after"] <= 45, "no replica took the port back in 45 s"
+    assert new_pid != restarts["listener"][0] and "ServeReplica" in title
+
+
+def test_a_label_accepted_before_the_replica_died_is_a_duplicate_after(restarts):
+    assert restarts["first post"]["accepted"] == 1
+    assert restarts["post after the replica died"] == {"accepted": 0, "duplicates": 1}

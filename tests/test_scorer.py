@@ -70,21 +70,37 @@ def test_board_keeps_only_the_newest_version():
 
 @pytest.mark.slow
 def test_scorer_follows_the_board_and_tags_rows_with_the_new_version(ray_session):
+    """In a Ray worker, as the scorer pool runs it: its listener thread long-polls the board for
+    good, and one left in the test process would outlive ``ray.shutdown`` and take the process
+    down with it at the session's end."""
     import ray
 
     board = ray.remote(WeightsBoard).options(max_concurrency=8).remote()
-    scorer = Scorer(shape=(1, 8, 8), num_classes=10, board=board)
-    assert scorer(_batch(3)).column("model_version").to_pylist() == [0] * 3
-    trained = build_model("digits_cnn", shape=(1, 8, 8), num_classes=10, seed=7)
-    ref = ray.put(state_to_numpy(trained))
-    ray.get(board.publish.remote(WeightsVersion(version=4, labels_seen=64, refs=[ref])))
-    # The scorer's listener hears of version 4 within moments; no batch asks the board.
-    deadline = time.monotonic() + 10
-    out = scorer(_batch(3))
-    while out.column("model_version").to_pylist() != [4] * 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-        out = scorer(_batch(3))
-    assert out.column("model_version").to_pylist() == [4] * 3
+    scorer = (
+        ray.remote(Scorer)
+        .options(num_cpus=0.1)
+        .remote(shape=(1, 8, 8), num_classes=10, board=board)
+    )
+
+    def versions() -> tuple[list[int], pa.Table]:
+        out = ray.get(scorer.__call__.remote(_batch(3)))
+        return out.column("model_version").to_pylist(), out
+
+    try:
+        assert versions()[0] == [0] * 3
+        trained = build_model("digits_cnn", shape=(1, 8, 8), num_classes=10, seed=7)
+        ref = ray.put(state_to_numpy(trained))
+        ray.get(board.publish.remote(WeightsVersion(version=4, labels_seen=64, refs=[ref])))
+        # The scorer's listener hears of version 4 within moments; no batch asks the board.
+        deadline = time.monotonic() + 10
+        seen, out = versions()
+        while seen != [4] * 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            seen, out = versions()
+        assert seen == [4] * 3
+    finally:
+        ray.kill(scorer)
+        ray.kill(board)
     expected = Scorer(shape=(1, 8, 8), num_classes=10, seed=7)(_batch(3))
     np.testing.assert_allclose(out.column("score").to_numpy(), expected.column("score").to_numpy())
 
