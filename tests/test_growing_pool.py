@@ -71,74 +71,90 @@ def test_the_pool_grows_on_the_loopback_s3_server(s3_server, s3_bucket, tmp_path
     assert "img-2-3" in store
 
 
-@pytest.mark.slow
-def test_shards_added_while_serving_are_scored_queried_and_labeled(run_service, tmp_path):
-    truth = write_encoded(tmp_path / "pool", 20, files=2)
+@pytest.fixture(scope="module")
+def growing_service(run_service, tmp_path_factory) -> dict:
+    """One service, two files landing under its pool: first while nobody labels, then while
+    labels come in. What each phase saw is recorded for the tests (one service start, not two).
+    """
+    tmp = tmp_path_factory.mktemp("growing")
+    truth = write_encoded(tmp / "pool", 20, files=2)
     cfg = Config().with_overrides(
         {
-            "data.dataset": str(tmp_path / "pool"),
-            "data.cache_dir": str(tmp_path / "cache"),
+            "data.dataset": str(tmp / "pool"),
+            "data.cache_dir": str(tmp / "cache"),
             "sampling.candidates": 64,
             "sampling.explore_p": 0.0,
+            "scoring.pool_check_seconds": 1.0,
             "training.buffer_size": 2,
             "training.steps_per_update": 2,
         }
     )
+    seen: dict = {}
     with run_service(cfg) as base:
-        truth.update(write_encoded(tmp_path / "pool", 10, files=1, first_file=2, seed=3))
-        # A label on a new id is accepted at once: the ledger's store looks for new files.
-        answer = requests.post(
-            f"{base}/labels", json={"labels": [{"id": "img-2-0", "label": 1}]}, timeout=30
-        )
-        assert answer.status_code == 200, answer.text
-        assert requests.get(f"{base}/items/img-2-5/image", timeout=30).status_code == 200
-        # Labels keep coming, so versions advance and rounds take the new shard in.
-        deadline = time.monotonic() + 120
-        seen_new = False
-        while time.monotonic() < deadline and not seen_new:
-            metrics = requests.get(f"{base}/metrics", timeout=30).text
-            leased = requests.get(f"{base}/queries", params={"n": 4}, timeout=30).json()
-            ids = [q["id"] for q in leased["queries"]]
-            seen_new = "activestream_pool_items 30.0" in metrics and any(
-                i.startswith("img-2-") for i in ids
-            )
-            labels = [{"id": i, "label": truth[i]} for i in ids if i in truth]
-            if labels:
-                requests.post(f"{base}/labels", json={"labels": labels}, timeout=30)
-            time.sleep(0.5)
-        assert seen_new, "the new shard never reached the queries"
 
+        def model_version() -> int:
+            return requests.get(f"{base}/model", timeout=30).json()["version"]
 
-@pytest.mark.slow
-def test_new_shards_are_served_while_nobody_labels(run_service, tmp_path):
-    write_encoded(tmp_path / "pool", 20, files=2)
-    cfg = Config().with_overrides(
-        {
-            "data.dataset": str(tmp_path / "pool"),
-            "data.cache_dir": str(tmp_path / "cache"),
-            "sampling.candidates": 64,
-            "scoring.pool_check_seconds": 1.0,
-        }
-    )
-    with run_service(cfg) as base:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:  # the first round, on version 0
             if "activestream_pool_items 20.0" in requests.get(f"{base}/metrics", timeout=30).text:
                 break
             time.sleep(0.5)
-        # No label arrives, so no new version: the new shard alone must start a round.
-        write_encoded(tmp_path / "pool", 60, files=1, first_file=2, seed=3)
-        seen_new = False
-        while time.monotonic() < deadline and not seen_new:
+        # No label arrives, so no new version: the new file alone must start a round.
+        truth.update(write_encoded(tmp / "pool", 60, files=1, first_file=2, seed=3))
+        seen["idle: served"] = False
+        while time.monotonic() < deadline and not seen["idle: served"]:
             leased = requests.get(f"{base}/queries", params={"n": 20}, timeout=30).json()
-            seen_new = any(q["id"].startswith("img-2-") for q in leased["queries"])
+            seen["idle: served"] = any(q["id"].startswith("img-2-") for q in leased["queries"])
             requests.post(
                 f"{base}/queries/release",
                 json={"ids": [q["id"] for q in leased["queries"]]},
                 timeout=30,
             )
             time.sleep(0.5)
-        assert seen_new, "the new shard was never served without a new version"
+        seen["idle: version"] = model_version()
+
+        truth.update(write_encoded(tmp / "pool", 10, files=1, first_file=3, seed=4))
+        # A label on a new id is accepted at once: the ledger's store looks for new files.
+        seen["label on a new id"] = requests.post(
+            f"{base}/labels", json={"labels": [{"id": "img-3-0", "label": 1}]}, timeout=30
+        )
+        seen["image of a new id"] = requests.get(f"{base}/items/img-3-5/image", timeout=30)
+        # Labels keep coming, so versions advance and rounds take the new file in.
+        deadline = time.monotonic() + 120
+        seen["labeling: queried"] = False
+        while time.monotonic() < deadline and not seen["labeling: queried"]:
+            metrics = requests.get(f"{base}/metrics", timeout=30).text
+            leased = requests.get(f"{base}/queries", params={"n": 4}, timeout=30).json()
+            ids = [q["id"] for q in leased["queries"]]
+            seen["labeling: queried"] = "activestream_pool_items 90.0" in metrics and any(
+                i.startswith("img-3-") for i in ids
+            )
+            labels = [{"id": i, "label": truth[i]} for i in ids if i in truth]
+            if labels:
+                requests.post(f"{base}/labels", json={"labels": labels}, timeout=30)
+            time.sleep(0.5)
+        seen["labeling: version"] = model_version()
+    return seen
+
+
+@pytest.mark.slow
+def test_new_shards_are_served_while_nobody_labels(growing_service):
+    assert growing_service["idle: served"], "the new file was never served without a version"
+    assert growing_service["idle: version"] == 0
+
+
+@pytest.mark.slow
+def test_a_label_on_an_id_of_a_file_added_while_serving_is_accepted_at_once(growing_service):
+    answer = growing_service["label on a new id"]
+    assert answer.status_code == 200, answer.text
+    assert growing_service["image of a new id"].status_code == 200
+
+
+@pytest.mark.slow
+def test_shards_added_while_serving_are_scored_queried_and_labeled(growing_service):
+    assert growing_service["labeling: queried"], "the new file never reached the queries"
+    assert growing_service["labeling: version"] > 0
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """activestream as the ML backend of a real Label Studio 1.23.2 server, end to end.
 
-A project with a ``<Choices>`` config gets 200 digit images uploaded, activestream is connected
-at ``/api/ml`` (Basic auth carrying the service's token), and 48 annotations are made through
+A project with a ``<Choices>`` config gets 100 digit images uploaded, activestream is connected
+at ``/api/ml`` (Basic auth carrying the service's token), and 24 annotations are made through
 Label Studio's REST API, each on the task Label Studio's uncertainty sampling hands out next.
 """
 
@@ -33,7 +33,7 @@ CONFIG = (
     '<View><Image name="image" value="$image"/>'
     f'<Choices name="label" toName="image" choice="single">{CHOICES}</Choices></View>'
 )
-TASKS, ANNOTATIONS = 200, 48
+TASKS, ANNOTATIONS = 100, 24
 
 
 def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -111,7 +111,11 @@ def session(label_studio, run_service, durable_config, tmp_path_factory):
 
         for _ in range(ANNOTATIONS - 4):
             annotate_next()
-        until(lambda: status()["labels_logged"] >= ANNOTATIONS - 4, 120, "44 labels logged")
+        until(
+            lambda: status()["labels_logged"] >= ANNOTATIONS - 4,
+            120,
+            f"{ANNOTATIONS - 4} labels logged",
+        )
 
         def settled() -> bool:
             version = ray.get(trainer.model_info.remote())["version"]
