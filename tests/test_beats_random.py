@@ -8,9 +8,10 @@ reached with 192 of 400 labels, AUC 0.890 vs 0.864. The bounds leave one grid st
 of slack for another CPU's floating point.
 
 Fashion-MNIST with the pretrained EfficientNet-Lite0 head (the study's ``fashion_head`` setup,
-real images, 2,000 pool and 2,000 test items, 5 seeds, budget 256): the defaults a user gets
+real images, 2,000 pool and 2,000 test items, 3 seeds, budget 256): the defaults a user gets
 with ``model: efficientnet_lite0, train: head`` (fitted head, maxherding cold start,
-pseudo-labels) against random with the same training.
+pseudo-labels) against random with the same training. Measured with these seeds: AUC 0.710
+vs 0.671, worst gap -0.22 standard errors, random's final reached with 208 of its 240 labels.
 """
 
 from pathlib import Path
@@ -69,7 +70,7 @@ def fashion_head_study(tmp_path_factory):
     pool, test = resolve_dataset(cfg)
     sampler = cfg.sampling.sampler
     results = simulate(
-        cfg, pool, test, strategies=[sampler], seeds=5, budget=256, progress=False, workers=2
+        cfg, pool, test, strategies=[sampler], seeds=3, budget=256, progress=False, workers=2
     )
     table = compare(results)
     print({name: {k: row[k] for k in ("auc", "worst_gap_se", "labels_to_random_final")}
