@@ -65,4 +65,6 @@ python -m pytest "$@" || status=$?
 # changed them knows which benchmark to rerun).
 echo "== published figures: tables current, figures fresh (bench report --check)"
 python -m activestream.cli bench report --check || status=1
+# CI has a time bound (25 minutes on 2 cores): every run says where it stands.
+echo "== every check took $((SECONDS / 60)) min $((SECONDS % 60)) s (setup included)"
 exit "$status"
