@@ -13,7 +13,9 @@ from activestream.sources.resolve import resolve_dataset
 def test_entropy_beats_random_on_digits_at_equal_label_counts(tmp_path):
     cfg = Config().with_overrides({"data.cache_dir": str(tmp_path)})
     pool, test = resolve_dataset(cfg)
-    results = simulate(cfg, pool, test, strategies=["entropy"], seeds=3, budget=320, progress=False)
+    results = simulate(
+        cfg, pool, test, strategies=["entropy"], seeds=3, budget=320, progress=False, workers=2
+    )
     entropy = np.array(results["strategies"]["entropy"]["accuracy_mean"])
     random = np.array(results["strategies"]["random"]["accuracy_mean"])
     labels = results["strategies"]["entropy"]["labels"]
