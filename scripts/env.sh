@@ -21,7 +21,7 @@ if [ ! -f "$VENV/.complete" ]; then
     step "creating the venv" "$PYTHON" -m venv "$VENV"
     step "upgrading pip" "$VENV/bin/python" -m pip install --upgrade pip
     step "installing activestream and its dependencies (a few minutes)" \
-        "$VENV/bin/python" -m pip install -e "$ROOT[test,bench,pretrained]"
+        "$VENV/bin/python" -m pip install -e "$ROOT[test,bench,pretrained,detection]"
     touch "$VENV/.complete"
 fi
 # The editable install points at whichever clone built the venv; make it this one.

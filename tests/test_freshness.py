@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -136,3 +138,58 @@ def test_rendered_pages_do_not_make_the_code_dirty_but_code_does(monkeypatch, tm
     (tmp_path / "new.py").unlink()
     (tmp_path / "code.py").write_text("2")
     assert suite.commit().endswith("+dirty")
+
+
+def _module(path: str) -> str:
+    """``samplers/detection/`` -> ``activestream.samplers.detection``."""
+    return "activestream." + path.removesuffix("/").removesuffix(".py").replace("/", ".")
+
+
+def _names_reached(file: Path) -> set[str]:
+    """Every module ``file`` imports, at any depth, and every module path it spells in a string."""
+    package = _module(file.relative_to(ROOT).as_posix()).rsplit(".", 1)[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the file's package, ``level - 1`` up
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}".rstrip(".")
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.update(re.findall(r"activestream(?:\.\w+)+", node.value))
+    return names
+
+
+def test_every_unreached_path_exists():
+    assert all((ROOT / p).exists() for p in freshness.UNREACHED), freshness.UNREACHED
+
+
+def test_no_code_outside_the_unreached_paths_imports_or_names_them():
+    unreached = tuple(_module(p) for p in freshness.UNREACHED)
+    offenders = []
+    for file in sorted(ROOT.rglob("*.py")):
+        rel = file.relative_to(ROOT).as_posix()
+        if rel.startswith(("tests/", ".", *freshness.UNREACHED)) or ".egg-info/" in rel:
+            continue
+        for name in _names_reached(file):
+            if any(name == u or name.startswith(u + ".") for u in unreached):
+                offenders.append(f"{rel}: {name}")
+    assert offenders == [], "reached: remove these paths from freshness.UNREACHED"
+
+
+def test_changes_to_unreached_paths_leave_figures_fresh_unless_named(tmp_path):
+    root, commit = _repo(tmp_path)
+    (root / "samplers" / "detection").mkdir(parents=True)
+    (root / "samplers" / "detection" / "boxes.py").write_text("z = 1\n")
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "detection only"], cwd=root, check=True)
+    broad = freshness.Figures("b", "b.json", commit, ("measured.py", "samplers/"))
+    assert freshness.stale(root, [broad]) == []
+    assert freshness.changes_since(broad, root) == 0
+    named = freshness.Figures("d", "d.json", commit, ("samplers/detection/",))
+    ((_, reason),) = freshness.stale(root, [named])
+    assert reason == f"samplers/detection/boxes.py changed since {commit}"

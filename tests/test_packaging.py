@@ -19,7 +19,7 @@ import yaml
 import activestream
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("actors", "benchmarks", "deploy", "models", "pipelines", "samplers", "sources")
+FOLDERS = ("actors", "benchmarks", "deploy", "models", "pipelines", "samplers", "sources", "tasks")
 # Names a module could import if it forgot the package prefix (they resolve only in a source tree).
 BARE = {*FOLDERS, "config", "errors"}
 
@@ -92,7 +92,7 @@ def test_the_wheel_holds_one_top_level_package_with_its_data(wheel: Path) -> Non
         "activestream",
         f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info",
     }
-    for folder in FOLDERS:
+    for folder in (*FOLDERS, "samplers/detection"):
         assert f"activestream/{folder}/__init__.py" in names
     assert "activestream/deploy/serve_config.yaml" in names
     assert "activestream/deploy/static/index.html" in names

@@ -1,0 +1,189 @@
+"""Detectors: torchvision's FCOS on a backbone the user names, EfficientNet-Lite0 built in.
+
+:func:`fcos_detector` wraps any backbone factory that returns a feature pyramid (an
+``nn.Module`` mapping images to an ordered dict of feature maps, with ``out_channels``) in
+torchvision's FCOS; :func:`efficientnet_lite0_fpn` is that factory for the ImageNet-pretrained
+EfficientNet-Lite0 the ``pretrained`` extra ships, tapped at strides 8, 16 and 32 under a
+feature pyramid. FCOS is anchor-free (one point per location, no anchor shapes to tune for
+the data) and single-stage, which keeps online training steps short on CPUs.
+
+:class:`ClassAwareFCOS` also returns, for every box it keeps, the class scores of the location
+that produced it (``class_scores``, (K, C), rows summing to 1): class-uncertainty samplers
+(:mod:`activestream.samplers.detection.uncertainty`) need the whole row, not just the winner.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import boxes as box_ops
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
+
+#: EfficientNet-Lite0 blocks whose outputs feed the pyramid: the last block at strides 8, 16
+#: and 32 (40, 112 and 320 channels).
+LITE0_TAPS = (4, 10, 15)
+LITE0_CHANNELS = (40, 112, 320)
+
+
+class EfficientNetLite0Features(nn.Module):
+    """EfficientNet-Lite0's stem and blocks, returning the taps' outputs under an FPN.
+
+    Args:
+        pretrained: Load the ImageNet weights of the ``pretrained`` extra (else random).
+        out_channels: Channels of every pyramid level.
+    """
+
+    def __init__(self, pretrained: bool = True, out_channels: int = 64) -> None:
+        super().__init__()
+        from activestream.models.pretrained import _import_efficientnet, imagenet_state_dict
+
+        efficientnet, _ = _import_efficientnet()
+        net = efficientnet.from_name("efficientnet-lite0")
+        if pretrained:
+            net.load_state_dict(imagenet_state_dict(), strict=True)
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
+        self.blocks = net._blocks[: LITE0_TAPS[-1] + 1]
+        self.fpn = FeaturePyramidNetwork(list(LITE0_CHANNELS), out_channels)
+        self.out_channels = out_channels
+
+    def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        """(N, 3, H, W) -> pyramid levels ``"0"``, ``"1"``, ``"2"`` at strides 8, 16, 32."""
+        x = self.stem(images)
+        taps: OrderedDict[str, Tensor] = OrderedDict()
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index in LITE0_TAPS:
+                taps[str(len(taps))] = x
+        return self.fpn(taps)
+
+
+def efficientnet_lite0_fpn(pretrained: bool = True, out_channels: int = 64) -> nn.Module:
+    """Backbone factory: pretrained EfficientNet-Lite0 under a three-level feature pyramid."""
+    return EfficientNetLite0Features(pretrained=pretrained, out_channels=out_channels)
+
+
+class ClassAwareFCOS(FCOS):
+    """torchvision's FCOS whose detections also carry each box's class scores (``class_scores``).
+
+    Post-processing is torchvision's own (score threshold, top-k per level, class-wise NMS);
+    for each kept box it also gathers ``sqrt(sigmoid(logit_c) * sigmoid(centerness))`` for every
+    class c at the box's location, normalised to sum to 1.
+    """
+
+    def postprocess_detections(
+        self,
+        head_outputs: dict[str, list[Tensor]],
+        anchors: list[list[Tensor]],
+        image_shapes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """As :meth:`FCOS.postprocess_detections`, plus ``class_scores`` (K, C) per image."""
+        detections: list[dict[str, Tensor]] = []
+        for index, image_shape in enumerate(image_shapes):
+            found: dict[str, list[Tensor]] = {"boxes": [], "scores": [], "labels": [], "rows": []}
+            for regression, logits, ctrness, level_anchors in zip(
+                [r[index] for r in head_outputs["bbox_regression"]],
+                [c[index] for c in head_outputs["cls_logits"]],
+                [b[index] for b in head_outputs["bbox_ctrness"]],
+                anchors[index],
+                strict=True,
+            ):
+                rows = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(ctrness))  # (A, C)
+                num_classes = rows.shape[-1]
+                flat = rows.flatten()
+                keep = torch.where(flat > self.score_thresh)[0]
+                k = det_utils._topk_min(keep, self.topk_candidates, 0)
+                scores, order = flat[keep].topk(k)
+                keep = keep[order]
+                anchor = torch.div(keep, num_classes, rounding_mode="floor")
+                boxes = self.box_coder.decode(regression[anchor], level_anchors[anchor])
+                found["boxes"].append(box_ops.clip_boxes_to_image(boxes, image_shape))
+                found["scores"].append(scores)
+                found["labels"].append(keep % num_classes)
+                found["rows"].append(rows[anchor])
+            boxes, scores, labels, rows = (torch.cat(found[key]) for key in found)
+            kept = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)
+            kept = kept[: self.detections_per_img]
+            rows = rows[kept]
+            detections.append(
+                {
+                    "boxes": boxes[kept],
+                    "scores": scores[kept],
+                    "labels": labels[kept],
+                    "class_scores": rows / rows.sum(dim=1, keepdim=True).clamp_min(1e-12),
+                }
+            )
+        return detections
+
+
+def fcos_detector(
+    num_classes: int,
+    backbone: Callable[[], nn.Module] = efficientnet_lite0_fpn,
+    *,
+    image_size: int = 128,
+    score_thresh: float = 0.05,
+) -> ClassAwareFCOS:
+    """FCOS for ``num_classes`` on ``backbone()`` (any module returning a feature pyramid).
+
+    Args:
+        num_classes: Object classes (FCOS has no background class).
+        backbone: Factory of the feature extractor; it must set ``out_channels`` and return as
+            many levels as the anchor generator below has sizes (one per level).
+        image_size: Images are resized so their longer side is this (canvases: no resizing).
+        score_thresh: Boxes under it are dropped before NMS; 0.05 as torchvision's mAP runs.
+
+    Returns:
+        A :class:`ClassAwareFCOS` taking lists of (3, H, W) float images in [0, 1], normalised
+        inside with ImageNet's mean and std.
+    """
+    features = backbone()
+    levels = len(features(torch.zeros(1, 3, 64, 64)))
+    sizes = tuple((16 * 2**i,) for i in range(levels))  # one point per location per level
+    anchors = AnchorGenerator(sizes, ((1.0,),) * levels)
+    return ClassAwareFCOS(
+        features,
+        num_classes,
+        min_size=image_size,
+        max_size=image_size,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        anchor_generator=anchors,
+        score_thresh=score_thresh,
+    )
+
+
+def flat_outputs(
+    outputs: list[dict[str, Tensor]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image detections -> the flat arrays detection samplers take.
+
+    Returns:
+        ``boxes`` (M, 4) ``[x1, y1, x2, y2]``, ``class_scores`` (M, C), ``scores`` (M,) and
+        ``counts`` (N,): image i owns the next ``counts[i]`` rows.
+    """
+    parts = {key: [o[key].detach().cpu().numpy() for o in outputs] for key in
+             ("boxes", "class_scores", "scores")}  # fmt: skip
+    counts = np.array([len(o["scores"]) for o in outputs], dtype=np.int64)
+    width = outputs[0]["class_scores"].shape[1] if outputs else 0
+    boxes = np.concatenate(parts["boxes"]) if outputs else np.zeros((0, 4))
+    rows = np.concatenate(parts["class_scores"]) if outputs else np.zeros((0, width))
+    scores = np.concatenate(parts["scores"]) if outputs else np.zeros(0)
+    return boxes.astype(np.float64), rows.astype(np.float64), scores.astype(np.float64), counts
+
+
+@torch.no_grad()
+def detect_flipped(model: nn.Module, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    """Detections on the mirrored images, boxes mapped back into each image's own frame."""
+    outputs = model([image.flip(-1) for image in images])
+    for image, found in zip(images, outputs, strict=True):
+        width = image.shape[-1]
+        boxes = found["boxes"].clone()
+        boxes[:, 0], boxes[:, 2] = width - found["boxes"][:, 2], width - found["boxes"][:, 0]
+        found["boxes"] = boxes
+    return outputs

@@ -1,0 +1,68 @@
+"""The detection simulator: seed images, query rounds, online steps, mAP after every round."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from activestream.pipelines.detection_sim import DetectionSimConfig, main, simulate
+from activestream.sources.canvases import CanvasSpec, make_canvases
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def canvases(tmp_path_factory):
+    out = tmp_path_factory.mktemp("canvases")
+    make_canvases(out, CanvasSpec(source="digits", pool=30, test=6, size=64, scale=(20, 32)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(canvases, tmp_path_factory):
+    """One tiny study from the command line: two samplers and random, one seed, two rounds."""
+    out = tmp_path_factory.mktemp("sim")
+    capture = pytest.MonkeyPatch()
+    printed: list[str] = []
+    capture.setattr("builtins.print", lambda *a, **k: printed.append(" ".join(map(str, a))))
+    try:
+        main(["--data", str(canvases), "--out", str(out),
+              "--samplers", "box_entropy_max,flip_consistency", "--seeds", "1",
+              "--seed-images", "4", "--batch", "4", "--rounds", "2", "--candidates", "8",
+              "--steps", "1", "--minibatch", "4"])  # fmt: skip
+    finally:
+        capture.undo()
+    return json.loads((out / "results.json").read_text()), "\n".join(printed)
+
+
+def test_every_strategy_and_random_get_a_curve_point_per_round(run):
+    results, _ = run
+    assert set(results["strategies"]) == {"box_entropy_max", "flip_consistency", "random"}
+    for row in results["strategies"].values():
+        (curve,) = row["curves"]
+        assert curve["images"] == [4, 8, 12]
+        assert curve["boxes"][0] >= 4 and curve["boxes"] == sorted(curve["boxes"])
+        assert all(0 <= m <= 1 for m in curve["map50"] + curve["map"])
+
+
+def test_the_results_carry_final_map_and_labels_to_reach_randoms_final(run):
+    results, _ = run
+    assert results["task"] == "detection"
+    for row in results["strategies"].values():
+        assert row["map50_mean"] == row["curves"][0]["map50"][-1] and row["map50_std"] == 0.0
+        assert row["map_mean"] == row["curves"][0]["map"][-1]
+        assert set(row["labels_to_reach_random_final"]) == {"images", "boxes"}
+    reach = results["strategies"]["random"]["labels_to_reach_random_final"]
+    assert reach["images"] is not None and reach["images"] <= 12
+
+
+def test_the_command_line_prints_each_strategys_final(run):
+    _, printed = run
+    for name in ("box_entropy_max", "flip_consistency", "random"):
+        assert f"{name}: mAP@0.5" in printed
+
+
+def test_an_unknown_sampler_fails_before_any_training(canvases, tmp_path):
+    with pytest.raises(ValueError, match="unknown detection sampler 'entropy'"):
+        simulate(canvases, DetectionSimConfig(samplers=("entropy",), seeds=1), tmp_path)
