@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,16 @@ def stop(proc: subprocess.Popen, how: str) -> None:
     proc.wait(timeout=60)
 
 
+@contextlib.contextmanager
+def serving(data_dir: Path, port: int, log: Path, how: str) -> Iterator[subprocess.Popen]:
+    """``activestream serve`` on ``port`` until the block ends, then stopped as ``how`` says."""
+    proc = start_serve(data_dir, port, log)
+    try:
+        yield proc
+    finally:
+        stop(proc, how)
+
+
 HTTP = polite_session()  # a client that waits out 503 + Retry-After, as people's pages do
 
 
@@ -183,23 +194,16 @@ def restarts(tmp_path_factory) -> dict:
         # accepted labels reach the trainer just after the 200
         wait_for(lambda: model(base)["labels_seen"] >= n, 60, f"{n} labels seen")
 
-    proc = start_serve(tmp, port, log)
-    try:
+    with serving(tmp, port, log, "SIGTERM"):
         label_up_to(40, 0)
         seen["before SIGTERM"] = model(base)
-    finally:
-        stop(proc, "SIGTERM")
-    proc = start_serve(tmp, port, log)
-    try:
+    with serving(tmp, port, log, "SIGKILL"):
         seen["after SIGTERM"] = model(base)
         again = HTTP.post(f"{base}/labels", json={"labels": labels[:3]}, timeout=30).json()
         seen["resent after SIGTERM"] = again
         label_up_to(56, 40)
         seen["before SIGKILL"] = model(base)
-    finally:
-        stop(proc, "SIGKILL")
-    proc = start_serve(tmp, port, log)
-    try:
+    with serving(tmp, port, log, "SIGTERM"):
         seen["after SIGKILL"] = model(base)
         again = HTTP.post(f"{base}/labels", json={"labels": labels[38:42]}, timeout=30).json()
         seen["resent after SIGKILL"] = again
@@ -224,8 +228,6 @@ def restarts(tmp_path_factory) -> dict:
         seen["post after the replica died"] = client.post(
             f"{base}/labels", json=body, timeout=30
         ).json()
-    finally:
-        stop(proc, "SIGTERM")
     return seen
 
 
