@@ -25,6 +25,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 #: EfficientNet-Lite0 blocks whose outputs feed the pyramid: the last block at strides 8, 16
 #: and 32 (40, 112 and 320 channels).
@@ -32,8 +33,28 @@ LITE0_TAPS = (4, 10, 15)
 LITE0_CHANNELS = (40, 112, 320)
 
 
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Every ``BatchNorm2d`` in ``module`` replaced by a frozen copy of its statistics and affine.
+
+    Online steps see a handful of images: batch statistics that small would drag the
+    pretrained running means around with every step, so the backbone keeps ImageNet's, as
+    torchvision's own detectors do with pretrained backbones.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module
+
+
 class EfficientNetLite0Features(nn.Module):
     """EfficientNet-Lite0's stem and blocks, returning the taps' outputs under an FPN.
+
+    The backbone's batch norms are frozen (:func:`freeze_batchnorm`); the pyramid has none.
 
     Args:
         pretrained: Load the ImageNet weights of the ``pretrained`` extra (else random).
@@ -48,8 +69,8 @@ class EfficientNetLite0Features(nn.Module):
         net = efficientnet.from_name("efficientnet-lite0")
         if pretrained:
             net.load_state_dict(imagenet_state_dict(), strict=True)
-        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
-        self.blocks = net._blocks[: LITE0_TAPS[-1] + 1]
+        self.stem = freeze_batchnorm(nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6()))
+        self.blocks = freeze_batchnorm(net._blocks[: LITE0_TAPS[-1] + 1])
         self.fpn = FeaturePyramidNetwork(list(LITE0_CHANNELS), out_channels)
         self.out_channels = out_channels
 
@@ -143,7 +164,11 @@ def fcos_detector(
         inside with ImageNet's mean and std.
     """
     features = backbone()
-    levels = len(features(torch.zeros(1, 3, 64, 64)))
+    was_training = features.training
+    features.eval()  # a probe must not move any running statistics
+    with torch.no_grad():
+        levels = len(features(torch.zeros(1, 3, 64, 64)))
+    features.train(was_training)
     sizes = tuple((16 * 2**i,) for i in range(levels))  # one point per location per level
     anchors = AnchorGenerator(sizes, ((1.0,),) * levels)
     return ClassAwareFCOS(

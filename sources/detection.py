@@ -76,7 +76,7 @@ def _read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     try:
         with fs.open_input_stream(path) as handle:
             return handle.read()
-    except (OSError, FileNotFoundError) as err:
+    except OSError as err:
         raise DataError(f"cannot read {path}: {err}".splitlines()[0]) from None
 
 

@@ -92,6 +92,20 @@ def test_every_detection_sampler_scores_the_detectors_own_output(detector, canva
         assert scores.shape == (4,) and np.isfinite(scores).all(), name
 
 
+def test_online_steps_leave_the_pretrained_batch_norm_statistics_as_imagenet_made_them(
+    canvases,
+):
+    images, targets = canvases
+    model = fcos_detector(10, image_size=96)
+    backbone = torch.nn.ModuleList([model.backbone.stem, model.backbone.blocks])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    before = {k: v.clone() for k, v in backbone.state_dict().items() if "running" in k}
+    model.train()
+    sum(model(images[:4], targets[:4]).values()).backward()
+    after = backbone.state_dict()
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+
+
 @pytest.mark.slow
 def test_a_few_online_steps_on_labeled_canvases_lower_the_training_loss(canvases):
     images, targets = canvases
