@@ -58,7 +58,8 @@ class EfficientNetLite0Features(nn.Module):
 
     Args:
         pretrained: Load the ImageNet weights of the ``pretrained`` extra (else random).
-        out_channels: Channels of every pyramid level.
+        out_channels: Channels of every pyramid level; a multiple of 32 (FCOS's head
+            normalises in 32 groups).
     """
 
     def __init__(self, pretrained: bool = True, out_channels: int = 64) -> None:
@@ -212,3 +213,72 @@ def detect_flipped(model: nn.Module, images: list[Tensor]) -> list[dict[str, Ten
         boxes[:, 0], boxes[:, 2] = width - found["boxes"][:, 2], width - found["boxes"][:, 0]
         found["boxes"] = boxes
     return outputs
+
+
+class DetectorCheckError(ValueError):
+    """A detector breaks the contract the trainer and scorers rely on; the message says how."""
+
+
+def check_detector(model: nn.Module, num_classes: int, image_size: int = 64) -> None:
+    """Check that ``model`` trains and detects as the detection task expects, or raise.
+
+    The contract is torchvision's detection API plus a class row per box: in train mode
+    ``model(images, targets)`` returns a dict of finite scalar losses whose sum backpropagates;
+    in eval mode ``model(images)`` returns, per image, ``boxes`` (K, 4) ``[x1, y1, x2, y2]``
+    inside the image, ``scores`` (K,) in [0, 1], ``labels`` (K,) below ``num_classes`` and
+    ``class_scores`` (K, num_classes) rows summing to 1. Images of two sizes go in together,
+    as real data sets mix sizes. The model's mode and weights are left as they were.
+
+    Raises:
+        DetectorCheckError: Naming the first broken part of the contract.
+    """
+    images = [torch.rand(3, image_size, image_size), torch.rand(3, image_size // 2, image_size)]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 4.0, 20.0, 24.0]]), "labels": torch.tensor([0])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    try:
+        model.train()
+        losses = model(images, targets)
+        if not isinstance(losses, dict) or not losses:
+            raise DetectorCheckError(f"train mode must return a dict of losses, got {losses!r}")
+        total = sum(losses.values())
+        if not torch.isfinite(total).all() or total.dim() != 0:
+            raise DetectorCheckError(f"losses must be finite scalars, got {losses}")
+        total.backward()
+        model.eval()
+        with torch.no_grad():
+            outputs = model(images)
+        if not isinstance(outputs, list) or len(outputs) != len(images):
+            raise DetectorCheckError("eval mode must return one dict per image")
+        for image, found in zip(images, outputs, strict=True):
+            missing = {"boxes", "scores", "labels", "class_scores"} - set(found)
+            if missing:
+                raise DetectorCheckError(f"detections lack {sorted(missing)}")
+            k = len(found["scores"])
+            height, width = image.shape[-2:]
+            boxes, rows = found["boxes"], found["class_scores"]
+            if boxes.shape != (k, 4) or rows.shape != (k, num_classes):
+                raise DetectorCheckError(
+                    f"{k} detections need boxes (K, 4) and class_scores (K, {num_classes}), got "
+                    f"{tuple(boxes.shape)} and {tuple(rows.shape)}"
+                )
+            inside = (boxes[:, 0] >= 0) & (boxes[:, 1] >= 0) & (boxes[:, 2] <= width)
+            if not bool((inside & (boxes[:, 3] <= height)).all()):
+                raise DetectorCheckError("boxes must lie inside their image")
+            if k and not torch.allclose(rows.sum(dim=1), torch.ones(k), atol=1e-3):
+                raise DetectorCheckError("class_scores rows must sum to 1")
+            if k and not (((found["scores"] >= 0) & (found["scores"] <= 1)).all()):
+                raise DetectorCheckError("scores must lie in [0, 1]")
+            if k and int(found["labels"].max()) >= num_classes:
+                raise DetectorCheckError(f"labels must be below {num_classes}")
+    except DetectorCheckError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of a user's model is reported as one
+        raise DetectorCheckError(f"the detector failed: {type(err).__name__}: {err}") from err
+    finally:
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)

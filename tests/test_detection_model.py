@@ -13,7 +13,9 @@ from torchvision.models.detection import FCOS
 from torchvision.transforms.functional import to_tensor
 
 from activestream.models.detection import (
+    DetectorCheckError,
     EfficientNetLite0Features,
+    check_detector,
     detect_flipped,
     fcos_detector,
     flat_outputs,
@@ -121,3 +123,19 @@ def test_a_few_online_steps_on_labeled_canvases_lower_the_training_loss(canvases
         optimizer.step()
         losses.append(float(loss.detach()))
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_the_built_in_detector_passes_the_detector_check_and_is_left_as_it_was(detector):
+    before = {k: v.clone() for k, v in detector.state_dict().items()}
+    detector.eval()
+    check_detector(detector, 10)
+    assert not detector.training
+    assert all(torch.equal(v, detector.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_plain_torchvision_detector_fails_the_check_for_want_of_class_rows():
+    ours = fcos_detector(3, lambda: EfficientNetLite0Features(pretrained=False, out_channels=32))
+    plain = FCOS(ours.backbone, 3, anchor_generator=ours.anchor_generator, min_size=64,
+                 max_size=64)  # fmt: skip
+    with pytest.raises(DetectorCheckError, match="lack \\['class_scores'\\]"):
+        check_detector(plain, 3)
