@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -223,7 +224,10 @@ def main(argv: list[str] | None = None) -> None:
         seed_images=args.seed_images, batch=args.batch, rounds=args.rounds,
         candidates=args.candidates, steps=args.steps, minibatch=args.minibatch,
     )  # fmt: skip
-    results = simulate(args.data, cfg, args.out)
+    try:
+        results = simulate(args.data, cfg, args.out)
+    except ValueError as err:  # unknown sampler, unreadable data (DataError): one line
+        sys.exit(f"activestream: {err}")
     for name, row in results["strategies"].items():
         reach = row["labels_to_reach_random_final"]["images"]
         print(f"{name:>18}: mAP@0.5 {row['map50_mean']:.3f} +- {row['map50_std']:.3f}, "

@@ -270,7 +270,14 @@ def open_image(item: DetectionItem, storage: StorageConfig = DEFAULT_STORAGE) ->
     if item.source.startswith("parquet:"):
         file, row = item.source[len("parquet:") :].rsplit("#", 1)
         fs, path = filesystem_for(file, storage)
-        table = pq.read_table(path, filesystem=fs, columns=["image"])
-        return table.column("image")[int(row)].as_py()["bytes"]
+        parquet = pq.ParquetFile(path, filesystem=fs)
+        index = int(row)
+        for group in range(parquet.num_row_groups):  # read the one row group holding the row
+            rows = parquet.metadata.row_group(group).num_rows
+            if index < rows:
+                images = parquet.read_row_group(group, columns=["image"]).column("image")
+                return images[index].as_py()["bytes"]
+            index -= rows
+        raise DataError(f"{file} has no row {row}")
     fs, path = filesystem_for(item.source, storage)
     return _read_bytes(fs, path)

@@ -66,3 +66,11 @@ def test_the_command_line_prints_each_strategys_final(run):
 def test_an_unknown_sampler_fails_before_any_training(canvases, tmp_path):
     with pytest.raises(ValueError, match="unknown detection sampler 'entropy'"):
         simulate(canvases, DetectionSimConfig(samplers=("entropy",), seeds=1), tmp_path)
+
+
+def test_the_command_line_says_what_is_wrong_in_one_line(canvases, tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--data", str(canvases), "--out", str(tmp_path), "--samplers", "entropy"])
+    assert str(done.value).startswith("activestream: unknown detection sampler 'entropy'")
+    with pytest.raises(SystemExit, match="no detection data"):
+        main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
