@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import requests
 
 from activestream.benchmarks.kill_each import scorer_pids
 from activestream.config import Config
+from activestream.deploy.serve_app import _ReusableSockets
 from activestream.pipelines.annotate import polite_session
 from activestream.pipelines.loop import ActiveLoop
 from activestream.pipelines.runtime import free_port
@@ -107,23 +109,52 @@ def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 240
     while True:
         try:
+            # Queries answered by this service's own replica, nobody else's.
             if requests.get(f"{base}/queries?n=1", timeout=5).json()["queries"]:
-                return proc
-        except (requests.RequestException, ValueError, KeyError):
+                if session_of(listener(port)[0]) == proc.pid:
+                    return proc
+        except (requests.RequestException, ValueError, KeyError, LookupError):
             pass
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the service did not come up in 240 s"
         time.sleep(1)
 
 
+def session_of(pid: int) -> int | None:
+    """The session id of a live process (None once it is gone or a zombie), from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, _ppid, _pgrp, session = stat.rsplit(")", 1)[1].split()[:4]
+    return None if state in "ZX" else int(session)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid``: the command and every Ray process it started.
+
+    Ray puts each worker in a process group of its own, so a signal to the command's group
+    reaches the head processes only; the workers (the replica among them) linger until they
+    notice, still holding the port.
+    """
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if session_of(pid) == sid]
+
+
 def stop(proc: subprocess.Popen, how: str) -> None:
-    """SIGTERM: a clean stop of the command; SIGKILL: the command and every Ray process."""
+    """SIGTERM: a clean stop of the command; SIGKILL: the command and every Ray process.
+
+    Either way, returns once no process of the service is left, so the next start cannot
+    find the last one's replica still answering on the port.
+    """
     if how == "SIGTERM":
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=180)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # leftovers of a clean stop, or the crash itself
+    for pid in [proc.pid, *session_members(proc.pid)]:  # leftovers of a clean stop, or the crash
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=60)
+    wait_for(lambda: not session_members(proc.pid), 60, "every process of the service to end")
 
 
 @contextlib.contextmanager
@@ -159,11 +190,63 @@ def listener(port: int) -> tuple[int, str]:
     raise LookupError(f"nobody listens on port {port}")
 
 
+def lingering(port: int) -> list[str]:
+    """TCP states (hex, as /proc/net/tcp writes them) of local sockets on ``port`` not listening."""
+    states = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] != "0A":
+            states.append(fields[3])
+    return states
+
+
+def _healthy(base: str) -> bool:
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(f"{base}/healthz", timeout=2).ok
+    return False
+
+
+#: A replacement replica took the port back 7.8 s after the kill on a quiet 2-core machine.
+#: The wait is far longer, so that a slow machine reports how long it took; whether it bound
+#: over the dead replica's connections is checked from the sockets, not from the clock.
+REPLACED_WITHIN = 150
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
         time.sleep(0.2)
+
+
+def _port_left_in_time_wait(sockets) -> int:
+    """A port whose listener served one connection and closed it first, as a killed one does."""
+    server = sockets.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server's side closes first: it is the side left in TIME_WAIT
+    client.close()
+    server.close()
+    return port
+
+
+@pytest.mark.parametrize("sockets", [_ReusableSockets(), socket], ids=["replica's", "plain"])
+def test_only_the_replicas_sockets_bind_over_a_closed_connection(sockets) -> None:
+    port = _port_left_in_time_wait(sockets)
+    assert lingering(port), "the closed connection left nothing on the port"
+    again = sockets.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if sockets is socket:  # what Ray does alone: refused until the kernel lets go (60 s)
+            with pytest.raises(OSError, match="in use"):
+                again.bind(("127.0.0.1", port))
+        else:
+            again.bind(("127.0.0.1", port))
+            again.listen()
+    finally:
+        again.close()
 
 
 @pytest.fixture(scope="module")
@@ -213,21 +296,22 @@ def restarts(tmp_path_factory) -> dict:
         seen["first post"] = client.post(f"{base}/labels", json=body, timeout=30).json()
         os.kill(seen["listener"][0], signal.SIGKILL)
         began = time.monotonic()
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{base}/healthz", timeout=2).ok:
-                    break
-            # The dead replica's connections keep the port in TIME_WAIT for 60 s: a
-            # replacement that could not bind over them would take at least that long.
-            if time.monotonic() - began > 45:
+        while time.monotonic() - began < REPLACED_WITHIN:
+            with contextlib.suppress(LookupError):
+                seen["new listener"] = listener(port)
                 break
             time.sleep(0.25)
         seen["port back after"] = time.monotonic() - began
-        back = seen["port back after"] <= 45
-        seen["new listener"] = listener(port) if back else (None, "nobody")
-        seen["post after the replica died"] = client.post(
-            f"{base}/labels", json=body, timeout=30
-        ).json()
+        # What else the port held when the new replica bound it: the dead replica's
+        # connections, which the kernel keeps (FIN_WAIT2, then TIME_WAIT) for 60 s.
+        seen["lingering at rebind"] = lingering(port)
+        if "new listener" in seen:
+            wait_for(lambda: _healthy(base), 60, "the new replica's health answer")
+            seen["post after the replica died"] = client.post(
+                f"{base}/labels", json=body, timeout=30
+            ).json()
+        else:
+            seen["log"] = log.read_text()[-3000:]
     return seen
 
 
@@ -254,10 +338,19 @@ def test_the_replica_itself_listens_on_the_port_with_no_proxy_in_front(restarts)
     assert "ServeReplica" in restarts["listener"][1]
 
 
-def test_a_killed_replica_is_replaced_on_the_same_port_within_45_s(restarts):
+def test_a_killed_replica_is_replaced_on_the_same_port(restarts):
+    assert "new listener" in restarts, (
+        f"no replica took the port back in {REPLACED_WITHIN} s; the service's log:\n"
+        + restarts["log"]
+    )
     new_pid, title = restarts["new listener"]
-    assert restarts["port back after"] <= 45, "no replica took the port back in 45 s"
     assert new_pid != restarts["listener"][0] and "ServeReplica" in title
+
+
+def test_a_replacement_replica_binds_over_the_dead_ones_lingering_connections(restarts):
+    if restarts["port back after"] >= 60:  # the kernel had let go of them by then
+        pytest.fail(f"the port came back after {restarts['port back after']:.0f} s, not < 60")
+    assert restarts["lingering at rebind"], "the killed replica left no connection to bind over"
 
 
 def test_a_label_accepted_before_the_replica_died_is_a_duplicate_after(restarts):
