@@ -70,6 +70,7 @@ PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "pool_scale": ("activestream.benchmarks.pool_scale", ("docs/scale/pool_scale.json",)),
     "allocator": ("activestream.benchmarks.allocator", ("docs/allocator/allocator.json",)),
     "knobs": ("activestream.benchmarks.knobs", ("docs/knobs/knobs.json",)),
+    "detection": ("activestream.benchmarks.detection", ("docs/detection/detection.json",)),
 }
 
 

@@ -278,6 +278,7 @@ def sections() -> list[Section]:
     """Every generated section of README.md and docs/, with how to render it."""
     from activestream.benchmarks import (
         allocator,
+        detection,
         encoded_throughput,
         head_rescore,
         headline,
@@ -310,6 +311,12 @@ def sections() -> list[Section]:
         Section("docs/pool-scale.md", "pool_scale", _page(pool_scale, "scale", "pool_scale.json")),
         Section("docs/allocator.md", "allocator", _page(allocator, "allocator", "allocator.json")),
         Section("docs/knobs.md", "knobs", _page(knobs, "knobs", "knobs.json")),
+        Section("docs/detection.md", "detection", _page(detection, "detection", "detection.json")),
+        Section(
+            "README.md",
+            "detection",
+            lambda root: detection.render_readme(_json(root, "docs/detection/detection.json")),
+        ),
         Section("docs/real-loop.md", "real_loop", _page(real_loop, "real-loop", "real_loop.json")),
         Section(
             "docs/head-rescore.md",

@@ -82,6 +82,7 @@ def _page_args(name: str, tmp: Path) -> list[str]:
         "head_rescore": ["--data", str(tmp / "fashion")],
         "encoded_throughput": ["--src", str(tmp / "fashion"), "--data", str(tmp / "jpeg")],
         "pool_scale": ["--data", str(tmp / "scale"), "--doc", str(tmp / "pool-scale.md")],
+        "detection": ["--data", str(tmp / "canvases")],
     }.get(name, [])
 
 
