@@ -76,17 +76,20 @@ TINY_LOOP = DetectionSimConfig(
 )
 
 
-def run(data: Path, canvases: CanvasSpec, loop: DetectionSimConfig) -> dict[str, Any]:
+def run(
+    data: Path, canvases: CanvasSpec, loop: DetectionSimConfig, workers: int = 1
+) -> dict[str, Any]:
     """Write (or reuse) the canvases under ``data``, simulate every strategy, gather the record."""
     began = time.perf_counter()
     manifest = make_canvases(data, canvases)
     with tempfile.TemporaryDirectory() as out:
-        results = simulate(data, loop, out)
+        results = simulate(data, loop, out, workers=workers)
     return {
         **results,
         "canvases": {**asdict(canvases), "boxes": manifest["boxes"]},
         "classes": manifest["classes"],
         "seconds": round(time.perf_counter() - began, 1),
+        "workers": workers,
         "machine": suite_machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     parser.add_argument("--out", default="docs/detection")
     parser.add_argument("--data", default="data/detection-canvases", help="canvases, made once")
     parser.add_argument("--seeds", type=int, default=LOOP.seeds)
+    parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument("--render", action="store_true", help="only re-render the page")
     args = parser.parse_args(argv)
     canvases, loop = (TINY_CANVASES, TINY_LOOP) if args.tiny else (CANVASES, LOOP)
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: D103
     PAGE.main(
         Path(args.out),
         render_only=args.render,
-        produce=lambda: run(Path(args.data), canvases, loop),
+        produce=lambda: run(Path(args.data), canvases, loop, 1 if args.tiny else args.workers),
         render=render_markdown,
         plot=plot,
         tiny=args.tiny,

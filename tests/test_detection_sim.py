@@ -74,3 +74,30 @@ def test_the_command_line_says_what_is_wrong_in_one_line(canvases, tmp_path, cap
     assert str(done.value).startswith("activestream: unknown detection sampler 'entropy'")
     with pytest.raises(SystemExit, match="no detection data"):
         main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+
+
+def test_runs_in_worker_processes_match_the_same_runs_in_one_thread_here(canvases, tmp_path):
+    import torch
+
+    cfg = DetectionSimConfig(
+        samplers=("box_entropy_max",),
+        seeds=2,
+        seed_images=4,
+        batch=4,
+        rounds=1,
+        candidates=8,
+        steps=1,
+        minibatch=4,
+        image_size=64,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker runs: the same arithmetic, bit for bit
+    try:
+        here = simulate(canvases, cfg, tmp_path / "here")
+    finally:
+        torch.set_num_threads(threads)
+    apart = simulate(canvases, cfg, tmp_path / "apart", workers=2)
+    for name in ("box_entropy_max", "random"):
+        assert [c["map50"] for c in apart["strategies"][name]["curves"]] == [
+            c["map50"] for c in here["strategies"][name]["curves"]
+        ], name
