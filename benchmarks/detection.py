@@ -1,6 +1,6 @@
 """Which images to box first: detection samplers against random on canvases of real images.
 
-    python -m activestream.benchmarks.detection            # 5 seeds, ~35 min on 2 cores
+    python -m activestream.benchmarks.detection            # 5 seeds, ~25 min on 2 cores
     python -m activestream.benchmarks.detection --render   # only re-render docs/detection.md
 
 The data are canvases of 1-4 real Fashion-MNIST items at random places and sizes, their tight
@@ -50,14 +50,14 @@ PAGE = Page(
     postscript="\n![mAP against labeled images](detection/learning_curves.png)\n",
 )
 
-#: The canvases and the loop of the published run (about 3 minutes a run on 2 cores).
+#: The canvases and the loop of the published run (about 5 minutes a run, two at a time).
 CANVASES = CanvasSpec("fashion-mnist", pool=1000, test=200, size=128)
 LOOP = DetectionSimConfig(
     samplers=("box_entropy_max",),
     seeds=5,
     seed_images=16,
     batch=16,
-    rounds=8,
+    rounds=10,
     candidates=300,
     steps=40,
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,6 +76,10 @@ class EfficientNetLite0Features(nn.Module):
         self.fpn = FeaturePyramidNetwork(list(LITE0_CHANNELS), out_channels)
         self.out_channels = out_channels
 
+    def pretrained_parameters(self) -> list[nn.Parameter]:
+        """The ImageNet-trained weights (stem and blocks), for a smaller learning rate."""
+        return [*self.stem.parameters(), *self.blocks.parameters()]
+
     def forward(self, images: Tensor) -> OrderedDict[str, Tensor]:
         """(N, 3, H, W) -> pyramid levels ``"0"``, ``"1"``, ``"2"`` at strides 8, 16, 32."""
         x = self.stem(images)
@@ -84,6 +89,24 @@ class EfficientNetLite0Features(nn.Module):
             if index in LITE0_TAPS:
                 taps[str(len(taps))] = x
         return self.fpn(taps)
+
+
+def parameter_groups(model: nn.Module, lr: float, pretrained_lr: float) -> list[dict[str, Any]]:
+    """Optimizer groups: ``pretrained_lr`` for a backbone's pretrained weights, ``lr`` for the rest.
+
+    Fine-tuning a pretrained backbone at the new layers' rate can stall a run (measured on the
+    canvases at AdamW 1e-3 throughout: of four runs, one stayed near mAP@0.5 0.18 through 240
+    images and one until 112); a tenth of it keeps what ImageNet taught. A backbone without
+    ``pretrained_parameters`` gets one group.
+    """
+    pretrained = getattr(getattr(model, "backbone", None), "pretrained_parameters", None)
+    if pretrained is None:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    slow = {id(p) for p in pretrained()}
+    return [
+        {"params": [p for p in model.parameters() if id(p) not in slow], "lr": lr},
+        {"params": [p for p in model.parameters() if id(p) in slow], "lr": pretrained_lr},
+    ]
 
 
 def efficientnet_lite0_fpn(pretrained: bool = True, out_channels: int = 64) -> nn.Module:

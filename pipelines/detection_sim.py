@@ -33,7 +33,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from activestream.models.detection import detect_flipped, fcos_detector, flat_outputs
+from activestream.models.detection import (
+    detect_flipped,
+    fcos_detector,
+    flat_outputs,
+    parameter_groups,
+)
 from activestream.samplers import detection as samplers
 from activestream.samplers.detection import check_detections
 from activestream.samplers.exploration import explore_mix
@@ -54,7 +59,8 @@ class DetectionSimConfig:
         candidates: Unlabeled images scored per round (a random draw), all when larger.
         explore_p: Share of a round's slots that go to the top scores; the rest are random.
         steps: Online training steps after each round; minibatch: images per step.
-        lr: AdamW learning rate.
+        lr: AdamW learning rate of the new layers (pyramid and heads).
+        pretrained_lr: AdamW learning rate of the backbone's pretrained weights.
         image_size: The detector's input size (longer side).
     """
 
@@ -68,6 +74,7 @@ class DetectionSimConfig:
     steps: int = 30
     minibatch: int = 8
     lr: float = 1e-3
+    pretrained_lr: float = 1e-4
     image_size: int = 128
 
 
@@ -126,7 +133,7 @@ def run_strategy(
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model = fcos_detector(num_classes, image_size=cfg.image_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.lr, cfg.pretrained_lr))
     images, targets = pool
     labeled = np.zeros(len(images), dtype=bool)
     labeled[rng.choice(len(images), size=min(cfg.seed_images, len(images)), replace=False)] = True

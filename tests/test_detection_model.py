@@ -19,6 +19,7 @@ from activestream.models.detection import (
     detect_flipped,
     fcos_detector,
     flat_outputs,
+    parameter_groups,
 )
 from activestream.samplers import detection as samplers
 from activestream.samplers.detection import check_detections
@@ -139,3 +140,20 @@ def test_a_plain_torchvision_detector_fails_the_check_for_want_of_class_rows():
                  max_size=64)  # fmt: skip
     with pytest.raises(DetectorCheckError, match="lack \\['class_scores'\\]"):
         check_detector(plain, 3)
+
+
+def test_the_pretrained_backbone_learns_at_its_own_rate_and_every_weight_is_in_one_group(detector):
+    fast, slow = parameter_groups(detector, 1e-3, 1e-4)
+    assert (fast["lr"], slow["lr"]) == (1e-3, 1e-4)
+    ids = [id(p) for group in (fast, slow) for p in group["params"]]
+    assert sorted(ids) == sorted(id(p) for p in detector.parameters())
+    stem = detector.backbone.stem[0].weight
+    assert any(p is stem for p in slow["params"])
+    assert all(p is not stem for p in fast["params"])
+    assert any(p is detector.head.classification_head.cls_logits.weight for p in fast["params"])
+
+
+def test_a_model_whose_backbone_names_no_pretrained_weights_gets_one_group():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    (only,) = parameter_groups(model, 1e-3, 1e-4)
+    assert only["lr"] == 1e-3 and len(only["params"]) == len(list(model.parameters()))
