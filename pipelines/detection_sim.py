@@ -77,6 +77,19 @@ class DetectionSimConfig:
     pretrained_lr: float = 1e-4
     image_size: int = 128
 
+    def __post_init__(self) -> None:
+        """Refuse a study that cannot run, before any data is read (one line, the field)."""
+        at_least = {"seeds": 1, "seed_images": 1, "batch": 1, "rounds": 1, "candidates": 1,
+                    "steps": 0, "minibatch": 1, "image_size": 16}  # fmt: skip
+        for key, low in at_least.items():
+            if getattr(self, key) < low:
+                raise ValueError(f"{key} must be at least {low}, not {getattr(self, key)}")
+        if not 0.0 <= self.explore_p <= 1.0:
+            raise ValueError(f"explore_p must lie in [0, 1], not {self.explore_p}")
+        for key in ("lr", "pretrained_lr"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be above 0, not {getattr(self, key)}")
+
 
 @dataclass
 class Curve:
@@ -183,16 +196,24 @@ def _labels_to_reach(curves: list[Curve], target: float) -> dict[str, float | No
             "boxes": float(np.mean([c.boxes[k] for c in curves]))}  # fmt: skip
 
 
-_DATA: dict[str, tuple[tuple[list, list], tuple[list, list], int]] = {}  # per process
+#: Tensors of the data one :func:`simulate` call reads, by folder: read once per process (each
+#: worker its own copy), emptied at every call, so data rewritten in place is read anew.
+_DATA: dict[str, tuple[tuple[list, list], tuple[list, list], int]] = {}
+
+
+def _sets(data: str) -> tuple[DetectionSet, DetectionSet]:
+    """``data/pool`` and ``data/test`` as read and checked (same classes), images not decoded."""
+    pool_set = read_detection(str(Path(data) / "pool"))
+    test_set = read_detection(str(Path(data) / "test"))
+    if pool_set.classes != test_set.classes:
+        raise ValueError(f"pool and test name different classes under {data}")
+    return pool_set, test_set
 
 
 def _load(data: str) -> tuple[tuple[list, list], tuple[list, list], int]:
     """Pool and test tensors of ``data`` and its class count, read once per process."""
     if data not in _DATA:
-        pool_set = read_detection(str(Path(data) / "pool"))
-        test_set = read_detection(str(Path(data) / "test"))
-        if pool_set.classes != test_set.classes:
-            raise ValueError(f"pool and test name different classes under {data}")
+        pool_set, test_set = _sets(data)
         _DATA[data] = (_tensors(pool_set), _tensors(test_set), len(pool_set.classes))
     return _DATA[data]
 
@@ -216,7 +237,13 @@ def simulate(
     cores two such runs finish sooner than one run on both); each process reads the data once.
     """
     data = str(data)
-    _load(data)  # unreadable data or mismatched classes fail here, before any worker starts
+    _DATA.clear()  # a folder rewritten since the last call is read anew
+    # Unreadable data or mismatched classes fail here, before any worker starts; only a run
+    # in this process needs the decoded tensors.
+    if workers <= 1:
+        _load(data)
+    else:
+        _sets(data)
     strategies = [*dict.fromkeys([*cfg.samplers, "random"])]
     for name in strategies:
         samplers.spec(name)  # an unknown name fails before any training
@@ -266,14 +293,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=default)
     parser.add_argument("--workers", type=int, default=1, help="runs at once, one thread each")
     args = parser.parse_args(argv)
-    cfg = DetectionSimConfig(
-        samplers=tuple(s for s in args.samplers.split(",") if s), seeds=args.seeds,
-        seed_images=args.seed_images, batch=args.batch, rounds=args.rounds,
-        candidates=args.candidates, steps=args.steps, minibatch=args.minibatch,
-    )  # fmt: skip
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
     try:
+        cfg = DetectionSimConfig(
+            samplers=tuple(s for s in args.samplers.split(",") if s), seeds=args.seeds,
+            seed_images=args.seed_images, batch=args.batch, rounds=args.rounds,
+            candidates=args.candidates, steps=args.steps, minibatch=args.minibatch,
+        )  # fmt: skip
         results = simulate(args.data, cfg, args.out, workers=args.workers)
-    except ValueError as err:  # unknown sampler, unreadable data (DataError): one line
+    except ValueError as err:  # a bad setting, unknown sampler, unreadable data: one line
         sys.exit(f"activestream: {err}")
     for name, row in results["strategies"].items():
         reach = row["labels_to_reach_random_final"]["images"]

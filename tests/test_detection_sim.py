@@ -101,3 +101,50 @@ def test_runs_in_worker_processes_match_the_same_runs_in_one_thread_here(canvase
         assert [c["map50"] for c in apart["strategies"][name]["curves"]] == [
             c["map50"] for c in here["strategies"][name]["curves"]
         ], name
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"seeds": 0}, "seeds must be at least 1, not 0"),
+        ({"rounds": 0}, "rounds must be at least 1, not 0"),
+        ({"batch": -2}, "batch must be at least 1, not -2"),
+        ({"explore_p": 1.5}, r"explore_p must lie in \[0, 1\], not 1.5"),
+        ({"lr": 0.0}, "lr must be above 0, not 0.0"),
+    ],
+)
+def test_a_study_that_cannot_run_is_refused_when_configured(change, message):
+    with pytest.raises(ValueError, match=message):
+        DetectionSimConfig(**change)
+
+
+def test_the_command_line_refuses_zero_seeds_or_workers_in_one_line(canvases, tmp_path):
+    with pytest.raises(SystemExit, match="activestream: seeds must be at least 1, not 0"):
+        main(["--data", str(canvases), "--out", str(tmp_path), "--seeds", "0"])
+    with pytest.raises(SystemExit) as done:  # argparse: usage and the reason, exit status 2
+        main(["--data", str(canvases), "--out", str(tmp_path), "--workers", "0"])
+    assert done.value.code == 2
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_data_rewritten_in_place_is_read_anew_by_the_next_study(tmp_path):
+    from activestream.pipelines import detection_sim
+
+    data = tmp_path / "canvases"
+    cfg = DetectionSimConfig(samplers=(), seeds=1, seed_images=2, batch=2, rounds=1,
+                             candidates=4, steps=0, minibatch=2, image_size=64)  # fmt: skip
+    make_canvases(data, CanvasSpec(source="digits", pool=8, test=4, size=64, seed=0))
+    simulate(data, cfg, tmp_path / "first")
+    first = detection_sim._DATA[str(data)][0][0][0].clone()
+    make_canvases(data, CanvasSpec(source="digits", pool=8, test=4, size=64, seed=1))
+    simulate(data, cfg, tmp_path / "second")
+    assert not detection_sim._DATA[str(data)][0][0][0].equal(first)
+
+
+def test_worker_runs_leave_the_decoded_data_to_the_workers(canvases, tmp_path):
+    from activestream.pipelines import detection_sim
+
+    cfg = DetectionSimConfig(samplers=(), seeds=2, seed_images=2, batch=2, rounds=1,
+                             candidates=4, steps=0, minibatch=2, image_size=64)  # fmt: skip
+    simulate(canvases, cfg, tmp_path, workers=2)
+    assert detection_sim._DATA == {}
