@@ -1,6 +1,6 @@
 """Which images to box first: detection samplers against random on canvases of real images.
 
-    python -m activestream.benchmarks.detection            # 5 seeds, ~1 h on 2 cores
+    python -m activestream.benchmarks.detection            # 5 seeds, ~1.5 h on 2 cores
     python -m activestream.benchmarks.detection --render   # only re-render docs/detection.md
 
 The data are canvases of 1-4 real Fashion-MNIST items at random places and sizes, their tight
@@ -50,12 +50,19 @@ PAGE = Page(
     postscript="\n![mAP against labeled images](detection/learning_curves.png)\n",
 )
 
-#: The canvases and the loop of the published run (about 5 minutes a run, two at a time): the
-#: worst box's class entropy, the mean over an image's boxes (what an image costs grows with
-#: its boxes; the mean does not favour crowded images), and the localization-aware flip score.
+#: The canvases and the loop of the published run (about 5 minutes a run, two at a time): class
+#: entropy of an image's boxes by its worst box, their mean (what an image costs grows with its
+#: boxes; the mean does not favour crowded images) and their sum (it does), the mean margin,
+#: and the localization-aware flip score.
 CANVASES = CanvasSpec("fashion-mnist", pool=1000, test=200, size=128)
 LOOP = DetectionSimConfig(
-    samplers=("box_entropy_max", "box_entropy_mean", "flip_consistency"),
+    samplers=(
+        "box_entropy_max",
+        "box_entropy_mean",
+        "box_entropy_sum",
+        "box_margin_mean",
+        "flip_consistency",
+    ),
     seeds=5,
     seed_images=16,
     batch=16,
