@@ -102,6 +102,8 @@ def _load_weights(path: str) -> object:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Oracle simulation of every strategy over several seeds; JSON, PNG and a table out."""
+    if args.task == "detection":
+        return _simulate_detection(args)
     from activestream.pipelines.simulate import (
         STREAM_STRATEGIES,
         simulate,
@@ -120,6 +122,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 )
             continue
         Config().with_overrides({"sampling.sampler": name})  # one-line error for unknown names
+    args.budget = 400 if args.budget is None else args.budget
     if args.budget < 1 or args.seeds < 1 or args.answer_delay < 0 or args.workers < 1:
         raise ActivestreamError("--budget, --seeds and --workers must be >= 1, --answer-delay >= 0")
     cfg = _load(
@@ -152,6 +155,84 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     write_results(results, out)
     print(summary_table(results))
     print(f"wrote {out / 'results.json'} and {out / 'learning_curves.png'}")
+    return 0
+
+
+def _simulate_detection(args: argparse.Namespace) -> int:
+    """The detection simulator behind ``simulate --task detection``: boxes, mAP, same outputs.
+
+    ``--budget`` is the labeled images a run ends with: the random seed images, then rounds of
+    ``--buffer-size`` images (the last round whole), each followed by online steps.
+    """
+    ignored = {
+        "--config": args.config,
+        "--seed": args.seed,
+        "--policy": args.policy,
+        "--mode stream": args.mode == "stream",
+        "--answer-delay": args.answer_delay,
+    }
+    if any(ignored.values()):
+        used = ", ".join(flag for flag, value in ignored.items() if value)
+        raise ActivestreamError(
+            f"--task detection does not take {used} (it runs seeds 0..--seeds-1 with the "
+            "flags --samplers, --budget, --buffer-size, --explore-p, --seeds and --workers)"
+        )
+    if not args.dataset:
+        raise ActivestreamError(
+            "--task detection needs --dataset DIR with pool/ and test/ in COCO, YOLO or Parquet "
+            "layout (activestream make-detection writes canvases of real images)"
+        )
+    from activestream.pipelines.detection_sim import DetectionSimConfig, simulate
+
+    base = DetectionSimConfig()
+    batch = base.batch if args.buffer_size is None else args.buffer_size
+    budget = base.seed_images + base.rounds * base.batch if args.budget is None else args.budget
+    if batch < 1 or budget <= base.seed_images or args.workers < 1:
+        raise ActivestreamError(
+            f"--buffer-size and --workers must be >= 1 and --budget above the "
+            f"{base.seed_images} random seed images (got {batch}, {args.workers}, {budget})"
+        )
+    samplers = [s.strip() for s in (args.samplers or ",".join(base.samplers)).split(",")]
+    cfg = DetectionSimConfig(
+        samplers=tuple(s for s in samplers if s),
+        seeds=args.seeds,
+        batch=batch,
+        rounds=-(-(budget - base.seed_images) // batch),
+        explore_p=base.explore_p if args.explore_p is None else args.explore_p,
+    )
+    out = Path(args.out)
+    results = simulate(args.dataset, cfg, out, workers=args.workers)
+    from activestream.benchmarks.detection import plot  # the detection page's own figure
+
+    plot(results, out)
+    print("| strategy | mAP@0.5 | mAP@[.5:.95] | images to random's final | boxes |")
+    print("|---|---|---|---|---|")
+    for name, row in results["strategies"].items():
+        reach = row["labels_to_reach_random_final"]
+        images, boxes = (("-" if v is None else f"{v:.0f}") for v in reach.values())
+        print(f"| {name} | {row['map50_mean']:.3f} ± {row['map50_std']:.3f} | "
+              f"{row['map_mean']:.3f} | {images} | {boxes} |")  # fmt: skip
+    print(f"wrote {out / 'results.json'} and {out / 'learning_curves.png'}")
+    return 0
+
+
+def cmd_make_detection(args: argparse.Namespace) -> int:
+    """Canvases of real images with their boxes, in COCO layout, as ``pool/`` and ``test/``."""
+    from activestream.sources.canvases import CanvasSpec, make_canvases
+
+    spec = CanvasSpec(args.source, args.pool, args.test, args.size, seed=args.seed or 0)
+    if spec.pool < 1 or spec.test < 1:
+        raise ActivestreamError(f"--pool and --test must be >= 1, got {spec.pool}, {spec.test}")
+    if spec.size < spec.scale[1]:
+        raise ActivestreamError(
+            f"--size {spec.size} is smaller than the largest object ({spec.scale[1]} px)"
+        )
+    manifest = make_canvases(args.out, spec)
+    print(
+        f"{args.out}: {manifest['images']['pool']} pool and {manifest['images']['test']} test "
+        f"canvases of {spec.size} px, {manifest['boxes']['pool']} + {manifest['boxes']['test']} "
+        f"boxes, {len(manifest['classes'])} classes ({spec.source})"
+    )
     return 0
 
 
@@ -379,7 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="pool",
         help="pool: lease the best of a scored pool; stream: ask or skip each arriving record",
     )
-    sim.add_argument("--budget", type=int, default=400, help="labels per run")
+    sim.add_argument(
+        "--task",
+        choices=["classification", "detection"],
+        default="classification",
+        help="detection: boxes and mAP on --dataset DIR (see make-detection)",
+    )
+    sim.add_argument(
+        "--budget", type=int, help="labels per run (default 400; detection: 176 images)"
+    )
     sim.add_argument("--buffer-size", type=int, help="labels per training step (default 16)")
     sim.add_argument("--explore-p", type=float, help="probability a slot exploits (0.9)")
     sim.add_argument("--policy", help="training policy: new_only, replay or full")
@@ -454,6 +543,17 @@ def build_parser() -> argparse.ArgumentParser:
     shards.add_argument("--classes", type=int, default=10)
     shards.add_argument("--test-rows", type=int, default=0)
     shards.set_defaults(func=cmd_make_shards)
+
+    det = sub.add_parser(
+        "make-detection", help="canvases of real images with their boxes (COCO layout)"
+    )
+    det.add_argument("--source", choices=["fashion-mnist", "digits"], default="fashion-mnist")
+    det.add_argument("--pool", type=int, default=2000, help="canvases to label")
+    det.add_argument("--test", type=int, default=500, help="canvases to measure mAP on")
+    det.add_argument("--size", type=int, default=128, help="canvas side in pixels")
+    det.add_argument("--seed", type=int, help="seed for every random choice (default 0)")
+    det.add_argument("--out", default="data/canvases", help="gets pool/ and test/")
+    det.set_defaults(func=cmd_make_detection)
 
     fmnist = sub.add_parser(
         "fashion-mnist", help="Fashion-MNIST (apt-get install dataset-fashion-mnist) as shards"

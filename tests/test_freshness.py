@@ -181,7 +181,9 @@ def test_no_code_outside_the_unreached_paths_imports_or_names_them():
     offenders = []
     for file in sorted(ROOT.rglob("*.py")):
         rel = file.relative_to(ROOT).as_posix()
-        if rel.startswith(("tests/", ".", *freshness.UNREACHED)) or ".egg-info/" in rel:
+        if rel.startswith(("tests/", ".", *freshness.UNREACHED, *freshness.GATES)):
+            continue
+        if ".egg-info/" in rel:
             continue
         unreached = [
             _module(p)
@@ -215,3 +217,20 @@ def test_changes_to_unreached_paths_leave_figures_fresh_unless_named(tmp_path):
     named = freshness.Figures("d", "d.json", commit, ("samplers/detection/",))
     ((_, reason),) = freshness.stale(root, [named])
     assert reason == f"samplers/detection/boxes.py changed since {commit}"
+
+
+def test_figures_measuring_a_gate_go_stale_when_unreached_code_changes(tmp_path):
+    root, commit = _repo(tmp_path)
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "detection_sim.py").write_text("z = 1\n")
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "detection only"], cwd=root, check=True)
+    assert freshness.stale(root, [freshness.Figures("p", "p.json", commit, ("pipelines/",))]) == []
+    gate = freshness.Figures("c", "c.json", commit, ("cli.py",))
+    ((_, reason),) = freshness.stale(root, [gate])
+    assert reason == f"pipelines/detection_sim.py changed since {commit}"
+
+
+def test_the_command_line_is_a_gate_and_startup_measures_it():
+    assert freshness.GATES == ("cli.py",)
+    assert "cli.py" in freshness.measures("activestream.benchmarks.startup")
