@@ -405,7 +405,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         try:
             if args.check or args.stale:
                 found = report.check() if args.check else report.stale_lines()
-                print("\n".join(found) or "every generated section is current and fresh")
+                fine = "every generated section is current and" if args.check else "every figure is"
+                print("\n".join(found) or f"{fine} fresh")
                 return 1 if found else 0
             changed = report.write_all()
         except FileNotFoundError as err:

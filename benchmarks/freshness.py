@@ -88,6 +88,7 @@ class Figures:
     commit: str | None
     measures: tuple[str, ...]
     when: str | None = None
+    seconds: float | None = None  # how long the run that measured them took, where recorded
 
 
 def stale_reason(commit: str | None, changed: list[str]) -> str | None:
@@ -157,10 +158,11 @@ def published(root: Path = ROOT) -> list[Figures]:
         for name in run["benchmarks"]:
             newest[name] = run.get("machine")  # later runs replace earlier ones
     shown = {r.get("benchmark") for r in bench["results"]}
+    took = bench.get("benchmark_seconds") or {}
     for name, module in BENCHMARKS.items():
         if name in shown:
             m = newest.get(name)
-            out.append(Figures(name, BENCH, _commit(m), measures(module), _when(m)))
+            out.append(Figures(name, BENCH, _commit(m), measures(module), _when(m), took.get(name)))
     for name, (module, patterns) in PAGES.items():
         for pattern in patterns:
             for path in sorted(root.glob(pattern)):
@@ -168,8 +170,25 @@ def published(root: Path = ROOT) -> list[Figures]:
                 commit = data.get("commit") if "machine" not in data else _commit(data["machine"])
                 source = path.relative_to(root).as_posix()
                 when = _when(data.get("machine"))
-                out.append(Figures(name, source, commit, measures(module), when))
+                took = data.get("seconds")
+                out.append(Figures(name, source, commit, measures(module), when, took))
     return out
+
+
+def rerun(figures: Figures) -> str:
+    """The command that measures ``figures`` again into the docs (from a clean commit).
+
+    >>> rerun(Figures("startup", BENCH, None, ("cli.py",)))
+    'activestream bench --only startup --merge --out docs/bench'
+    >>> rerun(Figures("study", "docs/study/buffer.json", None, ("samplers/",)))
+    'python -m activestream.benchmarks.study --only buffer'
+    """
+    if figures.source == BENCH:
+        return f"activestream bench --only {figures.benchmark} --merge --out docs/bench"
+    module = PAGES[figures.benchmark][0]
+    if figures.benchmark == "study":
+        return f"python -m {module} --only {Path(figures.source).stem}"
+    return f"python -m {module}"
 
 
 def stale(root: Path = ROOT, only: list[Figures] | None = None) -> list[tuple[Figures, str]]:

@@ -352,10 +352,18 @@ def check(root: Path = ROOT) -> list[str]:
 
 
 def stale_lines(root: Path = ROOT) -> list[str]:
-    """Each published set of figures whose measured code changed after it was measured."""
+    """Each published set of figures whose measured code changed after it was measured.
+
+    Each line ends with the command that measures it again and, where its JSON recorded it,
+    how long that took last time, so a rerun can be planned before it is started.
+    """
     from activestream.benchmarks import freshness
 
-    return [f"stale: {f.benchmark} ({f.source}): {why}" for f, why in freshness.stale(root)]
+    lines = []
+    for f, why in freshness.stale(root):
+        took = "" if f.seconds is None else f" (last run: {f.seconds / 60:.0f} min)"
+        lines.append(f"stale: {f.benchmark} ({f.source}): {why}; rerun: {freshness.rerun(f)}{took}")
+    return lines
 
 
 def main() -> None:

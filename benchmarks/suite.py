@@ -218,6 +218,9 @@ def run_all(
         report["results"].extend({"benchmark": name, **row} for row in run(size, out))
         print(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - began:.0f} s", flush=True)
         report["seconds"] = spent + round(time.perf_counter() - began_all)
+        # Per benchmark too (merged runs keep the others'): what a rerun of one will cost.
+        took = report.setdefault("benchmark_seconds", {})
+        took[name] = round(time.perf_counter() - began)
         (out / "bench.json").write_text(json.dumps(report, indent=1))  # partial results survive
     (out / "bench.md").write_text(headline.full(report))
     print(headline.headline(report))

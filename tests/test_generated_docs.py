@@ -67,6 +67,7 @@ def test_the_report_check_names_figures_whose_measured_code_changed_after_them(t
     assert any(
         line.startswith("stale: allocator (docs/allocator/allocator.json): ")
         and "benchmarks/allocator.py changed since" in line
+        and line.endswith("; rerun: python -m activestream.benchmarks.allocator")
         for line in found
     ), found
     assert "out of date: README.md:provenance" in found  # its table counts that commit

@@ -65,6 +65,13 @@ def test_the_tiny_suite_records_its_size_and_renders_every_row(tiny_suite) -> No
     assert all(r["name"] in table for r in report["results"])
 
 
+def test_the_suite_records_how_long_each_benchmark_took(tiny_suite) -> None:
+    report, out = tiny_suite
+    took = json.loads((out / "bench.json").read_text())["benchmark_seconds"]
+    assert set(took) == set(IN_SUITE)
+    assert all(0 <= s <= report["seconds"] for s in took.values())
+
+
 def test_the_label_studio_push_benchmark_runs_tiny_against_a_real_server(
     label_studio, tmp_path
 ) -> None:
