@@ -39,7 +39,9 @@ def machine_line(data: dict[str, Any]) -> str:
     pkgs = ", ".join(f"{k} {v}" for k, v in p.items() if v) or f"torch {m['torch']}"
     gpus = ", ".join(m["gpus"]) or "no GPU"
     mode = f"{data.get('size') or ('quick' if data.get('quick') else 'full')} mode"
-    took = f", {data['seconds'] / 60:.0f} min in all" if data.get("seconds") else ""
+    took = ""
+    if data.get("seconds"):  # merged runs add up, superseded reruns included
+        took = f", {data['seconds'] / 60:.0f} min {'of runs ' if data.get('runs') else ''}in all"
     line = (
         f"Measured {m['when']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
         f"{gpus}; {mode}{took}; commit {m.get('commit') or 'unknown'}; Python {m['python']}, "

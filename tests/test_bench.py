@@ -124,6 +124,14 @@ def test_a_changed_number_in_the_committed_run_changes_the_readme_table():
     assert headline.headline(data) != before
 
 
+def test_a_merged_runs_total_says_it_adds_up_every_run_reruns_included():
+    data = json.loads(BENCH.read_text())
+    assert data["runs"]
+    assert f", {data['seconds'] / 60:.0f} min of runs in all;" in headline.machine_line(data)
+    single = {key: value for key, value in data.items() if key != "runs"}
+    assert f", {data['seconds'] / 60:.0f} min in all;" in headline.machine_line(single)
+
+
 def test_the_committed_run_kept_the_same_top_k_for_every_scoring_method():
     data = json.loads(BENCH.read_text())
     scoring = [r for r in data["results"] if r["name"].startswith("scoring_")]
