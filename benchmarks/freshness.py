@@ -53,6 +53,10 @@ UNREACHED = (
     "pipelines/detection_sim.py",
     "tasks/",
 )
+#: What no figure runs at all: the labeling page's HTML and scripts. The app serves them as
+#: files and no benchmark loads the page (tests/test_freshness.py holds that), so a change
+#: there leaves every figure fresh; the browser tests check the page.
+UNMEASURED = ("deploy/static/",)
 #: The modules outside :data:`UNREACHED` that may still import those paths: the command line,
 #: whose detection commands (``make-detection``, ``simulate --task detection``) load them only
 #: when run. A figure measuring a gate counts changes to every unreached path (it may run any
@@ -132,11 +136,14 @@ def pathspec(declared: tuple[str, ...]) -> list[str]:
     False
     >>> pathspec(("cli.py",))[:3]
     ['cli.py', 'samplers/detection/', 'sources/canvases.py']
+    >>> pathspec(("deploy/",))[-1]
+    ':(exclude)deploy/static/'
     """
+    never = [f":(exclude){p}" for p in UNMEASURED]
     if any(d == g or (d.endswith("/") and g.startswith(d)) for d in declared for g in GATES):
-        return [*declared, *UNREACHED]
+        return [*declared, *UNREACHED, *never]
     named = [p for p in UNREACHED if any(d.startswith(p) for d in declared)]
-    return [*declared, *(f":(exclude){p}" for p in UNREACHED if p not in named)]
+    return [*declared, *(f":(exclude){p}" for p in UNREACHED if p not in named), *never]
 
 
 def _commit(machine: Any) -> str | None:

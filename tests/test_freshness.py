@@ -234,3 +234,26 @@ def test_figures_measuring_a_gate_go_stale_when_unreached_code_changes(tmp_path)
 def test_the_command_line_is_a_gate_and_startup_measures_it():
     assert freshness.GATES == ("cli.py",)
     assert "cli.py" in freshness.measures("activestream.benchmarks.startup")
+
+
+def test_no_benchmark_loads_the_page_or_its_scripts():
+    """What keeps deploy/static/ out of every figure: no benchmark names it or asks for ``/``."""
+    root_url = re.compile(r"""\{(?:base|url)\}/?["']""")  # f"{base}/": the page itself
+    for file in sorted((ROOT / "benchmarks").glob("*.py")):
+        if file.name == "freshness.py":
+            continue
+        text = file.read_text()
+        for sign in ("deploy/static", "index.html", "boxes.js", "STATIC"):
+            assert sign not in text, f"{file.name} names {sign}"
+        assert not root_url.search(text), f"{file.name} asks for the page"
+
+
+def test_changes_to_the_page_leave_every_figure_fresh(tmp_path):
+    root, commit = _repo(tmp_path)
+    (root / "deploy" / "static").mkdir(parents=True)
+    (root / "deploy" / "static" / "boxes.js").write_text("// drawn\n")
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", "page only"], cwd=root, check=True)
+    for measured in (("deploy/",), ("cli.py",)):
+        figures = freshness.Figures("s", "s.json", commit, measured)
+        assert freshness.stale(root, [figures]) == [], measured
