@@ -43,6 +43,14 @@ def _repo(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path, git("rev-parse", "--short=12", "HEAD")
 
 
+def _commit_file(root: Path, rel: str) -> None:
+    """A new file at ``rel``, committed: a change to that path and nothing else."""
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text("z = 1\n")
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-qm", f"{rel} only"], cwd=root, check=True)
+
+
 def _figures(commit: str | None) -> freshness.Figures:
     return freshness.Figures("b", "b.json", commit, ("measured.py",))
 
@@ -207,10 +215,7 @@ def test_a_benchmark_may_run_unreached_code_only_if_it_measures_it():
 
 def test_changes_to_unreached_paths_leave_figures_fresh_unless_named(tmp_path):
     root, commit = _repo(tmp_path)
-    (root / "samplers" / "detection").mkdir(parents=True)
-    (root / "samplers" / "detection" / "boxes.py").write_text("z = 1\n")
-    subprocess.run(["git", "add", "."], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-qm", "detection only"], cwd=root, check=True)
+    _commit_file(root, "samplers/detection/boxes.py")
     broad = freshness.Figures("b", "b.json", commit, ("measured.py", "samplers/"))
     assert freshness.stale(root, [broad]) == []
     assert freshness.changes_since(broad, root) == 0
@@ -221,10 +226,7 @@ def test_changes_to_unreached_paths_leave_figures_fresh_unless_named(tmp_path):
 
 def test_figures_measuring_a_gate_go_stale_when_unreached_code_changes(tmp_path):
     root, commit = _repo(tmp_path)
-    (root / "pipelines").mkdir()
-    (root / "pipelines" / "detection_sim.py").write_text("z = 1\n")
-    subprocess.run(["git", "add", "."], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-qm", "detection only"], cwd=root, check=True)
+    _commit_file(root, "pipelines/detection_sim.py")
     assert freshness.stale(root, [freshness.Figures("p", "p.json", commit, ("pipelines/",))]) == []
     gate = freshness.Figures("c", "c.json", commit, ("cli.py",))
     ((_, reason),) = freshness.stale(root, [gate])
@@ -250,10 +252,7 @@ def test_no_benchmark_loads_the_page_or_its_scripts():
 
 def test_changes_to_the_page_leave_every_figure_fresh(tmp_path):
     root, commit = _repo(tmp_path)
-    (root / "deploy" / "static").mkdir(parents=True)
-    (root / "deploy" / "static" / "boxes.js").write_text("// drawn\n")
-    subprocess.run(["git", "add", "."], cwd=root, check=True)
-    subprocess.run(["git", "commit", "-qm", "page only"], cwd=root, check=True)
+    _commit_file(root, "deploy/static/boxes.js")
     for measured in (("deploy/",), ("cli.py",)):
         figures = freshness.Figures("s", "s.json", commit, measured)
         assert freshness.stale(root, [figures]) == [], measured
