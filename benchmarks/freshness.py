@@ -93,6 +93,7 @@ class Figures:
     measures: tuple[str, ...]
     when: str | None = None
     seconds: float | None = None  # how long the run that measured them took, where recorded
+    size: str | None = None  # bench.json's size (a rerun merges at the same one)
 
 
 def stale_reason(commit: str | None, changed: list[str]) -> str | None:
@@ -156,7 +157,7 @@ def _when(machine: Any) -> str | None:
 
 def published(root: Path = ROOT) -> list[Figures]:
     """Every benchmark's published figures: bench.json's newest run of each, and each page."""
-    from activestream.benchmarks.suite import BENCHMARKS
+    from activestream.benchmarks.suite import BENCHMARKS, size_of_report
 
     out: list[Figures] = []
     bench = json.loads((root / BENCH).read_text())
@@ -166,10 +167,12 @@ def published(root: Path = ROOT) -> list[Figures]:
             newest[name] = run.get("machine")  # later runs replace earlier ones
     shown = {r.get("benchmark") for r in bench["results"]}
     took = bench.get("benchmark_seconds") or {}
+    size = size_of_report(bench)
     for name, module in BENCHMARKS.items():
         if name in shown:
             m = newest.get(name)
-            out.append(Figures(name, BENCH, _commit(m), measures(module), _when(m), took.get(name)))
+            commit, when = _commit(m), _when(m)
+            out.append(Figures(name, BENCH, commit, measures(module), when, took.get(name), size))
     for name, (module, patterns) in PAGES.items():
         for pattern in patterns:
             for path in sorted(root.glob(pattern)):
@@ -185,13 +188,16 @@ def published(root: Path = ROOT) -> list[Figures]:
 def rerun(figures: Figures) -> str:
     """The command that measures ``figures`` again into the docs (from a clean commit).
 
-    >>> rerun(Figures("startup", BENCH, None, ("cli.py",)))
+    >>> rerun(Figures("startup", BENCH, None, ("cli.py",), size="quick"))
+    'activestream bench --quick --only startup --merge --out docs/bench'
+    >>> rerun(Figures("startup", BENCH, None, ("cli.py",), size="full"))
     'activestream bench --only startup --merge --out docs/bench'
     >>> rerun(Figures("study", "docs/study/buffer.json", None, ("samplers/",)))
     'python -m activestream.benchmarks.study --only buffer'
     """
     if figures.source == BENCH:
-        return f"activestream bench --only {figures.benchmark} --merge --out docs/bench"
+        size = " --quick" if figures.size == "quick" else ""
+        return f"activestream bench{size} --only {figures.benchmark} --merge --out docs/bench"
     module = PAGES[figures.benchmark][0]
     if figures.benchmark == "study":
         return f"python -m {module} --only {Path(figures.source).stem}"

@@ -165,6 +165,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def size_of_report(report: dict[str, Any]) -> str:
+    """The size a bench.json was measured at (older files record only ``quick``)."""
+    return str(report.get("size") or ("quick" if report.get("quick") else "full"))
+
+
 def run_all(
     size: str, out: Path, only: list[str] | None = None, *, merge: bool = False
 ) -> dict[str, Any]:
@@ -184,6 +189,12 @@ def run_all(
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    previous, spent = out / "bench.json", 0
+    if merge and previous.exists():  # one table, one size: quick rows beside full ones mislead
+        held = size_of_report(json.loads(previous.read_text()))
+        if held != size:
+            flag = "no size flag" if held == "full" else f"--{held}"
+            raise ValueError(f"{previous} holds {held} figures: merge a {held} run ({flag})")
     out.mkdir(parents=True, exist_ok=True)
     init_ray(Config().ray)
     import ray
@@ -196,7 +207,6 @@ def run_all(
         "size": size,
         "results": [],
     }
-    previous, spent = out / "bench.json", 0
     if merge and previous.exists():
         old = json.loads(previous.read_text())
         kept = [r for r in old["results"] if r.get("benchmark") not in names]

@@ -191,3 +191,19 @@ def test_the_plain_loop_baseline_scores_with_each_new_version_after_training_it(
     assert r["rounds"] == 2
     assert 0 < r["label_to_version_p50_s"] <= r["label_to_scorer_p50_s"]
     assert r["round_seconds_mean"] > 0
+
+
+@pytest.mark.parametrize(("held", "size"), [({"quick": True}, "full"), ({"size": "full"}, "quick")])
+def test_merging_a_run_of_another_size_is_refused_before_any_work(tmp_path, held, size):
+    (tmp_path / "bench.json").write_text(json.dumps({**held, "results": [], "machine": {}}))
+    with pytest.raises(ValueError, match="bench.json holds .* figures: merge a"):
+        suite.run_all(size, tmp_path, ["rounds"], merge=True)
+
+
+def test_a_stale_suite_figure_is_rerun_at_the_size_the_docs_hold() -> None:
+    from activestream.benchmarks import freshness
+
+    published = {f.benchmark: f for f in freshness.published()}
+    docs = json.loads((freshness.ROOT / freshness.BENCH).read_text())
+    assert docs["quick"]  # the committed table: quick mode
+    assert freshness.rerun(published["startup"]).startswith("activestream bench --quick --only")
