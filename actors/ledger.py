@@ -110,7 +110,8 @@ class LabelLedger:
         self._log: LabelLog | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.trainer_ok = True
+        # Not known until the first catch-up: a starting service says degraded until then.
+        self.trainer_ok = downstream is None
         self.degraded_since: float | None = None
         self.resent = 0
         self.probe_uris = tuple(probe_uris)

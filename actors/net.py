@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import io
+import pickle
 
 import torch
 from torch import nn
@@ -78,7 +79,7 @@ def load_init_weights(net: nn.Module, uri: str, storage: StorageConfig = DEFAULT
         with fs.open_input_stream(path) as fh:
             raw = fh.read()
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"model.init_weights {uri}: cannot load a state dict: {first}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

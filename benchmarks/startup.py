@@ -4,7 +4,8 @@ The command starts in a child process on a fresh state directory, as an operator
 From the moment it is launched, the measurer asks ``/healthz`` and leases one query (then hands
 it straight back with ``POST /queries/release``) every 50 ms, and records:
 
-* ``healthz_s``: the first answer of ``/healthz`` (Ray, the loop's actors and Serve are up);
+* ``healthz_s``: the first answer of ``/healthz`` (Ray and Serve are up; ``degraded`` until the
+  trainer is built and holds the label log, which happens while the replica starts);
 * ``first_query_s``: the first lease that hands out an item (a random pool item before the
   first scoring round: the cold start's choice);
 * ``first_scored_s``: the first item from a finished scoring round (its ``model_version`` is

@@ -418,7 +418,7 @@ class LabelingAPI:
         if status.get("storage_problem"):
             reasons.append(f"storage: {status['storage_problem']}")
         if not status["trainer_ok"]:
-            reasons.append("trainer restarting or catching up on the label log")
+            reasons.append("trainer starting, restarting or catching up on the label log")
         return Health(
             status="degraded" if reasons else "ok",
             model_version=await self.version(),

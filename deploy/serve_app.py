@@ -22,7 +22,7 @@ from ray.serve.config import BackpressureConfig
 from activestream.actors.items import ItemStore
 from activestream.config import Config, load_config
 from activestream.deploy.app import LabelingAPI
-from activestream.pipelines.loop import start_loop_actor
+from activestream.pipelines.loop import LOOP_ACTOR, start_loop_actor
 from activestream.pipelines.runtime import free_port
 from activestream.sources.resolve import resolve_dataset
 
@@ -78,8 +78,11 @@ LabelingDeployment = serve.deployment(
 )
 
 
-def bind(cfg: Config, *, detached: bool = False) -> Any:
+def bind(cfg: Config, *, detached: bool = False, wait: bool = True) -> Any:
     """Start (or find) the loop actor and bind the ingress to its actor handles.
+
+    ``wait=False`` binds as soon as the loop's actors are asked for: the replica then starts
+    while they build, and :func:`start` waits for the loop after ``serve.run``.
 
     ``serve.reserved_cpus`` unset keeps one core for serving: on 2 cores a scoring pass and a
     training step otherwise hold both for seconds at a time, nice values notwithstanding
@@ -88,7 +91,7 @@ def bind(cfg: Config, *, detached: bool = False) -> Any:
     if cfg.serve.reserved_cpus is None:
         cfg = cfg.with_overrides({"serve.reserved_cpus": 1})
     pool, _ = resolve_dataset(cfg)
-    host = start_loop_actor(cfg, pool, detached=detached)
+    host = start_loop_actor(cfg, pool, detached=detached, wait=wait)
     handles = ray.get(host.handles.remote())
     return LabelingDeployment.bind(
         ledger=handles["ledger"],
@@ -122,7 +125,10 @@ def start(cfg: Config, *, host: str = "127.0.0.1", port: int = 8000, direct: boo
     """
     proxy_port = free_port(host) if direct else port
     serve.start(http_options={"host": host, "port": proxy_port})
-    serve.run(bind(cfg), name="activestream", route_prefix="/", blocking=False)
+    # The replica starts while the trainer and the ledger build (each takes seconds); a
+    # failed one ends the start here, with its constructor's error.
+    serve.run(bind(cfg, wait=False), name="activestream", route_prefix="/", blocking=False)
+    ray.get(ray.get_actor(LOOP_ACTOR).ready.remote())
 
 
 @contextlib.contextmanager
@@ -135,8 +141,6 @@ def running(
     the next app can bind its own port) and the loop is stopped, which writes a checkpoint.
     """
     import requests
-
-    from activestream.pipelines.loop import LOOP_ACTOR
 
     if token:
         os.environ["ACTIVESTREAM_TOKEN"] = token

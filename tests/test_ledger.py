@@ -188,6 +188,17 @@ def test_labels_are_accepted_while_the_trainer_is_down_and_reach_it_later(tmp_pa
     assert ledger.status()["trainer_ok"] is True
 
 
+def test_a_started_ledger_says_the_trainer_is_not_ok_until_its_first_catch_up(tmp_path, digits):
+    # The service answers while the trainer builds: /healthz says degraded until it holds the log.
+    _, pool, _, truth = digits
+    make_ledger(tmp_path, pool).add(labels(truth, 3))  # logged before this start
+    trainer = make_trainer(pool)
+    ledger = make_ledger(tmp_path, pool, LocalDownstream(trainer, QueryQueue()))
+    assert ledger.status()["trainer_ok"] is False
+    assert ledger.catch_up() and trainer.labels_seen == 3
+    assert ledger.status()["trainer_ok"] is True
+
+
 def test_a_trainer_restored_from_a_checkpoint_catches_up_on_the_rest_of_the_log(tmp_path, digits):
     _, pool, _, truth = digits
     first, queue = make_trainer(pool), QueryQueue()

@@ -149,3 +149,15 @@ def test_init_weights_that_do_not_fit_name_the_keys(tmp_path):
     net = build_net(cfg.model, stored_shape=(3, 16, 16), num_classes=3)
     with pytest.raises(ConfigError, match="does not fit model.factory.*missing"):
         load_init_weights(net, str(tmp_path / "bad.pt"))
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a state dict", b"", b"\x80\x04K\x01."], ids=["text", "empty", "pickle"]
+)
+def test_init_weights_that_are_not_a_torch_file_are_one_config_error(tmp_path, content):
+    from activestream.actors.net import build_net, load_init_weights
+
+    (tmp_path / "w.pt").write_bytes(content)
+    net = build_net(Config().model, stored_shape=(1, 8, 8), num_classes=10)
+    with pytest.raises(ConfigError, match=r"w\.pt: cannot load a state dict"):
+        load_init_weights(net, str(tmp_path / "w.pt"))
