@@ -22,8 +22,7 @@ from ray.serve.config import BackpressureConfig
 from activestream.actors.items import ItemStore
 from activestream.config import Config, load_config
 from activestream.deploy.app import LabelingAPI
-from activestream.pipelines.loop import LOOP_ACTOR, start_loop_actor
-from activestream.pipelines.runtime import free_port
+from activestream.pipelines.runtime import LOOP_ACTOR, free_port
 from activestream.sources.resolve import resolve_dataset
 
 
@@ -90,6 +89,8 @@ def bind(cfg: Config, *, detached: bool = False, wait: bool = True) -> Any:
     """
     if cfg.serve.reserved_cpus is None:
         cfg = cfg.with_overrides({"serve.reserved_cpus": 1})
+    from activestream.pipelines.loop import start_loop_actor
+
     pool, _ = resolve_dataset(cfg)
     host = start_loop_actor(cfg, pool, detached=detached, wait=wait)
     handles = ray.get(host.handles.remote())

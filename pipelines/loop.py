@@ -41,7 +41,7 @@ from activestream.actors.weights import WeightsBoard, WeightsVersion
 from activestream.config import Config
 from activestream.errors import ActivestreamError, DataError
 from activestream.pipelines.features import ensure_features, read_features
-from activestream.pipelines.runtime import trainer_gpus
+from activestream.pipelines.runtime import LOOP_ACTOR, trainer_gpus
 from activestream.pipelines.scoring import (
     ScoreResult,
     cold_start_on_embedding,
@@ -179,9 +179,6 @@ class RoundStats:
     rows: int
     seconds: float
     first_seen: dict[int, float] = field(default_factory=dict)
-
-
-LOOP_ACTOR = "activestream-loop"
 
 
 def start_loop_actor(

@@ -14,6 +14,10 @@ import sys
 
 from activestream.config import RayConfig, ScoringConfig, TrainingConfig
 
+#: The named actor that runs one deployment's loop: every driver and replica finds it by name.
+#: Here, not beside the loop, so that Serve's replica reaches it without importing torch.
+LOOP_ACTOR = "activestream-loop"
+
 
 def local_logical_cpus(cfg: RayConfig) -> int:
     """Logical CPUs for a local cluster: the configured number or max(8, 4 x cores)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 from clirun import run_cli
@@ -48,3 +51,9 @@ def test_weights_the_trainer_cannot_load_end_serve_with_one_line_naming_them(tmp
         "cannot load a state dict: "
     )
     assert "activestream serving" not in result.stdout
+
+
+def test_the_replica_loads_its_module_without_torch() -> None:
+    """Serve's replica imports ``serve_app``: torch there would cost every start its import."""
+    code = "import sys, activestream.deploy.serve_app; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
