@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +20,21 @@ from activestream.pipelines.runtime import free_port as _free_port
 #: Tests that may skip under CI=true, by node id prefix, with why; printed at the end of every
 #: CI run. Empty: CI installs everything every test needs, so any skip is a failure.
 ALLOWED_SKIPS: dict[str, str] = {}
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the run as Ctrl-C does, so session fixtures still tear down.
+
+    A runner that cancels a job, or ``timeout``, sends SIGTERM; by default that ends pytest at
+    once and the session's Ray cluster (with a whole service in it) stays behind, holding cores
+    for the next run. As a KeyboardInterrupt, the fixtures shut Serve and Ray down first.
+    """
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _unexpected_skips(reporter: Any) -> list[Any]:

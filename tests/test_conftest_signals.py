@@ -1,0 +1,62 @@
+"""The test session itself: a SIGTERM still tears the session's fixtures down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+
+SESSION = """
+import time
+import pytest
+
+@pytest.fixture(scope="session")
+def cluster():
+    yield
+    open("torn-down", "w").write("yes")
+
+def test_waits(cluster):
+    open("started", "w").write("yes")
+    time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_tears_session_fixtures_down_as_ctrl_c_does(tmp_path: Path) -> None:
+    (tmp_path / "test_session.py").write_text(SESSION)
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "conftest",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            os.devnull,
+            "test_session.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert (tmp_path / "torn-down").exists(), out
