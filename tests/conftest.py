@@ -37,6 +37,25 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
+#: Fixtures that need the session's Ray cluster (or a service in it).
+_RAY_FIXTURES = frozenset({"ray_session", "run_service"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a ``compute`` test that uses the session's Ray cluster.
+
+    scripts/test.sh runs the ``compute`` tests in a second pytest beside the rest, on idle CPU
+    time only: one that needs a cluster would start a second cluster there, short of CPU.
+    """
+    wrong = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("compute") and _RAY_FIXTURES & set(item.fixturenames)
+    ]
+    if wrong:
+        raise pytest.UsageError(f"marked compute but use the session's Ray: {', '.join(wrong)}")
+
+
 def _unexpected_skips(reporter: Any) -> list[Any]:
     skipped = reporter.stats.get("skipped", []) if reporter is not None else []
     return [r for r in skipped if not r.nodeid.startswith(tuple(ALLOWED_SKIPS))]

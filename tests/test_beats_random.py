@@ -23,6 +23,8 @@ from activestream.pipelines.curves import compare
 from activestream.pipelines.simulate import simulate
 from activestream.sources.resolve import resolve_dataset
 
+pytestmark = pytest.mark.compute
+
 
 @pytest.fixture(scope="module")
 def digits_study(tmp_path_factory):

@@ -12,7 +12,7 @@ import json
 import pytest
 from clirun import run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.compute]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from activestream.pipelines.detection_sim import DetectionSimConfig, main, simulate
 from activestream.sources.canvases import CanvasSpec, make_canvases
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.compute]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ from activestream.config import Config
 from activestream.pipelines.simulate import Curve, run_once, simulate
 from activestream.sources.resolve import resolve_dataset
 
+pytestmark = pytest.mark.compute
+
 
 @pytest.mark.slow
 def test_entropy_beats_random_on_digits_at_equal_label_counts(tmp_path):

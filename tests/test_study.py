@@ -17,7 +17,7 @@ from activestream.pipelines.curves import area_under_curve, labels_to_reach, wor
 from activestream.pipelines.simulate import plot_curves, run_once, run_stream
 from activestream.sources.resolve import resolve_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.compute]
 
 PARTS = {"digits": "pool", "stream": "stream"}  # the parts the fixture runs, and their mode
 BUDGET, SEEDS = 48, 2

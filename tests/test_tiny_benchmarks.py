@@ -122,6 +122,7 @@ def test_the_index_memory_benchmark_runs_tiny(tmp_path: Path) -> None:
     assert [r["rows"] for r in report["results"]] == [10_000, 10_000]
 
 
+@pytest.mark.compute
 def test_every_study_part_runs_tiny_and_is_rendered(tmp_path: Path) -> None:
     parts = [p for p in study.PARTS if p not in STUDY_ELSEWHERE]
     out = tmp_path / "study"
