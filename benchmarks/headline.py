@@ -32,8 +32,25 @@ def _ms(value: float | None) -> str:
     return f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
 
 
+def standing_runs(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+    """The runs whose figures the table still shows, each with those benchmarks, oldest first.
+
+    A merged table keeps every run it was built from; a rerun replaces its benchmarks' rows,
+    so an older run stands only for the benchmarks nothing reran since.
+
+    >>> runs = [{"benchmarks": ["a", "b"]}, {"benchmarks": ["a"]}, {"benchmarks": ["a"]}]
+    >>> [(runs.index(run), names) for run, names in standing_runs(runs)]
+    [(0, ['b']), (2, ['a'])]
+    """
+    latest = {name: i for i, run in enumerate(runs) for name in run["benchmarks"]}
+    return [
+        (runs[i], [name for name in runs[i]["benchmarks"] if latest[name] == i])
+        for i in sorted(set(latest.values()))
+    ]
+
+
 def machine_line(data: dict[str, Any]) -> str:
-    """Where, when, from which commit and with which packages the run was made."""
+    """Where, when, from which commit and with which packages the figures were measured."""
     m = data["machine"]
     p = m.get("packages", {})
     pkgs = ", ".join(f"{k} {v}" for k, v in p.items() if v) or f"torch {m['torch']}"
@@ -42,18 +59,21 @@ def machine_line(data: dict[str, Any]) -> str:
     took = ""
     if data.get("seconds"):  # merged runs add up, superseded reruns included
         took = f", {data['seconds'] / 60:.0f} min {'of runs ' if data.get('runs') else ''}in all"
-    line = (
-        f"Measured {m['when']} on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, "
-        f"{gpus}; {mode}{took}; commit {m.get('commit') or 'unknown'}; Python {m['python']}, "
-        f"{pkgs}."
-    )
-    for run in data.get("runs", [])[1:]:
-        r = run["machine"]
-        line += (
-            f" Rerun on the same machine {r['when']}, commit {r.get('commit') or 'unknown'}: "
-            f"{', '.join(run['benchmarks'])}."
+    where = f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {gpus}; {mode}{took}"
+    if not data.get("runs"):
+        return (
+            f"Measured {m['when']} on {where}; commit {m.get('commit') or 'unknown'}; "
+            f"Python {m['python']}, {pkgs}."
         )
-    return line
+    runs = "; ".join(
+        f"{run['machine']['when']} at {run['machine'].get('commit') or 'unknown'}: "
+        f"{', '.join(names)}"
+        for run, names in standing_runs(data["runs"])
+    )
+    return (
+        f"Measured on {where}; Python {m['python']}, {pkgs}. The runs the figures come from "
+        f"(each benchmark's latest): {runs}."
+    )
 
 
 def _scoring(r: dict[str, Any], title: str) -> str:
