@@ -190,8 +190,9 @@ def run_all(
     if unknown:
         raise ValueError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
     previous, spent = out / "bench.json", 0
-    if merge and previous.exists():  # one table, one size: quick rows beside full ones mislead
-        held = size_of_report(json.loads(previous.read_text()))
+    old = json.loads(previous.read_text()) if merge and previous.exists() else None
+    if old is not None:  # one table, one size: quick rows beside full ones mislead
+        held = size_of_report(old)
         if held != size:
             flag = "no size flag" if held == "full" else f"--{held}"
             raise ValueError(f"{previous} holds {held} figures: merge a {held} run ({flag})")
@@ -207,8 +208,7 @@ def run_all(
         "size": size,
         "results": [],
     }
-    if merge and previous.exists():
-        old = json.loads(previous.read_text())
+    if old is not None:
         kept = [r for r in old["results"] if r.get("benchmark") not in names]
         runs = old.get("runs") or [
             {"benchmarks": sorted({r["benchmark"] for r in kept}), "machine": old["machine"]}
