@@ -1,4 +1,4 @@
-"""The test session itself: a SIGTERM still tears the session's fixtures down."""
+"""The test session's own rules (tests/conftest.py), each tried in a pytest of its own."""
 
 from __future__ import annotations
 
@@ -60,3 +60,49 @@ def test_a_sigterm_tears_session_fixtures_down_as_ctrl_c_does(tmp_path: Path) ->
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=60)[0].decode()
     assert (tmp_path / "torn-down").exists(), out
+
+
+COMPUTE_WITH_RAY = """
+import pytest
+
+@pytest.mark.compute
+def test_uses_the_cluster(ray_session):
+    pass
+"""
+
+
+def test_a_compute_test_that_needs_the_session_cluster_is_refused_at_collection(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "test_compute.py").write_text(COMPUTE_WITH_RAY)
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "conftest",
+            "-p",
+            "no:cacheprovider",
+            "--strict-markers",
+            "-o",
+            "markers=compute: CPU-bound",
+            "--rootdir",
+            str(tmp_path),
+            "-c",
+            os.devnull,
+            "--collect-only",
+            "test_compute.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "marked compute but use the session's Ray: test_compute.py::test_uses_the_cluster" in (
+        done.stdout + done.stderr
+    )
