@@ -10,6 +10,7 @@ from encoded_data import write_encoded
 
 from activestream.actors.items import ItemStore
 from activestream.config import Config
+from activestream.pipelines.annotate import polite_session
 from activestream.sources.pool import grow_shards
 from activestream.sources.shards import open_shards
 
@@ -115,8 +116,10 @@ def growing_service(run_service, tmp_path_factory) -> dict:
         seen["idle: version"] = model_version()
 
         truth.update(write_encoded(tmp / "pool", 10, files=1, first_file=3, seed=4))
-        # A label on a new id is accepted at once: the ledger's store looks for new files.
-        seen["label on a new id"] = requests.post(
+        # A label on a new id is accepted at once: the ledger's store looks for new files. As
+        # any client does, it honors a 503's Retry-After (a busy machine may take more than the
+        # ledger's 1 s to read the new file): accepted on a retry is still before any round.
+        seen["label on a new id"] = polite_session().post(
             f"{base}/labels", json={"labels": [{"id": "img-3-0", "label": 1}]}, timeout=30
         )
         seen["image of a new id"] = requests.get(f"{base}/items/img-3-5/image", timeout=30)
