@@ -28,30 +28,19 @@ def test_waits(cluster):
 """
 
 
+def _pytest_under_conftest(tmp: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    """Command and environment for a pytest in ``tmp`` with tests/conftest.py as its plugin."""
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider"]
+    return [*command, "--rootdir", str(tmp), "-c", os.devnull, *args], env
+
+
 @pytest.mark.slow
 def test_a_sigterm_tears_session_fixtures_down_as_ctrl_c_does(tmp_path: Path) -> None:
     (tmp_path / "test_session.py").write_text(SESSION)
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command, env = _pytest_under_conftest(tmp_path, "test_session.py")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "conftest",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            "-c",
-            os.devnull,
-            "test_session.py",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     deadline = time.monotonic() + 60
     while not (tmp_path / "started").exists():
@@ -75,32 +64,16 @@ def test_a_compute_test_that_needs_the_session_cluster_is_refused_at_collection(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "test_compute.py").write_text(COMPUTE_WITH_RAY)
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command, env = _pytest_under_conftest(
+        tmp_path,
+        "--strict-markers",
+        "-o",
+        "markers=compute: CPU-bound",
+        "--collect-only",
+        "test_compute.py",
+    )
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "conftest",
-            "-p",
-            "no:cacheprovider",
-            "--strict-markers",
-            "-o",
-            "markers=compute: CPU-bound",
-            "--rootdir",
-            str(tmp_path),
-            "-c",
-            os.devnull,
-            "--collect-only",
-            "test_compute.py",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode != 0
     assert "marked compute but use the session's Ray: test_compute.py::test_uses_the_cluster" in (
