@@ -49,9 +49,12 @@ UNREACHED = (
     "samplers/detection/",
     "sources/canvases.py",
     "sources/detection.py",
+    "sources/detection_pool.py",
     "models/detection.py",
     "pipelines/detection_sim.py",
     "tasks/",
+    "actors/detector.py",
+    "actors/detector_scorer.py",
 )
 #: What no figure runs at all: the labeling page's HTML and scripts. The app serves them as
 #: files and no benchmark loads the page (tests/test_freshness.py holds that), so a change

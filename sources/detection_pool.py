@@ -1,0 +1,72 @@
+"""A detection data set as a pool the service scores: Parquet shards of ids and encoded images.
+
+The scorer pool, the item store and the page read a pool as Parquet shards of encoded images
+addressed by id, whatever the task. A detection set (COCO, YOLO or Hugging Face Parquet, see
+:mod:`activestream.sources.detection`) becomes one: its images, byte for byte (no re-encoding,
+each at its own size), under the ids its labels name, with the class names in the shards'
+metadata. Its true boxes are not written: a pool is what people have not labeled yet (the
+simulator and the demo's oracle read them from the set itself).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from activestream.config import StorageConfig
+from activestream.sources.detection import DetectionItem, DetectionSet, open_image
+from activestream.sources.fs import DEFAULT_STORAGE, join_path, resolve_uri
+from activestream.sources.shards import CLASSES_KEY, ShardSet, open_shards
+
+#: Metadata key saying the shards hold a detection pool (its classes are object classes).
+TASK_KEY = b"activestream.task"
+
+
+def pool_schema(classes: Sequence[str]) -> pa.Schema:
+    """``id`` (string) and ``image`` (binary, encoded), with the object classes as metadata."""
+    return pa.schema(
+        [pa.field("id", pa.string(), nullable=False), pa.field("image", pa.binary())],
+        metadata={CLASSES_KEY: json.dumps(list(classes)).encode(), TASK_KEY: b"detection"},
+    )
+
+
+def write_detection_pool(
+    data: DetectionSet,
+    out: str,
+    *,
+    storage: StorageConfig = DEFAULT_STORAGE,
+    rows_per_shard: int = 1024,
+    prefix: str = "pool",
+) -> ShardSet:
+    """Write ``data``'s images as ``{out}/{prefix}-00000.parquet``, ...; the opened pool.
+
+    Files are written whole (local ones under a hidden name, then renamed), so a reader never
+    sees half a shard.
+    """
+    if rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard must be at least 1, not {rows_per_shard}")
+    fs, base = resolve_uri(out, storage)
+    fs.create_dir(base, recursive=True)
+    schema = pool_schema(data.classes)
+    items: Sequence[DetectionItem] = data.items
+    for n, start in enumerate(range(0, len(items), rows_per_shard)):
+        chunk = items[start : start + rows_per_shard]
+        table = pa.table(
+            {
+                "id": pa.array([item.id for item in chunk], pa.string()),
+                "image": pa.array([open_image(item, storage) for item in chunk], pa.binary()),
+            },
+            schema=schema,
+        )
+        name = f"{prefix}-{n:05d}.parquet"
+        final = join_path(base, name)
+        local = not out.startswith("s3://")
+        target = join_path(base, f".{name}.tmp") if local else final
+        with fs.open_output_stream(target) as handle:
+            pq.write_table(table, handle, row_group_size=64)
+        if local:
+            fs.move(target, final)
+    return open_shards(out, storage, classes=data.classes)
