@@ -55,6 +55,7 @@ UNREACHED = (
     "tasks/",
     "actors/detector.py",
     "actors/detector_scorer.py",
+    "pipelines/detection_scoring.py",
 )
 #: What no figure runs at all: the labeling page's HTML and scripts. The app serves them as
 #: files and no benchmark loads the page (tests/test_freshness.py holds that), so a change
@@ -83,6 +84,10 @@ PAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "allocator": ("activestream.benchmarks.allocator", ("docs/allocator/allocator.json",)),
     "knobs": ("activestream.benchmarks.knobs", ("docs/knobs/knobs.json",)),
     "detection": ("activestream.benchmarks.detection", ("docs/detection/detection.json",)),
+    "detector_speed": (
+        "activestream.benchmarks.detector_speed",
+        ("docs/detector-speed/detector_speed.json",),
+    ),
 }
 
 

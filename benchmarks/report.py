@@ -279,6 +279,7 @@ def sections() -> list[Section]:
     from activestream.benchmarks import (
         allocator,
         detection,
+        detector_speed,
         encoded_throughput,
         head_rescore,
         headline,
@@ -316,6 +317,18 @@ def sections() -> list[Section]:
             "README.md",
             "detection",
             lambda root: detection.render_readme(_json(root, "docs/detection/detection.json")),
+        ),
+        Section(
+            "docs/detector-speed.md",
+            "detector_speed",
+            _page(detector_speed, "detector-speed", "detector_speed.json"),
+        ),
+        Section(
+            "README.md",
+            "detector_speed",
+            lambda root: detector_speed.render_readme(
+                _json(root, "docs/detector-speed/detector_speed.json")
+            ),
         ),
         Section("docs/real-loop.md", "real_loop", _page(real_loop, "real-loop", "real_loop.json")),
         Section(

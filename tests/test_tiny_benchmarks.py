@@ -90,6 +90,7 @@ def _page_args(name: str, tmp: Path) -> list[str]:
         "encoded_throughput": ["--src", str(tmp / "fashion"), "--data", str(tmp / "jpeg")],
         "pool_scale": ["--data", str(tmp / "scale"), "--doc", str(tmp / "pool-scale.md")],
         "detection": ["--data", str(tmp / "canvases")],
+        "detector_speed": ["--data", str(tmp / "detector-speed")],
     }.get(name, [])
 
 
