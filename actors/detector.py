@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +177,98 @@ def targets_of(answer: Boxes) -> dict[str, torch.Tensor]:
     }
 
 
+class BoxLabels:
+    """What a box label is for one pool: checked against its own image, logged as JSON.
+
+    The ledger checks a batch with it before anything is logged, the trainer before anything
+    is buffered; both judge the same way, so a label the ledger took is one the trainer takes.
+
+    Args:
+        items: The pool (its encoded images give each image's size).
+        classes: The object classes, in label-index order.
+        lock: Held around every read of ``items`` (the store is not thread-safe); a
+            :class:`contextlib.nullcontext` where the caller holds its own lock already.
+    """
+
+    def __init__(
+        self,
+        items: ItemStore,
+        classes: Sequence[str],
+        *,
+        lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
+        self.items = items
+        self.classes = tuple(classes)
+        self._lock = lock if lock is not None else threading.Lock()
+
+    def sizes(self, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(width, height) of each image, from its header (no pixels decoded)."""
+        from activestream.sources.images import image_info
+
+        sizes = {}
+        with self._lock:
+            for item_id in dict.fromkeys(ids):
+                original = self.items.original(item_id)
+                if original is None:
+                    raise LabelError(f"{item_id}: the pool holds no encoded image for it")
+                try:
+                    _, height, width, _ = image_info(original[0])
+                except Exception:  # noqa: BLE001 - PIL raises several kinds for corrupt data
+                    raise LabelError(f"{item_id}: its image does not decode") from None
+                sizes[item_id] = (width, height)
+        return sizes
+
+    def parse(self, records: Iterable[Any]) -> list[tuple[str, Boxes]]:
+        """``{"id", "boxes"}`` records -> (id, answer), every box checked against its image.
+
+        Raises:
+            UnknownId: An id not in the pool.
+            LabelError: Naming the first bad record or box; nothing is to be kept.
+        """
+        records = list(records)
+        for i, rec in enumerate(records):
+            if not isinstance(rec, Mapping) or not isinstance(rec.get("id"), str):
+                raise LabelError(f'record {i}: a box label is {{"id": str, "boxes": [...]}}')
+            if "boxes" not in rec:
+                raise LabelError(f"record {i}: no boxes (send [] when there is nothing to find)")
+        ids = [rec["id"] for rec in records]
+        with self._lock:
+            unknown = self.items.missing(list(dict.fromkeys(ids)))
+        if unknown:
+            raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
+        sizes = self.sizes(ids)
+        parsed = []
+        for i, rec in enumerate(records):
+            width, height = sizes[rec["id"]]
+            try:
+                boxes = parse_boxes(
+                    rec["boxes"], width=width, height=height, classes=self.classes,
+                    item=f"record {i} ({rec['id']})",
+                )  # fmt: skip
+            except BoxError as err:
+                raise LabelError(str(err)) from None
+            parsed.append((rec["id"], box_answer(boxes)))
+        return parsed
+
+    @staticmethod
+    def to_log(item_id: str, answer: Boxes, **fields: Any) -> dict[str, Any]:
+        """The label-log record of an answer: ``{"id", "boxes", ...fields}``.
+
+        >>> BoxLabels.to_log("img-1", (Box((1.0, 2.0, 3.0, 4.0), 0),), time=5)
+        {'id': 'img-1', 'boxes': [{'bbox': [1.0, 2.0, 3.0, 4.0], 'label': 0}], 'time': 5}
+        """
+        return {"id": item_id, "boxes": boxes_to_json(answer), **fields}
+
+    @staticmethod
+    def from_log(record: Mapping[str, Any]) -> Boxes:
+        """The answer a label-log record holds (checked when it was logged).
+
+        >>> BoxLabels.from_log(BoxLabels.to_log("img-1", (Box((1, 2, 3, 4), 0),)))
+        (Box(bbox=(1.0, 2.0, 3.0, 4.0), label=0),)
+        """
+        return boxes_from_log(record["boxes"])
+
+
 class DetectorTrainer(Trainer):
     """Online detector trainer over a pool of encoded images addressed by id.
 
@@ -254,53 +347,12 @@ class DetectorTrainer(Trainer):
         self._lock = threading.RLock()
         self._model_lock = threading.RLock()
         self._items_lock = threading.Lock()
+        self.labels = BoxLabels(items, self.classes, lock=self._items_lock)
 
     # -- labels ---------------------------------------------------------------------------
-    def _sizes(self, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """(width, height) of each image, from its header (no pixels decoded)."""
-        from activestream.sources.images import image_info
-
-        sizes = {}
-        with self._items_lock:
-            for item_id in dict.fromkeys(ids):
-                original = self.items.original(item_id)
-                if original is None:
-                    raise LabelError(f"{item_id}: the pool holds no encoded image for it")
-                _, height, width, _ = image_info(original[0])
-                sizes[item_id] = (width, height)
-        return sizes
-
     def parse(self, records: Iterable[Any]) -> list[tuple[str, Boxes]]:
-        """``{"id", "boxes"}`` records -> (id, answer), every box checked against its image.
-
-        Raises:
-            UnknownId: An id not in the pool.
-            LabelError: Naming the first bad record or box; nothing is kept.
-        """
-        records = list(records)
-        for i, rec in enumerate(records):
-            if not isinstance(rec, Mapping) or not isinstance(rec.get("id"), str):
-                raise LabelError(f'record {i}: a box label is {{"id": str, "boxes": [...]}}')
-            if "boxes" not in rec:
-                raise LabelError(f"record {i}: no boxes (send [] when there is nothing to find)")
-        ids = [rec["id"] for rec in records]
-        with self._items_lock:
-            unknown = self.items.missing(list(dict.fromkeys(ids)))
-        if unknown:
-            raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
-        sizes = self._sizes(ids)
-        parsed = []
-        for i, rec in enumerate(records):
-            width, height = sizes[rec["id"]]
-            try:
-                boxes = parse_boxes(
-                    rec["boxes"], width=width, height=height, classes=self.classes,
-                    item=f"record {i} ({rec['id']})",
-                )  # fmt: skip
-            except BoxError as err:
-                raise LabelError(str(err)) from None
-            parsed.append((rec["id"], box_answer(boxes)))
-        return parsed
+        """Box label records -> (id, answer); see :meth:`BoxLabels.parse`."""
+        return self.labels.parse(records)
 
     def add_labels(
         self, records: Iterable[Mapping[str, Any]], *, relabel: bool = False
@@ -332,7 +384,7 @@ class DetectorTrainer(Trainer):
                     fresh, changed = {}, {}
                     self._retract(item_id)
                     continue
-                answer = boxes_from_log(record["boxes"])
+                answer = BoxLabels.from_log(record)
                 held = fresh.get(item_id, self._held(item_id))
                 if held is None or item_id in fresh:
                     fresh[item_id] = answer

@@ -197,7 +197,7 @@ def test_the_service_trains_in_its_thread_and_publishes_each_version(data):
         assert service.start() == 0
         service.add_labels([label(i) for i in pool_set.items[:3]])  # under the buffer
         end = time.monotonic() + 120
-        while service.version < 1 and time.monotonic() < end:
+        while len(published) < 2 and time.monotonic() < end:  # published after the step
             time.sleep(0.1)
         assert service.version == 1 and [w.version for w in published] == [0, 1]
         info = service.model_info()

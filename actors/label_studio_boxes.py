@@ -1,0 +1,136 @@
+"""Label Studio's ``RectangleLabels`` for the detection task: the label config, both ways.
+
+The classification bridge (:mod:`activestream.actors.label_studio`) reads a ``<Choices>``
+config; a detection project has a ``<RectangleLabels>`` one instead. :class:`RectangleSchema`
+reads it: which control results go to and from, which ``$key`` of a task's data holds the
+image, and which label value is which object class (by name, or by position when the values
+differ from the pool's class names). :meth:`RectangleSchema.prediction` writes a detector's
+boxes as one Label Studio prediction (each rectangle with its score, the task's score being
+the image's uncertainty); :meth:`RectangleSchema.boxes_of` reads an annotation back into box
+labels, checked like any other (:mod:`activestream.tasks.boxes`).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from activestream.tasks.boxes import Box
+from activestream.tasks.rectangles import from_results, to_results
+
+
+@dataclass(frozen=True)
+class RectangleSchema:
+    """What a ``<RectangleLabels>`` label config says about where boxes go and what they mean.
+
+    Example:
+        >>> xml = ('<View><Image name="img" value="$photo"/><RectangleLabels name="box" '
+        ...        'toName="img"><Label value="cat"/><Label value="dog"/></RectangleLabels></View>')
+        >>> s = RectangleSchema.parse(xml, ("cat", "dog"))
+        >>> s.from_name, s.to_name, s.data_key, s.labels, s.by_name
+        ('box', 'img', 'photo', ('cat', 'dog'), True)
+    """
+
+    from_name: str
+    to_name: str
+    data_key: str
+    labels: tuple[str, ...]  # label values in the pool's class order
+    by_name: bool  # label values are the pool's class names (else: by position)
+
+    @classmethod
+    def parse(cls, xml: str, classes: Sequence[str]) -> RectangleSchema:
+        """Read a label config; ValueError when it cannot label this pool's boxes.
+
+        >>> RectangleSchema.parse('<View><Image name="i" value="$image"/></View>', ["cat"])
+        Traceback (most recent call last):
+        ...
+        ValueError: label config has no <RectangleLabels> tag: this pool is labeled with boxes
+        """
+        try:
+            root = ET.fromstring(xml)
+        except ET.ParseError as err:
+            raise ValueError(f"label config is not XML: {err}") from None
+        control = next(root.iter("RectangleLabels"), None)
+        if control is None:
+            raise ValueError(
+                "label config has no <RectangleLabels> tag: this pool is labeled with boxes"
+            )
+        to_name = control.get("toName", "")
+        image = next((e for e in root.iter("Image") if e.get("name") == to_name), None)
+        if image is None or not (image.get("value") or "").startswith("$"):
+            raise ValueError(f"<RectangleLabels toName={to_name!r}> names no <Image value='$...'>")
+        values = tuple(e.get("value") or e.get("alias") or "" for e in control.iter("Label"))
+        classes = tuple(classes)
+        by_name = set(values) == set(classes)
+        if not by_name and len(values) != len(classes):
+            raise ValueError(
+                f"label config has {len(values)} labels, the pool {len(classes)} classes "
+                f"({', '.join(classes)}): name the labels after the classes or list as many"
+            )
+        return cls(
+            control.get("name", ""),
+            to_name,
+            (image.get("value") or "$")[1:],
+            classes if by_name else values,
+            by_name,
+        )
+
+    def prediction(
+        self,
+        found: Mapping[str, Any],
+        *,
+        size: tuple[int, int],
+        version: str,
+        score: float,
+        floor: float = 0.05,
+    ) -> dict[str, Any]:
+        """A detector's boxes for one ``size = (width, height)`` image as a Label Studio prediction.
+
+        Args:
+            found: ``boxes`` (K, 4) ``[x1, y1, x2, y2]`` pixels, ``scores`` (K,), ``labels`` (K,).
+            size: The image's width and height in pixels.
+            version: The model version the prediction comes from.
+            score: The task's score (the image's uncertainty: Label Studio's uncertainty
+                sampling asks for the lowest first, so pass what ranks the image).
+            floor: Boxes scoring less are left out of the suggestions.
+
+        >>> s = RectangleSchema("box", "img", "image", ("cat", "dog"), True)
+        >>> p = s.prediction({"boxes": [[10, 20, 40, 60]], "scores": [0.9], "labels": [1]},
+        ...                  size=(100, 200), version="v3", score=0.25)
+        >>> p["result"][0]["value"], p["result"][0]["score"], p["score"]
+        ({'x': 10.0, 'y': 10.0, 'width': 30.0, 'height': 20.0, 'rotation': 0, \
+'rectanglelabels': ['dog']}, 0.9, 0.25)
+        """
+        boxes = np.asarray(found["boxes"], dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(found["scores"], dtype=np.float64).reshape(-1)
+        labels = np.asarray(found["labels"], dtype=np.int64).reshape(-1)
+        keep = scores >= floor
+        kept = [
+            Box((x1, y1, x2 - x1, y2 - y1), int(c))
+            for (x1, y1, x2, y2), c in zip(boxes[keep].tolist(), labels[keep].tolist(), strict=True)
+        ]
+        results = to_results(
+            kept,
+            size=size,
+            classes=self.labels,
+            from_name=self.from_name,
+            to_name=self.to_name,
+            scores=scores[keep].tolist(),
+        )
+        return {"result": results, "score": round(float(score), 6), "model_version": version}
+
+    def boxes_of(
+        self, result: Sequence[Mapping[str, Any]], *, item: str = "task"
+    ) -> tuple[tuple[int, int] | None, list[Box]]:
+        """An annotation's rectangles of this control -> (image size, boxes).
+
+        Other controls' results are ignored; a rectangle of an unknown label, rotated, or
+        outside its image refuses the whole annotation
+        (:class:`~activestream.tasks.boxes.BoxError`, with the reason).
+        """
+        mine = [r for r in result if r.get("from_name") == self.from_name]
+        return from_results(mine, classes=self.labels, item=item)
