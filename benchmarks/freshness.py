@@ -57,6 +57,7 @@ UNREACHED = (
     "actors/detector_scorer.py",
     "pipelines/detection_scoring.py",
     "actors/label_studio_boxes.py",
+    "deploy/boxes.py",
 )
 #: What no figure runs at all: the labeling page's HTML and scripts. The app serves them as
 #: files and no benchmark loads the page (tests/test_freshness.py holds that), so a change
