@@ -31,10 +31,11 @@ from torch import nn
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import AddResult, LabelConflict, LabelError, UnknownId
 from activestream.actors.trainer import RETRACTED, Trainer, TrainerService, _Reservoir, update_steps
-from activestream.config import ModelConfig, TrainingConfig
+from activestream.config import ModelConfig, StorageConfig, TrainingConfig
 from activestream.models.detection import fcos_detector, parameter_groups
 from activestream.models.parts import pick_device
 from activestream.samplers.detection import iou
+from activestream.sources.fs import DEFAULT_STORAGE
 from activestream.tasks.boxes import Box, BoxError, parse_boxes
 from activestream.tasks.metrics import mean_average_precision
 
@@ -154,6 +155,41 @@ def image_hit(
 def _live(label: Any) -> bool:
     """Whether a row's label still stands (not withdrawn: :data:`RETRACTED`)."""
     return not (isinstance(label, int) and label == RETRACTED)
+
+
+def load_detector_weights(net: nn.Module, uri: str, storage: StorageConfig) -> None:
+    """Load a state dict of this very detector (same architecture and classes) from ``uri``.
+
+    Unlike a classifier's, nothing is left at its fresh initialisation: a detector's class
+    layer is a convolution whose shape mixes classes and anchors, so a file for other classes
+    is refused, not half loaded.
+
+    Raises:
+        ConfigError: The file cannot be read or does not fit the detector, with the first key.
+    """
+    import pickle
+
+    from activestream.errors import ConfigError
+    from activestream.sources.fs import filesystem_for
+
+    fs, path = filesystem_for(uri, storage)
+    try:
+        with fs.open_input_stream(path) as fh:
+            state = torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"model.init_weights {uri}: cannot load a state dict: {first}") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.init_weights {uri}: holds a {type(state).__name__}, not a dict")
+    own = net.state_dict()
+    wrong = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    wrong += [k for k in state if k not in own]
+    if wrong:
+        raise ConfigError(
+            f"model.init_weights {uri} does not fit the detector: {len(wrong)} keys missing, "
+            f"unexpected or of another shape (e.g. {wrong[0]})"
+        )
+    net.load_state_dict(state)
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -281,7 +317,9 @@ class DetectorTrainer(Trainer):
         training: Buffer size, policy, steps per update, learning rate; ``batch_size`` is
             capped at ``minibatch`` images (a detector step costs far more than a classifier's).
         items: The pool: encoded images looked up by id (:meth:`ItemStore.original`).
-        classes: The object classes, in label-index order.
+        classes: The object classes, in label-index order; None takes the pool's (a detection
+            pool's shards name them), so the service builds it with the classifier trainer's
+            arguments.
         detector: ``detector(num_classes)`` -> a torchvision-style detector (see
             :func:`~activestream.models.detection.check_detector`); FCOS on the pretrained
             EfficientNet-Lite0 by default.
@@ -290,7 +328,9 @@ class DetectorTrainer(Trainer):
         pretrained_lr: Learning rate of a pretrained backbone's own weights; a tenth of
             ``training.lr`` by default (see
             :func:`~activestream.models.detection.parameter_groups`).
-        model: Named in ``GET /model`` as the architecture; not built from (``detector`` is).
+        model: ``init_weights`` (a state dict of this detector, local or ``s3://``) is loaded
+            before training; the architecture comes from ``detector``.
+        storage: How to reach an ``s3://`` ``init_weights``.
     """
 
     def __init__(
@@ -298,18 +338,19 @@ class DetectorTrainer(Trainer):
         *,
         training: TrainingConfig,
         items: ItemStore,
-        classes: Sequence[str],
+        classes: Sequence[str] | None = None,
         detector: Callable[[int], nn.Module] = fcos_detector,
         seed: int = 0,
         minibatch: int = 8,
         pretrained_lr: float | None = None,
         model: ModelConfig | None = None,
+        storage: StorageConfig = DEFAULT_STORAGE,
     ) -> None:
         # The label bookkeeping of Trainer.__init__, without building a classifier.
         self.training = training
         self.model_cfg = model or ModelConfig()
         self.items = items
-        self.classes = tuple(classes)
+        self.classes = tuple(items.classes if classes is None else classes)
         self.seed = seed
         self.minibatch = minibatch
         self._rng = np.random.default_rng(seed)
@@ -318,6 +359,8 @@ class DetectorTrainer(Trainer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = detector(len(self.classes))
+        if self.model_cfg.init_weights:
+            load_detector_weights(net, self.model_cfg.init_weights, storage)
         self.model = net.to(self.device).eval()
         lr = training.lr
         self.optimizer = torch.optim.AdamW(

@@ -32,6 +32,7 @@ def detector_scored_dataset(
     weights: WeightsVersion | None = None,
     seed: int = 0,
     batch_size: int = 16,
+    embed: bool = False,
 ) -> Any:
     """The lazy Ray Dataset of a detection pool's score rows; nothing runs until iterated.
 
@@ -45,6 +46,7 @@ def detector_scored_dataset(
         seed: Seeds the initial model and random scores.
         batch_size: Images per detector call (a detector batch weighs far more than a
             classifier's: 16 images of 128 px hold a pyramid of about 60 MB).
+        embed: Rows also carry each image's ``embedding`` (cold starts, diversity).
     """
     import ray
 
@@ -68,6 +70,7 @@ def detector_scored_dataset(
             "threads": scoring.threads_per_scorer,
             "nice": scoring.nice,
             "image_column": shards.image_column,
+            "embed": embed,
         },
         batch_size=batch_size,
         batch_format="pyarrow",

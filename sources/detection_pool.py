@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from activestream.config import StorageConfig
+from activestream.errors import DataError
 from activestream.sources.detection import DetectionItem, DetectionSet, open_image
 from activestream.sources.fs import DEFAULT_STORAGE, join_path, resolve_uri
 from activestream.sources.shards import CLASSES_KEY, ShardSet, open_shards
@@ -45,9 +46,21 @@ def write_detection_pool(
 
     Files are written whole (local ones under a hidden name, then renamed), so a reader never
     sees half a shard.
+
+    Raises:
+        DataError: Two images share an id (``a.png`` and ``a.jpg``, or the same name in two
+            folders): a label naming it could not say which image it boxes.
     """
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be at least 1, not {rows_per_shard}")
+    seen: dict[str, str] = {}
+    for item in data.items:
+        if item.id in seen:
+            raise DataError(
+                f"two images have the id {item.id!r} ({seen[item.id]} and {item.source}): "
+                "rename one, labels name images by id"
+            )
+        seen[item.id] = item.source
     fs, base = resolve_uri(out, storage)
     fs.create_dir(base, recursive=True)
     schema = pool_schema(data.classes)

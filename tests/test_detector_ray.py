@@ -73,11 +73,14 @@ def test_the_scorer_pool_follows_the_board_and_a_killed_trainer_returns_with_its
     until(lambda: ray.get(board.latest_version.remote()) >= 1, 120, "version 1 on the board")
 
     scoring = ScoringConfig(num_scorers=1, cpus_per_scorer=0.25, nice=0)
-    ds = detector_scored_dataset(scoring, shards, sampler="box_entropy_max", board=board, seed=1)
+    ds = detector_scored_dataset(
+        scoring, shards, sampler="box_entropy_max", board=board, seed=1, embed=True
+    )
     table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
     assert sorted(table.column("id").to_pylist()) == sorted(i.id for i in data.items)
     assert set(table.column("model_version").to_pylist()) == {1}  # the board's, not 0
     assert all(table.column("ok").to_pylist())
+    assert table.column("embedding").type.list_size == 320  # the pretrained backbone's width
 
     before = ray.get(trainer.model_info.remote())
     ray.kill(trainer, no_restart=False)

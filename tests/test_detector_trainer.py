@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import numpy as np
@@ -21,7 +22,8 @@ from activestream.actors.detector import (
 from activestream.actors.detector_scorer import DetectorScorer
 from activestream.actors.items import ItemStore
 from activestream.actors.labels import LabelConflict, LabelError, UnknownId
-from activestream.config import TrainingConfig
+from activestream.config import ModelConfig, TrainingConfig
+from activestream.errors import ConfigError, DataError
 from activestream.models.detection import fcos_detector
 from activestream.sources.canvases import CanvasSpec, make_canvases
 from activestream.sources.detection import open_image, read_coco
@@ -66,6 +68,14 @@ def test_the_pool_holds_every_image_byte_for_byte_under_its_id_with_the_classes(
     assert len(store) == len(pool_set.items) and shards.file_rows == (20, 20, 8)
     item = pool_set.items[31]
     assert store.original(item.id)[0] == open_image(item)
+
+
+def test_two_images_with_one_id_are_refused_naming_both(data, tmp_path):
+    pool_set = data[0]
+    twin = dataclasses.replace(pool_set.items[1], id=pool_set.items[0].id)
+    clash = dataclasses.replace(pool_set, items=(pool_set.items[0], twin))
+    with pytest.raises(DataError, match=f"two images have the id '{twin.id}'"):
+        write_detection_pool(clash, str(tmp_path / "shards"))
 
 
 def test_box_labels_are_held_and_counted_and_an_empty_list_is_a_label(data):
@@ -165,6 +175,29 @@ def test_training_on_the_buffer_publishes_a_version_and_learns_the_boxes(data):
     assert after > before + 0.1, (before, after)
 
 
+def test_built_with_the_classifier_trainers_arguments_it_takes_the_pools_classes_and_weights(
+    data, tmp_path
+):
+    pool_set, _, shards = data
+    donor = trainer(data, seed=3)
+    path = tmp_path / "detector.pt"
+    torch.save(donor.model.state_dict(), path)
+    t = DetectorTrainer(
+        training=TRAINING, model=ModelConfig(init_weights=str(path)), items=ItemStore(shards),
+        seed=0, detector=small_detector,
+    )  # fmt: skip
+    assert t.classes == pool_set.classes
+    for a, b in zip(t.state_arrays().values(), donor.state_arrays().values(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weights_for_other_classes_are_refused_naming_a_key(data, tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save(small_detector(3).state_dict(), path)
+    with pytest.raises(ConfigError, match="does not fit the detector: .*cls_logits"):
+        trainer(data, model=ModelConfig(init_weights=str(path)))
+
+
 def test_a_checkpoint_restores_labels_weights_and_draws_exactly(data):
     t = trainer(data)
     items = data[0].items
@@ -238,3 +271,25 @@ def test_the_scorer_scores_as_the_trainers_own_model_would(data):
     )
     flip.set_weights(t.state_arrays(), t.version)
     assert flip.detect(images)[0].shape == (4,)
+
+
+def test_image_embeddings_from_one_pass_tell_images_apart_whatever_they_are_batched_with(data):
+    pool_set, _, shards = data
+    scorer = DetectorScorer(num_classes=len(pool_set.classes), detector=small_detector, embed=True)
+    table = shards.read_file(0, columns=("id", "image")).slice(0, 3)
+    out = scorer(table)
+    embedding = np.array(out.column("embedding").to_pylist())
+    assert embedding.shape == (3, 320) and np.isfinite(embedding).all()
+
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    image = decode_rgb(open_image(pool_set.items[0]))
+    wide = image[:, :48, :]  # a smaller image: padded when scored beside a full one
+    scorer.detect([wide])
+    alone = scorer.embeddings[0]
+    scorer.detect([image, wide])
+    beside, other = scorer.embeddings[1], scorer.embeddings[0]
+    # Padding moves a stride-32 map a little (measured: cosine 0.93-0.95 to itself alone,
+    # 0.67-0.75 to another canvas): the same image stays nearer itself than any other.
+    assert cosine(alone, beside) > cosine(alone, other) + 0.1
