@@ -253,6 +253,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Before any actor exists: a bad bucket or key is one line now, not a dead actor later.
     if cfg.data.dataset != "digits":
         check_storage(cfg.data.dataset, cfg.storage)
+        cfg = _detection_pool(cfg)
     check_storage(cfg.state_dir, cfg.storage, write=True)
     direct = cfg.serve.direct_ingress and not cfg.ray.address
     if direct:  # read by Serve's processes when they start: before the cluster exists
@@ -281,6 +282,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"final checkpoint skipped: {err}".splitlines()[0], file=sys.stderr)
         ray.shutdown()
     return 0
+
+
+def _detection_pool(cfg: Config) -> Config:
+    """``cfg`` serving detection data (COCO, YOLO, Hugging Face) from its pool written once."""
+    from activestream.sources.detection_pool import serve_pool
+
+    pool = serve_pool(cfg.data.dataset, cfg.data.cache_dir, storage=cfg.storage)
+    if pool is None or pool == cfg.data.dataset:
+        return cfg
+    print(f"detection data {cfg.data.dataset}: serving its pool {pool}", file=sys.stderr)
+    return cfg.with_overrides({"data.dataset": pool})
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:

@@ -286,6 +286,25 @@ class BoxLabels:
             parsed.append((rec["id"], box_answer(boxes)))
         return parsed
 
+    def check(
+        self, records: Iterable[Any], *, known: Callable[[str], Any], relabel: bool = False
+    ) -> CheckedAnswers:
+        """Judge a batch as a whole: every box against its image, then against held answers.
+
+        The ledger's label-kind interface (as :class:`~activestream.actors.labels.
+        ClassLabels`).
+
+        Raises:
+            UnknownId: An id the pool does not hold.
+            LabelError: Naming the first bad record or box, or a conflict; nothing is kept.
+        """
+        return check_answers(self.parse(records), known=known, relabel=relabel, describe=_describe)
+
+    @staticmethod
+    def queue_label(answer: Boxes) -> int | None:
+        """Nothing: the queue's class bookkeeping (``auto``'s judge) is for class labels."""
+        return None
+
     @staticmethod
     def to_log(item_id: str, answer: Boxes, **fields: Any) -> dict[str, Any]:
         """The label-log record of an answer: ``{"id", "boxes", ...fields}``.

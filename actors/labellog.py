@@ -46,12 +46,15 @@ def numbered_files(
 
 
 def _entry(record: Mapping[str, Any], now: float, annotator: str | None) -> dict[str, Any]:
-    entry = {
-        "id": record["id"],
-        "label": int(record["label"]),
-        "time": record.get("time", now),
-        "annotator": record.get("annotator", annotator),
-    }
+    entry: dict[str, Any] = {"id": record["id"]}
+    if "boxes" in record:  # a detection label: the image's boxes, checked before logging
+        entry["boxes"] = [
+            {"bbox": list(b["bbox"]), "label": int(b["label"])} for b in record["boxes"]
+        ]
+    else:
+        entry["label"] = int(record["label"])
+    entry["time"] = record.get("time", now)
+    entry["annotator"] = record.get("annotator", annotator)
     if record.get("relabel"):
         entry["relabel"] = True  # replaces an earlier label of the same id
     if record.get("retract"):

@@ -113,3 +113,62 @@ def check_batch(
             continue
         fresh[item_id] = label
     return Checked(fresh, changed, duplicates)
+
+
+class ClassLabels:
+    """What a class label is for one pool: an index checked against its classes, logged as is.
+
+    The ledger is written against this shape (``check``, ``to_log``, ``from_log``,
+    ``queue_label``), so another task plugs in its own label kind (the detection task's box
+    labels) without a second ledger.
+
+    Args:
+        items: The pool: its classes, and which ids it holds.
+
+    Example:
+        >>> import tempfile
+        >>> from activestream.actors.items import ItemStore
+        >>> from activestream.sources.digits import write_digits_shards
+        >>> pool, _ = write_digits_shards(tempfile.mkdtemp(), shards=1)
+        >>> kind = ClassLabels(ItemStore(pool))
+        >>> first = ItemStore(pool).ids()[0]
+        >>> kind.check([{"id": first, "label": 3}], known={}.get).fresh == {first: 3}
+        True
+        >>> kind.to_log(first, 3, time=0)["label"], kind.from_log({"id": first, "label": 3})
+        (3, 3)
+    """
+
+    def __init__(self, items: Any) -> None:
+        self.items = items
+
+    def check(
+        self, records: Iterable[Any], *, known: Callable[[str], Any], relabel: bool = False
+    ) -> Checked:
+        """Judge a batch as a whole against the answers held (``known``) and the pool.
+
+        Raises:
+            UnknownId: An id the pool does not hold.
+            LabelError: Naming the first bad record; nothing is to be kept.
+        """
+        checked = check_batch(
+            records, num_classes=len(self.items.classes), known=known, relabel=relabel
+        )
+        unknown = self.items.missing(list(checked.fresh))
+        if unknown:
+            raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
+        return checked
+
+    @staticmethod
+    def to_log(item_id: str, answer: int, **fields: Any) -> dict[str, Any]:
+        """The label-log record of an answer: ``{"id", "label", ...fields}``."""
+        return {"id": item_id, "label": answer, **fields}
+
+    @staticmethod
+    def from_log(record: Mapping[str, Any]) -> int:
+        """The answer a label-log record holds."""
+        return int(record["label"])
+
+    @staticmethod
+    def queue_label(answer: int) -> int | None:
+        """What the query queue learns of an answer (``auto`` judges its arms by the class)."""
+        return answer

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from activestream.actors.items import ItemStore
 from activestream.actors.labellog import LabelLog
-from activestream.actors.labels import AddResult, UnknownId, check_batch
+from activestream.actors.labels import AddResult, ClassLabels
 from activestream.config import StorageConfig
 from activestream.errors import StorageError
 from activestream.sources.fs import check_storage
@@ -60,6 +60,26 @@ class Downstream(Protocol):
         """How many labeled ids the query queue knows."""
 
 
+class LabelKind(Protocol):
+    """What a label is for one task: how a batch is judged and how an answer is logged.
+
+    :class:`~activestream.actors.labels.ClassLabels` for classes; the detection task's box
+    labels have the same shape.
+    """
+
+    def check(self, records: Iterable[Any], *, known: Any, relabel: bool = False) -> Any:
+        """``fresh``, ``changed`` (id -> answer) and ``duplicates`` of a batch, or raise."""
+
+    def to_log(self, item_id: str, answer: Any, **fields: Any) -> dict[str, Any]:
+        """The label-log record of an answer."""
+
+    def from_log(self, record: Mapping[str, Any]) -> Any:
+        """The answer a label-log record holds."""
+
+    def queue_label(self, answer: Any) -> int | None:
+        """The class the query queue is told of (None: the task has none)."""
+
+
 class LabelLedger:
     """Validates, logs and forwards labels; rebuilds everything from the log on start.
 
@@ -78,6 +98,8 @@ class LabelLedger:
             writes a probe there every ``probe_seconds``, so ``status`` names a storage problem
             before a checkpoint is lost to it.
         probe_seconds: How often those locations are probed.
+        kind: What a label is (checks, log records): :class:`~activestream.actors.labels.
+            ClassLabels` of ``items`` by default; the detection task passes its box labels.
     """
 
     def __init__(
@@ -93,9 +115,11 @@ class LabelLedger:
         autostart: bool = False,
         probe_uris: Sequence[str] = (),
         probe_seconds: float = 30.0,
+        kind: LabelKind | None = None,
     ) -> None:
         self.uri = uri
         self.items = items
+        self.kind = kind if kind is not None else ClassLabels(items)
         self.storage = storage
         self.downstream = downstream
         self.sync_seconds = sync_seconds
@@ -106,7 +130,7 @@ class LabelLedger:
         self._wake = threading.Event()
         self._drained = threading.Condition()
         self._handed = 0  # log offset up to which batches were handed on (background mode)
-        self._labels: dict[str, int] = {}
+        self._labels: dict[str, Any] = {}  # id -> answer (a class, or boxes)
         self._log: LabelLog | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,7 +154,7 @@ class LabelLedger:
             if record.get("retract"):
                 self._labels.pop(record["id"], None)
             else:
-                self._labels[record["id"]] = int(record["label"])
+                self._labels[record["id"]] = self.kind.from_log(record)
         self._handed = self._log.offset  # the sync thread's catch-up covers what came before
         if self.downstream is not None:
             self._retire_all()
@@ -170,29 +194,23 @@ class LabelLedger:
         """
         records = list(records)
         with self._lock:
-            classes = len(self.items.classes)
-            checked = check_batch(
-                records, num_classes=classes, known=self._labels.get, relabel=relabel
-            )
-            unknown = self.items.missing(list(checked.fresh))
-            if unknown:
-                raise UnknownId(f"unknown id {unknown[0]!r}: not in the pool")
+            checked = self.kind.check(records, known=self._labels.get, relabel=relabel)
             now = time.time()
+            to_log = self.kind.to_log
             logged = [
-                {"id": i, "label": y, "time": now, "annotator": annotator}
-                for i, y in checked.fresh.items()
+                to_log(i, y, time=now, annotator=annotator) for i, y in checked.fresh.items()
             ] + [
-                {"id": i, "label": y, "time": now, "annotator": annotator, "relabel": True}
+                to_log(i, y, time=now, annotator=annotator, relabel=True)
                 for i, y in checked.changed.items()
             ]
+            answers = {**checked.fresh, **checked.changed}
             start = self.log.offset
             try:
                 self.log.append(logged)  # durable from here on: the answer may leave
             except (StorageError, OSError) as err:  # nothing was added: the caller may retry
                 raise self._storage_failed(self.uri, err) from None
             self._problems.pop(self.uri, None)
-            for record in logged:
-                self._labels[record["id"]] = record["label"]
+            self._labels.update(answers)
             if self.background and logged:
                 self._pending.append((start, logged))
         if self.background:
@@ -203,11 +221,7 @@ class LabelLedger:
         ok = True
         if self.downstream is not None and logged:  # repeats were retired when first logged
             ok = self._forward(start, logged)
-            self._call(
-                self.downstream.retire,
-                [str(r["id"]) for r in logged],
-                [int(r["label"]) for r in logged],
-            )
+            self._call(self.downstream.retire, *self._retiring(logged))
         return AddResult(
             accepted=len(logged), duplicates=checked.duplicates, trainer_ok=ok and self.trainer_ok
         )
@@ -327,14 +341,16 @@ class LabelLedger:
         records = [r for _, batch in pending for r in batch]
         self._forward(pending[0][0], records)
         labeled = [r for r in records if not r.get("retract")]
-        self._call(
-            self.downstream.retire,  # type: ignore[union-attr]
-            [str(r["id"]) for r in labeled],
-            [int(r["label"]) for r in labeled],
-        )
+        self._call(self.downstream.retire, *self._retiring(labeled))  # type: ignore[union-attr]
         with self._drained:
             self._handed = max(self._handed, pending[0][0] + len(records))
             self._drained.notify_all()
+
+    def _retiring(self, logged: list[dict[str, Any]]) -> tuple[list[str], list[int] | None]:
+        """The ids the queue must never ask again, and their classes where the task has them."""
+        ids = [str(r["id"]) for r in logged]
+        classes = [self.kind.queue_label(self.kind.from_log(r)) for r in logged]
+        return ids, None if None in classes else classes  # type: ignore[return-value]
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every batch logged so far has been handed on (background mode).
@@ -378,12 +394,12 @@ class LabelLedger:
                 self._retire_all()
 
     # -- reads ----------------------------------------------------------------------------
-    def labels(self) -> dict[str, int]:
+    def labels(self) -> dict[str, Any]:
         """Every label in the log, by id (the latest answer for relabeled ids)."""
         with self._lock:
             return dict(self._labels)
 
-    def labels_of(self, ids: Iterable[str]) -> dict[str, int]:
+    def labels_of(self, ids: Iterable[str]) -> dict[str, Any]:
         """The label of each of ``ids`` that has one (a cheap subset of :meth:`labels`)."""
         with self._lock:
             return {i: self._labels[i] for i in ids if i in self._labels}

@@ -129,7 +129,8 @@ class ModelInfo(BaseModel):
     labels_trained: int | None = None  # of labels_seen, those this version was trained on
     arch: str
     classes: list[str]
-    recent_accuracy: float | None = None
+    recent_accuracy: float | None = None  # detection: the share of images got wholly right
+    task: str = "classification"
 
 
 class Health(BaseModel):
@@ -185,6 +186,8 @@ class LabelingAPI:
         version_ttl: How stale the reported model version may be, in seconds.
         board_timeout: Seconds to wait for the weights board before reporting the last
             version seen (a restarting board must not hold up every read route).
+        task: The pool's task: ``detection`` takes box labels and answers boxes
+            (:mod:`activestream.deploy.boxes`); the routes are the same.
     """
 
     def __init__(
@@ -205,7 +208,9 @@ class LabelingAPI:
         max_waiting: int = 32,
         version_ttl: float = 0.1,
         board_timeout: float = 0.5,
+        task: str = "classification",
     ) -> None:
+        self.task = task
         self.ledger = ledger
         self.trainer = trainer
         self.trainer_timeout = trainer_timeout
@@ -234,13 +239,19 @@ class LabelingAPI:
             description="Online active learning: queries out, labels in, model always current.",
             version="0.1.0",
         )
+        predictions: type[BaseModel] = Predictions
+        label_batch: type[BaseModel] = LabelBatch
+        if self.task == "detection":  # the same routes, with boxes in and out
+            from activestream.deploy.boxes import BoxLabelBatch, BoxPredictions
+
+            predictions, label_batch = BoxPredictions, BoxLabelBatch
         routes: list[tuple[str, Any, str, Any]] = [
             ("/healthz", self.healthz, "GET", Health),
             ("/queries", self.queries, "GET", Queries),
             ("/queries/release", self.release, "POST", Released),
             ("/items/{item_id:path}/image", self.item_image, "GET", None),
             ("/labels", self.labels, "POST", LabelResult),
-            ("/predict", self.predict, "POST", Predictions),
+            ("/predict", self.predict, "POST", predictions),
             ("/model", self.model, "GET", ModelInfo),
             ("/model/weights", self.weights, "GET", None),
             ("/metrics", self.metrics, "GET", None),
@@ -250,7 +261,7 @@ class LabelingAPI:
             ("/label-studio/predict", self.ls_predict, "POST", None),
             ("/label-studio/webhook", self.ls_webhook, "POST", None),
         ]
-        bodies = {"/labels": LabelBatch, "/queries/release": Release, "/predict": PredictRequest}
+        bodies = {"/labels": label_batch, "/queries/release": Release, "/predict": PredictRequest}
         for path, endpoint, method, model in routes:
             extra: dict[str, Any] = {}
             if path in bodies:  # parsed by hand (size limit first); documented for OpenAPI
@@ -506,8 +517,15 @@ class LabelingAPI:
         from activestream.actors.labels import LabelConflict, LabelError, UnknownId
 
         self._authorize(authorization)
-        batch: LabelBatch = await self._parse(request, LabelBatch)
-        records = [label.model_dump() for label in batch.labels]
+        if self.task == "detection":
+            from activestream.deploy.boxes import BoxLabelBatch
+
+            boxes: BoxLabelBatch = await self._parse(request, BoxLabelBatch)
+            batch: Any = boxes
+            records = boxes.records()
+        else:
+            batch = await self._parse(request, LabelBatch)
+            records = [label.model_dump() for label in batch.labels]
         try:
             result = await self._control(
                 "label ledger",
@@ -526,8 +544,8 @@ class LabelingAPI:
 
     async def predict(
         self, request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> Predictions:
-        """Class probabilities from the trainer's current model.
+    ) -> Any:
+        """Class probabilities from the trainer's current model (boxes, for a detector).
 
         The body is JSON (``{"inputs": [array, ...]}`` of pixel values in [0, 1]), an image file
         (``image/*``), or a multipart form with one or more image files. Images are decoded,
@@ -536,6 +554,8 @@ class LabelingAPI:
         """
         self._authorize(authorization)
         ctype = request.headers.get("content-type", "").lower()
+        if self.task == "detection":
+            return await self._predict_boxes(request, ctype)
         shape = self.items.shape
         if ctype.startswith(("image/", "multipart/form-data", "application/octet-stream")):
             body = await self._body(request)
@@ -559,6 +579,25 @@ class LabelingAPI:
                 Prediction(label=int(p.argmax()), probs=p.astype(float).round(6).tolist())
                 for p in probs
             ],
+        )
+
+    async def _predict_boxes(self, request: Request, ctype: str) -> Any:
+        """The boxes the current detector finds in uploaded images, each at its own size."""
+        from activestream.deploy.boxes import BoxPredictions, box_predictions, decode_native
+
+        if not ctype.startswith(("image/", "multipart/form-data", "application/octet-stream")):
+            raise _reject(415, "a detection model takes image files (image/* or multipart)")
+        body = await self._body(request)
+        files = await asyncio.to_thread(_upload_files, ctype, body)
+        try:
+            images = await asyncio.to_thread(decode_native, files)
+        except ValueError as err:
+            raise _reject(422, str(err)) from None
+        info = await self._trainer(self.trainer.model_info.remote())
+        found = await self._trainer(self.trainer.predict.remote(images))
+        return BoxPredictions(
+            model_version=info["version"],
+            predictions=box_predictions(found, info["classes"]),
         )
 
     async def model(self) -> ModelInfo:
@@ -735,10 +774,21 @@ class LabelingAPI:
 
 def _decode_uploads(ctype: str, body: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     """Image files from a raw body or a multipart form -> float32 ``(N, C, H, W)`` in [0, 1]."""
+    from activestream.sources.images import decode_one
+
+    out = []
+    for i, data in enumerate(_upload_files(ctype, body)):
+        arr = decode_one(data, shape)
+        if arr is None:
+            raise _reject(422, f"file {i}: not a decodable image ({len(data)} bytes)")
+        out.append(arr)
+    return np.divide(np.stack(out), 255, dtype=np.float32)
+
+
+def _upload_files(ctype: str, body: bytes) -> list[bytes]:
+    """The files of a raw image body or a multipart form, undecoded."""
     from email import message_from_bytes
     from email.policy import HTTP
-
-    from activestream.sources.images import decode_one
 
     if ctype.startswith("multipart/form-data"):
         message = message_from_bytes(
@@ -751,15 +801,8 @@ def _decode_uploads(ctype: str, body: bytes, shape: tuple[int, int, int]) -> np.
         ]
         if not files:
             raise _reject(422, "multipart body has no file part (send the image as a file)")
-    else:
-        files = [body]
-    out = []
-    for i, data in enumerate(files):
-        arr = decode_one(data, shape)
-        if arr is None:
-            raise _reject(422, f"file {i}: not a decodable image ({len(data)} bytes)")
-        out.append(arr)
-    return np.divide(np.stack(out), 255, dtype=np.float32)
+        return files
+    return [body]
 
 
 def _add_schemas(api: FastAPI, models: Any) -> None:

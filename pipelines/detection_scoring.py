@@ -9,16 +9,19 @@ round's top-k (:class:`~activestream.pipelines.scoring._Round` folds them).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from activestream.actors.detector_scorer import DetectorScorer
 from activestream.actors.weights import WeightsVersion
-from activestream.config import ScoringConfig
+from activestream.config import Config, ScoringConfig
 from activestream.models.detection import fcos_detector
 from activestream.pipelines.runtime import scorer_gpus
+from activestream.pipelines.scoring import ScoreResult, _Round
 from activestream.sources.shards import ShardSet, read_ray_dataset
 
 
@@ -79,3 +82,43 @@ def detector_scored_dataset(
         num_gpus=scorer_gpus(scoring) or None,
         resources=dict(scoring.resources) or None,
     )
+
+
+def stream_detection_rounds(
+    cfg: Config,
+    rounds: Sequence[ShardSet],
+    *,
+    board: Any = None,
+    sampler: str,
+    embed: bool = False,
+) -> Iterator[ScoreResult]:
+    """The detector pool's streaming pass over several rounds: the classifier's, other scorers.
+
+    As :func:`~activestream.pipelines.scoring.stream_rounds`: the scorers start once, follow
+    the board between batches, and each round's top-k (one score per image from ``sampler``)
+    is yielded as soon as its shards' rows are in.
+    """
+    if not rounds:
+        return
+    looped = replace(
+        rounds[0],
+        paths=tuple(p for r in rounds for p in r.paths),
+        file_rows=tuple(n for r in rounds for n in r.file_rows),
+        num_rows=sum(r.num_rows for r in rounds),
+    )
+    ds = detector_scored_dataset(
+        cfg.scoring, looped, sampler=sampler, board=board, seed=cfg.seed, embed=embed
+    )
+    ds.context.execution_options.preserve_order = True
+    rng = np.random.default_rng(cfg.seed)
+    index = 0
+    round_ = _Round(cfg.sampling.candidates, rng)
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        while batch.num_rows and index < len(rounds):
+            take = min(batch.num_rows, rounds[index].num_rows - round_.consumed)
+            round_.push(batch.slice(0, take))
+            batch = batch.slice(take)
+            if round_.consumed == rounds[index].num_rows:
+                yield round_.result()
+                index += 1
+                round_ = _Round(cfg.sampling.candidates, rng)

@@ -15,6 +15,10 @@ version.
 
 For pools too large to rescore on every version, ``scoring.shards_per_round`` rotates over a
 subset of shards per round.
+
+The pool's task (:mod:`activestream.pipelines.task`) picks the parts that differ: a detection
+pool gets the detector trainer, box labels in the ledger and the detector scorer pool, in this
+same loop.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from activestream.actors.label_studio import LabelStudioBridge
 from activestream.actors.labels import AddResult
 from activestream.actors.ledger import LabelLedger
 from activestream.actors.queue import QueryQueue, RoundUpdate, cold_start_over
-from activestream.actors.trainer import TrainerService
 from activestream.actors.weights import WeightsBoard, WeightsVersion
 from activestream.config import Config
 from activestream.errors import ActivestreamError, DataError
@@ -44,11 +47,10 @@ from activestream.pipelines.features import ensure_features, read_features
 from activestream.pipelines.runtime import LOOP_ACTOR, trainer_gpus
 from activestream.pipelines.scoring import (
     ScoreResult,
-    cold_start_on_embedding,
     embedding_model,
     pass_rounds,
-    stream_rounds,
 )
+from activestream.pipelines.task import task_parts
 from activestream.sources.pool import grow_shards
 from activestream.sources.shards import ShardSet, sample_ids
 
@@ -233,6 +235,7 @@ class ActiveLoop:
         self.cfg = cfg
         self.pool = pool
         self.name = name
+        self.task = task_parts(cfg, pool)  # classes or boxes: the parts that differ
         self.rounds: list[RoundStats] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -299,16 +302,16 @@ class ActiveLoop:
             explore_p=cfg.sampling.explore_p,
             lease_seconds=cfg.sampling.lease_seconds,
             seed=cfg.seed,
-            batch=samplers.spec(cfg.sampling.sampler).batch,
+            batch=self.task.queue_batch,
             warmup=cfg.sampling.cold_start,
-            arms=samplers.spec(cfg.sampling.sampler).arms,
+            arms=self.task.queue_arms,
             cold_sample=partial(sample_ids, self.pool, cfg.sampling.candidates, cfg.seed),
             reserve_sample=partial(_reserve_ids, self.pool, cfg.sampling.candidates, cfg.seed),
         )
         durability = cfg.durability
         self.trainer = self._actor(
             "trainer",
-            TrainerService,
+            self.task.trainer,
             {
                 "num_cpus": 0.5,
                 "num_gpus": trainer_gpus(cfg.training),
@@ -330,11 +333,13 @@ class ActiveLoop:
             autostart=True,
             reserved_cpus=cfg.serve.cores_kept,
         )
+        items = ItemStore(self.pool, storage=cfg.storage)
         self.ledger = self._actor(
             "ledger", LabelLedger, {"num_cpus": 0, "max_concurrency": 32, **control}
         ).remote(
             f"{cfg.state_dir}/labels",
-            items=ItemStore(self.pool, storage=cfg.storage),
+            items=items,
+            kind=None if self.task.label_kind is None else self.task.label_kind(items),
             storage=cfg.storage,
             downstream=RayDownstream(self.trainer, self.queue, durability.forward_timeout),
             sync_seconds=durability.sync_seconds,
@@ -398,6 +403,7 @@ class ActiveLoop:
             "board": self.board,
             "ledger": self.ledger,
             "label_studio": self.label_studio,
+            "task": self.task.name,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -447,7 +453,7 @@ class ActiveLoop:
 
     def _scoring_source(self) -> ShardSet:
         """What rounds read: the pool, or with ``train: head`` its backbone features."""
-        if self.cfg.model.train != "head":
+        if self.cfg.model.train != "head" or self.task.name != "classification":
             return self.pool
         weights = ray.get(self.board.latest.remote())
         features = ensure_features(self.cfg, self.pool, weights)
@@ -489,7 +495,7 @@ class ActiveLoop:
                 )
                 plan = [self._shards_for(source, first + i) for i in range(planned)]
                 began = time.perf_counter()
-                rounds = stream_rounds(self.cfg, plan, board=self.board)
+                rounds = self.task.rounds(self.cfg, plan, board=self.board)
                 try:
                     for result in rounds:
                         if max(result.versions, default=version) < version:
@@ -599,11 +605,7 @@ class ActiveLoop:
         """
         ids = result.explore.ids.tolist()
         sampling = self.cfg.sampling
-        if (
-            self._ready
-            or result.explore_embeddings is None
-            or not cold_start_on_embedding(self.cfg)
-        ):
+        if self._ready or result.explore_embeddings is None or not self.task.cold_on_embedding:
             return ids
         # Items put first in earlier rounds and asked since cover their region: the next picks
         # go elsewhere (the sample is fresh each round; the queue says which were asked).
@@ -627,7 +629,7 @@ class ActiveLoop:
         Its features are computed once per pool file (kept beside the label log, like the
         frozen features of ``train: head``) and only the rows this round needs are read back.
         """
-        model = embedding_model(self.cfg)
+        model = embedding_model(self.cfg) if self.task.embedding_model else None
         if model is None:
             return result
         if self._embedding_files is None or self._embedding_files[0] is not self.pool:

@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from activestream.config import StorageConfig
@@ -83,3 +84,52 @@ def write_detection_pool(
         if local:
             fs.move(target, final)
     return open_shards(out, storage, classes=data.classes)
+
+
+def pool_task(shards: ShardSet) -> str:
+    """``"detection"`` for a pool :func:`write_detection_pool` wrote, else ``"classification"``.
+
+    Read from the first shard's footer (the metadata every shard carries), so the service
+    learns its task from its data: the same ``serve`` runs both.
+    """
+    if shards.kind != "parquet" or not shards.paths:
+        return "classification"
+    metadata = pq.read_schema(shards.paths[0], filesystem=shards.filesystem).metadata or {}
+    return "detection" if metadata.get(TASK_KEY) == b"detection" else "classification"
+
+
+def serve_pool(uri: str, cache_dir: str, *, storage: StorageConfig = DEFAULT_STORAGE) -> str | None:
+    """The pool ``serve`` reads for detection data at ``uri``, written once; None otherwise.
+
+    ``uri`` (or its ``pool/``) in COCO, YOLO or Hugging Face layout becomes a pool under
+    ``cache_dir``, named by a hash of the source, so a restarted service reads the same ids.
+    A pool already in the service's layout (its shards say ``activestream.task``) is served
+    where it lies; anything else (class data) gives None and is opened as before.
+    """
+    import hashlib
+
+    from activestream.sources.detection import read_detection
+
+    fs, base = resolve_uri(uri, storage)
+    if fs.get_file_info(join_path(base, "pool")).type == pafs.FileType.Directory:
+        uri, base = uri.rstrip("/") + "/pool", join_path(base, "pool")
+    listing = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    names = {info.base_name for info in listing}
+    shards = sorted(i.path for i in listing if i.path.endswith(".parquet"))
+    schema = pq.read_schema(shards[0], filesystem=fs) if shards else None
+    if schema is not None and (schema.metadata or {}).get(TASK_KEY) == b"detection":
+        return uri
+    coco_or_yolo = "annotations.json" in names or {"images", "labels"} <= names
+    if not coco_or_yolo and (schema is None or "objects" not in schema.names):
+        return None  # class data: opened as before
+    out = join_path(cache_dir, f"detection-pool-{hashlib.sha256(base.encode()).hexdigest()[:12]}")
+    out_fs, out_base = resolve_uri(out, storage)
+    if out_fs.get_file_info(out_base).type == pafs.FileType.Directory:
+        return out
+    data = read_detection(uri, storage)
+    if out.startswith("s3://"):  # shards land whole one by one; a rerun writes them again
+        write_detection_pool(data, out, storage=storage)
+        return out
+    write_detection_pool(data, out + ".partial", storage=storage)
+    out_fs.move(out_base + ".partial", out_base)  # a whole pool or none
+    return out

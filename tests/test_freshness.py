@@ -227,15 +227,19 @@ def test_changes_to_unreached_paths_leave_figures_fresh_unless_named(tmp_path):
 def test_figures_measuring_a_gate_go_stale_when_unreached_code_changes(tmp_path):
     root, commit = _repo(tmp_path)
     _commit_file(root, "pipelines/detection_sim.py")
-    assert freshness.stale(root, [freshness.Figures("p", "p.json", commit, ("pipelines/",))]) == []
-    gate = freshness.Figures("c", "c.json", commit, ("cli.py",))
-    ((_, reason),) = freshness.stale(root, [gate])
-    assert reason == f"pipelines/detection_sim.py changed since {commit}"
+    aside = freshness.Figures("p", "p.json", commit, ("pipelines/simulate.py", "samplers/"))
+    assert freshness.stale(root, [aside]) == []
+    for gate in (("cli.py",), ("pipelines/",), ("deploy/",)):
+        figures = freshness.Figures("c", "c.json", commit, gate)
+        ((_, reason),) = freshness.stale(root, [figures])
+        assert reason == f"pipelines/detection_sim.py changed since {commit}", gate
 
 
-def test_the_command_line_is_a_gate_and_startup_measures_it():
-    assert freshness.GATES == ("cli.py",)
+def test_the_command_line_and_the_service_are_gates_measured_by_the_service_figures():
+    assert freshness.GATES == ("cli.py", "pipelines/task.py", "deploy/app.py")
     assert "cli.py" in freshness.measures("activestream.benchmarks.startup")
+    for name in ("label_latency", "keep_pace", "kill_each", "real_loop"):
+        assert "pipelines/" in freshness.measures(f"activestream.benchmarks.{name}"), name
 
 
 def test_no_benchmark_loads_the_page_or_its_scripts():

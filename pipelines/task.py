@@ -1,0 +1,100 @@
+"""The task a deployment runs, read from its pool: what the loop builds for classes or boxes.
+
+One loop, one ledger, one app: a task only swaps the parts that differ. A pool written by
+:func:`~activestream.sources.detection_pool.write_detection_pool` says ``activestream.task:
+detection`` in its shards' metadata, and everything else is classification, so ``serve``
+needs no flag to tell them apart. The detection parts are imported only for a detection pool:
+a classification service never loads a detector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+from activestream import samplers
+from activestream.config import Config
+from activestream.pipelines.scoring import ScoreResult, cold_start_on_embedding, stream_rounds
+from activestream.sources.shards import ShardSet
+
+Task = Literal["classification", "detection"]
+
+#: The detection sampler the service ranks images by until the config names one: each image's
+#: most uncertain box (entropy of its class scores), the first of the study's aggregations.
+DETECTION_SAMPLER = "box_entropy_max"
+
+
+@dataclass(frozen=True)
+class TaskParts:
+    """What differs between tasks, as the loop needs it.
+
+    Attributes:
+        name: ``classification`` or ``detection``.
+        trainer: The trainer service class; both take the same constructor arguments.
+        label_kind: Builds the ledger's label kind from the pool's item store; None keeps
+            the ledger's own (class labels).
+        rounds: ``(cfg, rounds, board=)`` -> the streaming pass's round results.
+        queue_batch: The sampler's diverse-batch picker for the queue, if any.
+        queue_arms: ``auto``'s arms, if any.
+        cold_on_embedding: Cold-start picks come from the pool's embedding (not uniform).
+        embedding_model: Whether ``sampling.embedding_model`` applies (class samplers only).
+    """
+
+    name: Task
+    trainer: type
+    label_kind: Callable[[Any], Any] | None
+    rounds: Callable[..., Iterator[ScoreResult]]
+    queue_batch: Any = None
+    queue_arms: tuple[str, ...] | None = None
+    cold_on_embedding: bool = False
+    embedding_model: bool = True
+
+
+def pool_task(pool: ShardSet) -> Task:
+    """The task a pool's shards declare (``activestream.task``); classification if none."""
+    if pool.kind != "parquet" or not pool.paths:
+        return "classification"
+    from activestream.sources.detection_pool import pool_task as declared
+
+    return "detection" if declared(pool) == "detection" else "classification"
+
+
+def task_parts(cfg: Config, pool: ShardSet) -> TaskParts:
+    """The parts of ``pool``'s task under ``cfg``."""
+    if pool_task(pool) == "detection":
+        return _detection(cfg)
+    from activestream.actors.trainer import TrainerService
+
+    sampler = samplers.spec(cfg.sampling.sampler)
+    return TaskParts(
+        name="classification",
+        trainer=TrainerService,
+        label_kind=None,
+        rounds=stream_rounds,
+        queue_batch=sampler.batch,
+        queue_arms=sampler.arms,
+        cold_on_embedding=cold_start_on_embedding(cfg),
+    )
+
+
+def _detection(cfg: Config) -> TaskParts:
+    from contextlib import nullcontext
+
+    from activestream.actors.detector import BoxLabels, DetectorTrainerService
+    from activestream.pipelines.detection_scoring import stream_detection_rounds
+
+    sampling = cfg.sampling
+    # The detector's backbone is ImageNet-pretrained: its embedding means something before
+    # the first label, so a cold start may pick from it whatever the model config says.
+    cold = sampling.cold_start and sampling.cold_start_strategy != "random"
+    return TaskParts(
+        name="detection",
+        trainer=DetectorTrainerService,
+        # The ledger holds its own lock around every check: the kind needs none of its own.
+        label_kind=lambda items: BoxLabels(items, items.classes, lock=nullcontext()),
+        rounds=partial(stream_detection_rounds, sampler=DETECTION_SAMPLER, embed=cold),
+        cold_on_embedding=cold,
+        embedding_model=False,
+    )

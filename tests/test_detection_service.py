@@ -1,0 +1,210 @@
+"""A detection pool through the real service: Serve on loopback, the loop's actors behind it.
+
+The same ``serve`` and routes as for classes: the pool's shards say ``detection``, so the loop
+builds the detector trainer, box labels in the ledger and the detector scorer pool, and the
+app takes boxes in and answers boxes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from activestream.config import Config
+from activestream.sources.canvases import CanvasSpec, make_canvases
+from activestream.sources.detection import read_coco
+from activestream.sources.detection_pool import serve_pool
+
+pytestmark = pytest.mark.slow
+TOKEN = "box-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def server(run_service, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("canvases")
+    make_canvases(data_dir, CanvasSpec(source="digits", pool=32, test=2, size=64, scale=(16, 32)))
+    cache = tmp_path_factory.mktemp("cache")
+    pool = serve_pool(str(data_dir), str(cache))  # what `activestream serve --data DIR` serves
+    cfg = Config().with_overrides(
+        {
+            "data.dataset": pool,
+            "data.cache_dir": str(cache),
+            "training.buffer_size": 4,
+            "training.steps_per_update": 2,
+            "training.batch_size": 4,
+            "sampling.candidates": 16,
+            "scoring.num_scorers": 1,
+        }
+    )
+    truth = {item.id: item for item in read_coco(str(data_dir / "pool")).items}
+    with run_service(cfg, token=TOKEN) as base:
+        yield {"base": base, "truth": truth, "log": Path(cfg.state_dir) / "labels"}
+
+
+def boxes_of(server, item_id):
+    return [box.to_json() for box in server["truth"][item_id].boxes]
+
+
+def post(server, labels, **extra):
+    body = {"labels": labels, **extra}
+    return requests.post(f"{server['base']}/labels", json=body, headers=AUTH, timeout=60)
+
+
+def lease(server, n):
+    url = f"{server['base']}/queries"
+    return requests.get(url, params={"n": n}, headers=AUTH, timeout=30).json()["queries"]
+
+
+def model(server):
+    return requests.get(f"{server['base']}/model", timeout=30).json()
+
+
+def until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.3)
+    return value
+
+
+def logged(server):
+    records = []
+    for path in sorted(server["log"].glob("*.jsonl")):
+        records += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return records
+
+
+def test_the_model_says_it_detects_the_pools_classes(server):
+    info = model(server)
+    assert info["task"] == "detection"
+    assert info["classes"] == [str(d) for d in range(10)]
+    assert info["arch"] == "ClassAwareFCOS"
+
+
+def test_queries_lease_pool_images_with_a_detection_score(server):
+    queries = lease(server, 3)
+    assert len(queries) == 3
+    assert {q["id"] for q in queries} <= set(server["truth"])
+    for q in queries:
+        assert q["score"] >= 0.0 and isinstance(q["model_version"], int)
+
+
+def test_box_labels_are_logged_trained_on_and_a_resend_is_a_duplicate(server):
+    queries = lease(server, 4)
+    labels = [{"id": q["id"], "boxes": boxes_of(server, q["id"])} for q in queries]
+    first = post(server, labels, annotator="ann-1")
+    assert first.status_code == 200, first.text
+    assert first.json() == {"accepted": 4, "duplicates": 0}
+    assert post(server, labels).json() == {"accepted": 0, "duplicates": 4}
+    until(lambda: model(server)["version"] >= 1, 180, "a detector version trained on them")
+    assert model(server)["labels_seen"] >= 4
+    records = {r["id"]: r for r in logged(server) if "boxes" in r}
+    for label in labels:
+        record = records[label["id"]]
+        assert record["annotator"] == "ann-1"
+        assert sorted((b["label"], b["bbox"]) for b in record["boxes"]) == sorted(
+            (b["label"], [float(v) for v in b["bbox"]]) for b in label["boxes"]
+        )
+
+
+def test_a_labeled_image_is_never_asked_again(server):
+    labeled = {r["id"] for r in logged(server) if "boxes" in r}
+    assert labeled, "an earlier test labels images"
+    asked = {q["id"] for q in lease(server, 16)}
+    assert not asked & labeled
+
+
+@pytest.mark.parametrize(
+    ("box", "reason"),
+    [
+        ({"bbox": [50, 50, 30, 30], "label": 1}, "past the image's width 64"),
+        ({"bbox": [5, 5, -3, 4], "label": 1}, "size"),
+        ({"bbox": [5, 5, 10, 10], "label": "giraffe"}, "giraffe"),
+        ({"bbox": [5, 5, 10, 10], "label": 10}, "10"),
+    ],
+)
+def test_a_bad_box_is_a_422_naming_it_and_nothing_of_the_batch_is_kept(server, box, reason):
+    free = [i for i in server["truth"] if i not in {r["id"] for r in logged(server)}]
+    good = {"id": free[0], "boxes": boxes_of(server, free[0])}
+    before = len(logged(server))
+    response = post(server, [good, {"id": free[1], "boxes": [box]}])
+    assert response.status_code == 422, response.text
+    assert reason in response.json()["detail"]
+    assert len(logged(server)) == before
+
+
+def test_a_malformed_label_is_a_422_naming_the_field(server):
+    item = next(iter(server["truth"]))
+    response = post(server, [{"id": item, "boxes": [{"bbox": [1, 2, 3], "label": 0}]}])
+    assert response.status_code == 422
+    assert "bbox" in response.json()["detail"]
+    response = post(server, [{"id": item, "label": 3}])  # a class label, not boxes
+    assert response.status_code == 422
+    assert "boxes" in response.json()["detail"] or "label" in response.json()["detail"]
+
+
+def test_an_unknown_image_is_a_404(server):
+    response = post(server, [{"id": "no-such-image", "boxes": []}])
+    assert response.status_code == 404
+    assert "no-such-image" in response.json()["detail"]
+
+
+def test_nothing_here_is_a_label_and_another_answer_conflicts_unless_relabeled(server):
+    labeled = {r["id"] for r in logged(server)}
+    item = next(i for i in server["truth"] if i not in labeled)
+    assert post(server, [{"id": item, "boxes": []}]).json()["accepted"] == 1
+    fix = [{"id": item, "boxes": boxes_of(server, item)}]
+    conflict = post(server, fix)
+    assert conflict.status_code == 409
+    assert "0 boxes" in conflict.json()["detail"]
+    assert post(server, fix, relabel=True).json()["accepted"] == 1
+    records = [r for r in logged(server) if r["id"] == item]
+    assert [len(r["boxes"]) for r in records] == [0, len(fix[0]["boxes"])]
+    assert records[-1]["relabel"] is True
+
+
+def test_predict_answers_boxes_for_an_uploaded_image(server):
+    item = next(iter(server["truth"]))
+    original = requests.get(f"{server['base']}/items/{item}/image", timeout=30)
+    assert original.ok
+    image = Image.open(io.BytesIO(original.content))
+    response = requests.post(
+        f"{server['base']}/predict",
+        data=original.content,
+        headers={**AUTH, "Content-Type": original.headers["content-type"]},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] >= 0
+    (prediction,) = body["predictions"]
+    for box in prediction["boxes"]:
+        x, y, w, h = box["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= image.width + 1 and y + h <= image.height + 1
+        assert box["name"] == str(box["label"])
+        assert 0.3 <= box["score"] <= 1.0
+    scores = [b["score"] for b in prediction["boxes"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_predict_refuses_pixel_arrays_and_undecodable_files(server):
+    arrays = requests.post(
+        f"{server['base']}/predict", json={"inputs": [[0.0] * 16]}, headers=AUTH, timeout=30
+    )
+    assert arrays.status_code == 415
+    assert "image files" in arrays.json()["detail"]
+    junk = requests.post(
+        f"{server['base']}/predict",
+        data=b"not an image",
+        headers={**AUTH, "Content-Type": "image/png"},
+        timeout=30,
+    )
+    assert junk.status_code == 422
+    assert "not a decodable image" in junk.json()["detail"]
