@@ -231,6 +231,7 @@ class LabelingAPI:
         self.max_queries = max_queries
         self.token = token or None
         self._page_html = (STATIC / "index.html").read_text()
+        self._box_editor_js = (STATIC / "boxes.js").read_text()
 
     def build_asgi_app(self) -> FastAPI:
         """The FastAPI app with this instance's routes (bound methods, no globals)."""
@@ -256,6 +257,7 @@ class LabelingAPI:
             ("/model/weights", self.weights, "GET", None),
             ("/metrics", self.metrics, "GET", None),
             ("/", self.page, "GET", None),
+            ("/static/boxes.js", self.box_editor, "GET", None),
             ("/label-studio/health", self.ls_health, "GET", None),
             ("/label-studio/setup", self.ls_setup, "POST", None),
             ("/label-studio/predict", self.ls_predict, "POST", None),
@@ -770,6 +772,10 @@ class LabelingAPI:
     async def page(self) -> HTMLResponse:
         """The labeling page."""
         return HTMLResponse(self._page_html)
+
+    async def box_editor(self) -> Response:
+        """The page's box editor (detection pools): draw, pick classes, accept suggestions."""
+        return Response(self._box_editor_js, media_type="text/javascript")
 
 
 def _decode_uploads(ctype: str, body: bytes, shape: tuple[int, int, int]) -> np.ndarray:

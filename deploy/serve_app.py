@@ -106,7 +106,7 @@ def bind(cfg: Config, *, detached: bool = False, wait: bool = True) -> Any:
         max_body_bytes=cfg.serve.max_body_bytes,
         control_timeout=cfg.serve.request_timeout,
         max_waiting=cfg.serve.max_waiting,
-        task=handles.get("task", "classification"),
+        task=ray.get(host.task_name.remote()),
     )
 
 

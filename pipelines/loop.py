@@ -403,8 +403,11 @@ class ActiveLoop:
             "board": self.board,
             "ledger": self.ledger,
             "label_studio": self.label_studio,
-            "task": self.task.name,
         }
+
+    def task_name(self) -> str:
+        """The pool's task (``classification`` or ``detection``): what the app takes and answers."""
+        return self.task.name
 
     def stats(self) -> dict[str, Any]:
         """Round counters for metrics: rounds done, version of the last round, errors."""

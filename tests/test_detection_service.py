@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -208,3 +209,104 @@ def test_predict_refuses_pixel_arrays_and_undecodable_files(server):
     )
     assert junk.status_code == 422
     assert "not a decodable image" in junk.json()["detail"]
+
+
+PHONE = {"width": 375, "height": 740}
+
+
+@pytest.fixture()
+def page(server):
+    """The labeling page of the detection pool in headless Chromium, every /predict recorded."""
+    from browser import CHROMIUM, CHROMIUM_ARGS
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} missing: scripts/test.sh installs Debian's chromium")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        tab = browser.new_context(viewport={"width": 900, "height": 900}).new_page()
+        tab.predicted = []
+        tab.on(
+            "response",
+            lambda r: tab.predicted.append(r.status) if r.url.endswith("/predict") else None,
+        )
+        tab.add_init_script(f"localStorage.setItem('activestream-token', '{TOKEN}')")
+        tab.goto(server["base"] + "/")
+        yield tab
+        browser.close()
+
+
+def shown(page):
+    """The id of the item in the editor, once its image is loaded there."""
+    page.wait_for_function("document.getElementById('meta').textContent.startsWith('canvas-')")
+    page.wait_for_function("document.getElementById('editor').dataset.boxes !== undefined")
+    return page.text_content("#meta").split(" ")[0]
+
+
+def draw(page, bbox):
+    """Drag a box over ``bbox`` ([x, y, w, h] image pixels) with the mouse."""
+    x, y, w, h = bbox
+    corners = page.evaluate(
+        """([x, y, w, h]) => {
+        const m = document.querySelector('#editor svg').getScreenCTM();
+        const at = (px, py) => new DOMPoint(px, py).matrixTransform(m);
+        return [at(x, y), at(x + w, y + h)].map(p => [p.x, p.y]);
+        }""",
+        [x, y, w, h],
+    )
+    (x1, y1), (x2, y2) = corners
+    page.mouse.move(x1, y1)
+    page.mouse.down()
+    page.mouse.move(x2, y2, steps=6)
+    page.mouse.up()
+
+
+def test_the_page_boxes_an_image_with_mouse_and_keys_and_corrects_it(server, page):
+    page.wait_for_selector("#editor svg")
+    assert page.is_visible("#submit") and not page.is_visible("#item")
+    assert page.locator("button.class").count() == 10
+    item = shown(page)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#classes button')].some(b => b.ariaPressed === 'true')"
+    )
+    truth = server["truth"][item].boxes[0]
+    page.keyboard.press(str(truth.label))
+    draw(page, truth.bbox)
+    assert page.get_attribute("#editor", "data-boxes") == "1"
+    # The README's screenshot is refreshed only on request, so tests leave the tree untouched.
+    if os.environ.get("ACTIVESTREAM_UPDATE_DOCS"):
+        page.screenshot(path=str(Path(__file__).resolve().parents[1] / "docs/labeling-boxes.png"))
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.getElementById('status').textContent === '{item} → 1 box'")
+    record = until(
+        lambda: next((r for r in logged(server) if r["id"] == item), None), 30, "the label"
+    )
+    (box,) = record["boxes"]
+    assert box["label"] == truth.label
+    assert all(abs(a - b) <= 2.0 for a, b in zip(box["bbox"], truth.bbox, strict=True))
+    # u brings it back with its box; removing the box and submitting says "nothing here".
+    page.keyboard.press("u")
+    assert shown(page) == item
+    page.wait_for_function("document.getElementById('editor').dataset.boxes === '1'")
+    page.click("#editor rect[data-box='0']")
+    page.keyboard.press("Delete")
+    assert page.get_attribute("#editor", "data-boxes") == "0"
+    page.click("#submit")
+    page.wait_for_function(
+        f"document.getElementById('status').textContent === '{item} → nothing here'"
+    )
+    until(
+        lambda: [len(r["boxes"]) for r in logged(server) if r["id"] == item] == [1, 0],
+        30,
+        "the correction, logged as a relabel",
+    )
+    assert page.predicted and set(page.predicted) == {200}  # suggestions asked for each item
+
+
+def test_the_page_fits_a_phone_and_skips_with_a_key(server, page):
+    page.set_viewport_size(PHONE)
+    first = shown(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.keyboard.press("s")
+    page.wait_for_function(f"document.getElementById('status').textContent === 'skipped {first}'")
+    assert shown(page) != first
