@@ -95,6 +95,7 @@ def test_queries_lease_pool_images_with_a_detection_score(server):
     assert {q["id"] for q in queries} <= set(server["truth"])
     for q in queries:
         assert q["score"] >= 0.0 and isinstance(q["model_version"], int)
+    release(server, {q["id"] for q in queries})
 
 
 def test_box_labels_are_logged_trained_on_and_a_resend_is_a_duplicate(server):
@@ -120,6 +121,14 @@ def test_a_labeled_image_is_never_asked_again(server):
     assert labeled, "an earlier test labels images"
     asked = {q["id"] for q in lease(server, 16)}
     assert not asked & labeled
+    release(server, asked)  # for the page's tests: a small pool
+
+
+def release(server, ids):
+    response = requests.post(
+        f"{server['base']}/queries/release", json={"ids": sorted(ids)}, headers=AUTH, timeout=30
+    )
+    assert response.ok, response.text
 
 
 @pytest.mark.parametrize(
@@ -310,3 +319,34 @@ def test_the_page_fits_a_phone_and_skips_with_a_key(server, page):
     page.keyboard.press("s")
     page.wait_for_function(f"document.getElementById('status').textContent === 'skipped {first}'")
     assert shown(page) != first
+
+
+def test_a_killed_detector_trainer_comes_back_with_every_label_and_keeps_learning(server):
+    """Last in this module: the trainer process dies (SIGKILL) while box labels arrive."""
+    import ray
+
+    from activestream.benchmarks import fault_recovery
+    from activestream.pipelines.loop import LOOP_ACTOR
+
+    trainer = ray.get(ray.get_actor(LOOP_ACTOR).handles.remote())["trainer"]
+    held = {r["id"] for r in logged(server)}
+    before = model(server)
+    fault_recovery.kill_trainer(trainer)()
+    fresh = [i for i in server["truth"] if i not in held][:4]
+    posted = post(server, [{"id": i, "boxes": boxes_of(server, i)} for i in fresh])
+    assert posted.status_code == 200, posted.text  # durable in the log while the trainer is down
+    labeled = len({r["id"] for r in logged(server)})
+
+    def recovered():
+        response = requests.get(f"{server['base']}/model", timeout=30)
+        if not response.ok:
+            return None
+        info = response.json()
+        return info if info["labels_seen"] == labeled else None
+
+    info = until(recovered, 180, "the restarted trainer holding every label")
+    assert info["task"] == "detection"
+    assert info["version"] >= before["version"]
+    more = [i for i in server["truth"] if i not in held and i not in fresh][:4]
+    assert post(server, [{"id": i, "boxes": boxes_of(server, i)} for i in more]).ok
+    until(lambda: model(server)["version"] > info["version"], 180, "a version after the restart")
