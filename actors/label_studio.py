@@ -75,6 +75,13 @@ class Service(Protocol):
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(N, C, H, W) stored pixels in [0, 1] -> (N, classes) probabilities."""
 
+    def detect(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """uint8 (3, H, W) images -> each image's boxes (a detection service's trainer).
+
+        Per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,) and ``class_scores``
+        (K, C), as :meth:`~activestream.actors.detector.DetectorTrainer.predict` returns them.
+        """
+
     def version(self) -> int:
         """The newest published model version."""
 
@@ -170,6 +177,9 @@ class LocalService:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:  # noqa: D102
         return self.trainer.predict_proba(x)
 
+    def detect(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:  # noqa: D102
+        return self.trainer.predict(images)
+
     def version(self) -> int:  # noqa: D102
         return int(self.trainer.version)
 
@@ -209,6 +219,126 @@ def confidence(probs: np.ndarray, sampler: str) -> np.ndarray:
     )
     score = samplers.get(sampler if usable else "margin")
     return np.clip(1.0 - np.asarray(score(probs), dtype=np.float64), 0.0, 1.0)
+
+
+class LabelStudioTask(Protocol):
+    """What labeling the pool's task in Label Studio means: the parts that differ by task.
+
+    :class:`ChoicesTask` labels classes with a ``<Choices>`` config;
+    :class:`~activestream.actors.label_studio_boxes.RectanglesTask` labels boxes with a
+    ``<RectangleLabels>`` one. The bridge around them (tasks, webhooks, reconciling, pushing
+    scores) is the same for both.
+    """
+
+    def parse(self, xml: str, classes: Sequence[str]) -> Any:
+        """A project's label config read for this pool; ValueError when it cannot label it."""
+
+    def assess(
+        self, service: Service, items: ItemStore, ids: list[str]
+    ) -> tuple[list[Any], np.ndarray]:
+        """The model's output for each id and (N,) confidence ``1 - uncertainty`` in [0, 1]."""
+
+    def result(self, schema: Any, output: Any) -> list[dict[str, Any]]:
+        """A prediction's ``result`` regions for one output of :meth:`assess`."""
+
+    def answer(self, schema: Any, result: Sequence[dict[str, Any]], *, item: str) -> Any:
+        """The label an annotation's ``result`` gives; None when it gives none.
+
+        Raises:
+            ValueError: The annotation cannot be a label; the message says why.
+        """
+
+    def record(self, item: str, answer: Any) -> dict[str, Any]:
+        """The label record the ledger takes for ``answer``."""
+
+    def decode(self, data: bytes, items: ItemStore) -> Any:
+        """A fetched image as the pool keeps it; None when it does not decode."""
+
+    def write(
+        self,
+        items: ItemStore,
+        ids: list[str],
+        images: list[Any],
+        *,
+        storage: StorageConfig,
+        prefix: str,
+    ) -> None:
+        """New items (outputs of :meth:`decode`) as one shard under the pool's URI."""
+
+
+@dataclass(frozen=True)
+class ChoicesTask:
+    """Classification in Label Studio: a ``<Choices>`` config, one class per annotation.
+
+    Args:
+        sampler: The configured sampler (what "uncertain" means, see :func:`confidence`).
+        batch: Items per call to the model.
+    """
+
+    sampler: str = "margin"
+    batch: int = 256
+
+    def parse(self, xml: str, classes: Sequence[str]) -> Schema:  # noqa: D102
+        return Schema.parse(xml, classes)
+
+    def assess(  # noqa: D102
+        self, service: Service, items: ItemStore, ids: list[str]
+    ) -> tuple[list[Any], np.ndarray]:
+        out = [
+            service.predict_proba(items.get(ids[i : i + self.batch]))
+            for i in range(0, len(ids), self.batch)
+        ]
+        if not out:
+            return [], np.zeros(0)
+        probs = np.concatenate(out)  # (N, C)
+        return list(probs), confidence(probs, self.sampler)
+
+    def result(self, schema: Schema, output: np.ndarray) -> list[dict[str, Any]]:  # noqa: D102
+        return [
+            {
+                "from_name": schema.from_name,
+                "to_name": schema.to_name,
+                "type": "choices",
+                "value": {"choices": [schema.choice(int(np.argmax(output)))]},
+            }
+        ]
+
+    def answer(  # noqa: D102
+        self, schema: Schema, result: Sequence[dict[str, Any]], *, item: str
+    ) -> int | None:
+        return schema.label_of(result)
+
+    def record(self, item: str, answer: int) -> dict[str, Any]:  # noqa: D102
+        return {"id": item, "label": int(answer)}
+
+    def decode(self, data: bytes, items: ItemStore) -> np.ndarray | None:  # noqa: D102
+        return decode_one(data, items.shape)
+
+    def write(  # noqa: D102
+        self,
+        items: ItemStore,
+        ids: list[str],
+        images: list[Any],
+        *,
+        storage: StorageConfig,
+        prefix: str,
+    ) -> None:
+        shards = items.shards
+        if not shards.native:
+            raise ValueError(
+                f"{shards.uri}: Label Studio tasks can join only a pool in activestream's own "
+                "Parquet layout (make it with `activestream make-shards`)"
+            )
+        write_shards(
+            shards.uri,
+            ids,
+            np.stack(images),
+            [-1] * len(ids) if shards.has_labels else None,
+            shards.classes,
+            rows_per_shard=len(ids),
+            storage=storage,
+            prefix=prefix,
+        )
 
 
 def stale_tasks(held: np.ndarray, new: np.ndarray, *, top: int, tolerance: float) -> np.ndarray:
@@ -251,7 +381,7 @@ def stale_tasks(held: np.ndarray, new: np.ndarray, *, top: int, tolerance: float
 @dataclass
 class _Project:
     id: int
-    schema: Schema
+    schema: Any  # the task's reading of the label config (Schema, RectangleSchema)
     tasks: dict[int, str] = field(default_factory=dict)  # task id -> item id
     pushed: int = -1  # the model version whose scores Label Studio holds for every task
     generation: str | None = None  # model_version of the prediction set Label Studio ranks by
@@ -266,7 +396,8 @@ class LabelStudioBridge:
         items: The pool; new tasks' images are written under its URI.
         service: Ledger, trainer and board (see :class:`Service`).
         config: Label Studio's address, key and sync periods.
-        sampler: The configured sampler (what "uncertain" means).
+        sampler: The configured sampler (what "uncertain" means) of the default task.
+        task: What a label is in Label Studio; :class:`ChoicesTask` of ``sampler`` if None.
         storage: Credentials for an ``s3://`` pool.
         session: Makes the HTTP session (injected for tests); ``requests.Session`` by default.
         clock: Seconds, monotonic.
@@ -280,6 +411,7 @@ class LabelStudioBridge:
         service: Service,
         config: LabelStudioConfig,
         sampler: str = "margin",
+        task: LabelStudioTask | None = None,
         storage: StorageConfig | None = None,
         session: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -288,7 +420,7 @@ class LabelStudioBridge:
         self.items = items
         self.service = service
         self.config = config
-        self.sampler = sampler
+        self.task: LabelStudioTask = task if task is not None else ChoicesTask(sampler)
         self.storage = storage or StorageConfig()
         self._session_factory = session
         self._clock = clock
@@ -342,7 +474,7 @@ class LabelStudioBridge:
     def setup(self, body: dict[str, Any]) -> dict[str, str]:
         """Learn a project's label config (Label Studio calls this often: keep it cheap)."""
         pid = project_id(body.get("project"))
-        schema = Schema.parse(str(body.get("schema") or ""), self.items.classes)
+        schema = self.task.parse(str(body.get("schema") or ""), self.items.classes)
         with self._lock:
             for key in ("hostname", "access_token"):
                 if body.get(key):
@@ -365,8 +497,7 @@ class LabelStudioBridge:
         ids = self._items_for(project, tasks)
         version = self.model_version()
         present = [i for i in ids if i is not None]
-        probs = self._probs(present)
-        scores = confidence(probs, self.sampler) if present else np.zeros(0)  # (N,)
+        outputs, scores = self.task.assess(self.service, self.items, present)  # (N,) scores
         by_id = dict(zip(present, range(len(present)), strict=True))
         results = []
         for item in ids:
@@ -374,7 +505,7 @@ class LabelStudioBridge:
                 results.append({"result": [], "score": 0.0, "model_version": version})
                 continue
             i = by_id[item]
-            results.append(self._prediction(project.schema, probs[i], version, float(scores[i])))
+            results.append(self._prediction(project.schema, outputs[i], version, scores[i]))
         return {"results": results, "model_version": version}
 
     def webhook(self, body: dict[str, Any]) -> dict[str, str]:
@@ -410,8 +541,7 @@ class LabelStudioBridge:
         """(task, score) of the project's tasks under the current model, most uncertain first."""
         with self._lock:
             tasks = dict(self._projects[project].tasks)
-        probs = self._probs(list(tasks.values()))
-        scores = confidence(probs, self.sampler) if len(probs) else np.zeros(0)
+        _, scores = self.task.assess(self.service, self.items, list(tasks.values()))
         pairs = sorted(zip(tasks, scores.tolist(), strict=True), key=lambda p: p[1])
         return [(int(t), float(s)) for t, s in pairs]
 
@@ -502,22 +632,22 @@ class LabelStudioBridge:
         """Item ids of tasks, fetching and writing the images the pool lacks; None: unreadable."""
         ids = [self._item_id(project, t) for t in tasks]
         missing = set(self.items.missing(ids))
-        new_ids, pixels = [], []
+        new_ids, images = [], []
         for task, item in zip(tasks, ids, strict=True):
             if item not in missing or item in new_ids:
                 continue
             url = (task.get("data") or {}).get(project.schema.data_key)
             try:
-                arr = decode_one(self._image_bytes(str(url)), self.items.shape)
+                image = self.task.decode(self._image_bytes(str(url)), self.items)
             except Exception as err:  # noqa: BLE001 - one bad task must not stop the rest
                 self._note(f"task {task.get('id')}: image {url!r} not fetched: {err}")
-                arr = None
-            if arr is None:
+                image = None
+            if image is None:
                 continue
             new_ids.append(item)
-            pixels.append(arr)
+            images.append(image)
         if new_ids:
-            self._write(project, new_ids, np.stack(pixels))
+            self._write(project, new_ids, images)
         with self._lock:
             for task, item in zip(tasks, ids, strict=True):
                 if (item not in missing or item in new_ids) and int(
@@ -527,22 +657,13 @@ class LabelStudioBridge:
                     project.pushed = -1  # a task without a score: write them all again
         return [i if (i not in missing or i in new_ids) else None for i in ids]
 
-    def _write(self, project: _Project, ids: list[str], pixels: np.ndarray) -> None:
+    def _write(self, project: _Project, ids: list[str], images: list[Any]) -> None:
         """New items as one shard under the pool's URI; every reader finds it by listing."""
-        shards = self.items.shards
-        if not shards.native:
-            raise ValueError(
-                f"{shards.uri}: Label Studio tasks can join only a pool in activestream's own "
-                "Parquet layout (make it with `activestream make-shards`)"
-            )
         stamp = time.strftime("%Y%m%d%H%M%S") + f"{time.time_ns() % 1_000_000_000:09d}"
-        write_shards(
-            shards.uri,
+        self.task.write(
+            self.items,
             ids,
-            pixels,
-            [-1] * len(ids) if shards.has_labels else None,
-            shards.classes,
-            rows_per_shard=len(ids),
+            images,
             storage=self.storage,
             prefix=f"label-studio-{project.id}-{stamp}",
         )
@@ -550,42 +671,28 @@ class LabelStudioBridge:
         with self._lock:
             self.items_added += len(ids)
 
-    def _probs(self, ids: list[str], batch: int = 256) -> np.ndarray:
-        out = [
-            self.service.predict_proba(self.items.get(ids[i : i + batch]))
-            for i in range(0, len(ids), batch)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, len(self.items.classes)))
-
-    def _prediction(
-        self, schema: Schema, probs: np.ndarray, version: str, score: float | None = None
-    ) -> dict[str, Any]:
-        """One task's prediction: the model's class and ``score`` (computed when not given).
-
-        Callers with many tasks compute the scores in one vectorized call and pass each in.
-        """
-        if score is None:
-            score = float(confidence(probs[None], self.sampler)[0])
+    def _prediction(self, schema: Any, output: Any, version: str, score: float) -> dict[str, Any]:
+        """One task's prediction: the model's answer, and its confidence as ``score``."""
         return {
-            "result": [
-                {
-                    "from_name": schema.from_name,
-                    "to_name": schema.to_name,
-                    "type": "choices",
-                    "value": {"choices": [schema.choice(int(np.argmax(probs)))]},
-                }
-            ],
-            "score": round(score, 6),
+            "result": self.task.result(schema, output),
+            "score": round(float(score), 6),
             "model_version": version,
         }
 
     # -- annotations -> labels ---------------------------------------------------------------
-    def _annotation_label(self, schema: Schema, annotations: Sequence[dict[str, Any]]) -> Any:
-        """(label, annotator) of the newest kept annotation, or (None, None)."""
+    def _annotation_label(
+        self, schema: Any, annotations: Sequence[dict[str, Any]], item: str
+    ) -> tuple[Any, str | None]:
+        """(label, annotator) of the newest kept annotation, or (None, None).
+
+        Raises:
+            ValueError: The newest annotation cannot be a label (a box outside its image, an
+                unknown class): the label log keeps what it holds, the reason is noted.
+        """
         kept = [a for a in annotations if not a.get("was_cancelled")]
         kept.sort(key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a["id"]))
         for annotation in reversed(kept):
-            label = schema.label_of(annotation.get("result") or [])
+            label = self.task.answer(schema, annotation.get("result") or [], item=item)
             if label is not None:
                 return label, f"label-studio:{annotation.get('completed_by')}"
         return None, None
@@ -596,9 +703,9 @@ class LabelStudioBridge:
         if item is None:
             return
         held = self.service.labels_of([item]).get(item)
-        self._agree(item, held, self._annotation_label(project.schema, annotations))
+        self._agree(item, held, self._annotation_label(project.schema, annotations, item))
 
-    def _agree(self, item: str, held: int | None, annotated: tuple[Any, Any]) -> None:
+    def _agree(self, item: str, held: Any, annotated: tuple[Any, Any]) -> None:
         """Log, relabel or withdraw ``item``'s label so the log says what Label Studio says."""
         label, annotator = annotated
         if label is None and held is not None:
@@ -608,12 +715,12 @@ class LabelStudioBridge:
         elif label is not None and label != held:
             self._add_when_known(item, label, annotator)
 
-    def _add_when_known(self, item: str, label: int, annotator: str) -> None:
+    def _add_when_known(self, item: str, label: Any, annotator: str) -> None:
         """Log a label; a brand-new item may take a moment to be seen by the ledger's store."""
         deadline = self._clock() + 15
         while True:
             try:
-                self.service.add([{"id": item, "label": label}], annotator=annotator)
+                self.service.add([self.task.record(item, label)], annotator=annotator)
                 with self._lock:
                     self.labels_logged += 1
                 return
@@ -657,7 +764,11 @@ class LabelStudioBridge:
             if item is None:
                 continue
             annotations = task.get("annotations") or []
-            self._agree(item, held.get(item), self._annotation_label(project.schema, annotations))
+            try:  # one task's bad annotation must not hold up the others'
+                answer = self._annotation_label(project.schema, annotations, item)
+                self._agree(item, held.get(item), answer)
+            except ValueError as err:  # LabelError too: a label the ledger refused
+                self._note(f"task {task['id']}: annotation not logged: {err}"[:300])
 
     # -- scores -> Label Studio --------------------------------------------------------------
     def _push(self, project: _Project, version: int) -> None:
@@ -676,8 +787,8 @@ class LabelStudioBridge:
         if not tasks:
             return
         task_ids = list(tasks)
-        probs = self._probs([tasks[t] for t in task_ids])
-        scores = np.round(confidence(probs, self.sampler), 6)  # (N,) as Label Studio stores them
+        outputs, scores = self.task.assess(self.service, self.items, [tasks[t] for t in task_ids])
+        scores = np.round(scores, 6)  # (N,) as Label Studio stores them
         full_cost = -(-len(task_ids) // self.config.batch) + 2  # imports, rank by, delete
         if project.generation is not None and all(t in project.scores for t in task_ids):
             labeled = self.service.labels_of([tasks[t] for t in task_ids])
@@ -696,18 +807,20 @@ class LabelStudioBridge:
             if len(stale) + listing <= full_cost and (not listing or self._list_ids(project)):
                 for i in stale:
                     task = task_ids[i]
-                    prediction = self._prediction(project.schema, probs[i], project.generation)
                     self._api(
                         "PATCH",
                         f"api/predictions/{project.ids[task]}",
-                        json={"result": prediction["result"], "score": float(scores[i])},
+                        json={
+                            "result": self.task.result(project.schema, outputs[i]),
+                            "score": float(scores[i]),
+                        },
                     )
                     project.scores[task] = float(scores[i])
                 with self._lock:
                     self.pushed_predictions += len(stale)
                     self.push_requests = len(stale) + listing
                 return
-        self._push_all(project, version, task_ids, probs, scores)
+        self._push_all(project, version, task_ids, outputs, scores)
 
     def _list_ids(self, project: _Project) -> bool:
         """Prediction ids of the project's ranking set, task by task (one request).
@@ -732,14 +845,14 @@ class LabelStudioBridge:
         project: _Project,
         version: int,
         task_ids: list[int],
-        probs: np.ndarray,
+        outputs: list[Any],
         scores: np.ndarray,
     ) -> None:
         """Every task's prediction as a new set named after ``version``; the old set deleted."""
         name = f"{VERSION_PREFIX}{version}"
         rows = [
             {"task": t, **self._prediction(project.schema, p, name, float(score))}
-            for t, p, score in zip(task_ids, probs, scores, strict=True)
+            for t, p, score in zip(task_ids, outputs, scores, strict=True)
         ]
         size, requests = self.config.batch, 0
         for i in range(0, len(rows), size):

@@ -8,6 +8,11 @@ differ from the pool's class names). :meth:`RectangleSchema.prediction` writes a
 boxes as one Label Studio prediction (each rectangle with its score, the task's score being
 the image's uncertainty); :meth:`RectangleSchema.boxes_of` reads an annotation back into box
 labels, checked like any other (:mod:`activestream.tasks.boxes`).
+
+:class:`RectanglesTask` is the detection task of the Label Studio bridge
+(:class:`~activestream.actors.label_studio.LabelStudioBridge`): the same tasks, webhooks,
+reconciling and score pushes as for classes, with boxes as the labels, the detector's boxes as
+the suggestions and an image's box uncertainty as its place in Label Studio's queue.
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from activestream.actors.items import ItemStore
+from activestream.actors.label_studio import Service
+from activestream.config import StorageConfig
+from activestream.samplers import detection as box_samplers
 from activestream.tasks.boxes import Box
 from activestream.tasks.rectangles import from_results, to_results
+
+#: Suggested boxes scoring less than this are left out of Label Studio's predictions.
+FLOOR = 0.05
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,7 @@ class RectangleSchema:
         size: tuple[int, int],
         version: str,
         score: float,
-        floor: float = 0.05,
+        floor: float = FLOOR,
     ) -> dict[str, Any]:
         """A detector's boxes for one ``size = (width, height)`` image as a Label Studio prediction.
 
@@ -105,6 +117,13 @@ class RectangleSchema:
         ({'x': 10.0, 'y': 10.0, 'width': 30.0, 'height': 20.0, 'rotation': 0, \
 'rectanglelabels': ['dog']}, 0.9, 0.25)
         """
+        results = self.results(found, size=size, floor=floor)
+        return {"result": results, "score": round(float(score), 6), "model_version": version}
+
+    def results(
+        self, found: Mapping[str, Any], *, size: tuple[int, int], floor: float = FLOOR
+    ) -> list[dict[str, Any]]:
+        """A detector's boxes scoring ``floor`` or more as ``rectanglelabels`` results."""
         boxes = np.asarray(found["boxes"], dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(found["scores"], dtype=np.float64).reshape(-1)
         labels = np.asarray(found["labels"], dtype=np.int64).reshape(-1)
@@ -113,7 +132,7 @@ class RectangleSchema:
             Box((x1, y1, x2 - x1, y2 - y1), int(c))
             for (x1, y1, x2, y2), c in zip(boxes[keep].tolist(), labels[keep].tolist(), strict=True)
         ]
-        results = to_results(
+        return to_results(
             kept,
             size=size,
             classes=self.labels,
@@ -121,7 +140,6 @@ class RectangleSchema:
             to_name=self.to_name,
             scores=scores[keep].tolist(),
         )
-        return {"result": results, "score": round(float(score), 6), "model_version": version}
 
     def boxes_of(
         self, result: Sequence[Mapping[str, Any]], *, item: str = "task"
@@ -134,3 +152,101 @@ class RectangleSchema:
         """
         mine = [r for r in result if r.get("from_name") == self.from_name]
         return from_results(mine, classes=self.labels, item=item)
+
+
+def _flat(found: Sequence[Mapping[str, Any]], classes: int) -> box_samplers.Detections:
+    """Per-image detector outputs (NumPy) -> the flat detections samplers take."""
+    if not found:
+        return box_samplers.check_detections(np.zeros((0, 4)), np.zeros((0, classes)), [], [])
+    return box_samplers.check_detections(
+        np.concatenate([np.reshape(f["boxes"], (-1, 4)) for f in found]),
+        np.concatenate([np.reshape(f["class_scores"], (-1, classes)) for f in found]),
+        np.concatenate([np.reshape(f["scores"], -1) for f in found]),
+        [len(f["scores"]) for f in found],
+    )
+
+
+@dataclass(frozen=True)
+class RectanglesTask:
+    """Detection in Label Studio: a ``<RectangleLabels>`` config, an image's boxes per annotation.
+
+    The bridge's task interface (:class:`~activestream.actors.label_studio.LabelStudioTask`).
+    An annotation's rectangles are the image's label, none at all is a valid "nothing here"
+    (a skipped task is no label), a bad rectangle refuses the annotation with the reason. The
+    predictions are the current detector's boxes with their scores, and the task's score is
+    ``1 - u`` with ``u`` the image's uncertainty under ``sampler``: Label Studio hands out the
+    lowest first, so its next task is the image activestream ranks most uncertain.
+
+    Args:
+        sampler: A single-pass detection sampler with scores in [0, 1] (two passes, as
+            ``flip_consistency`` takes, would double every push's cost; an unbounded sum has
+            no ``1 - u``): others fall back to ``box_entropy_max``.
+        batch: Images per call to the detector.
+        floor: Boxes scoring less are not suggested.
+    """
+
+    sampler: str = "box_entropy_max"
+    batch: int = 16
+    floor: float = FLOOR
+
+    def parse(self, xml: str, classes: Sequence[str]) -> RectangleSchema:  # noqa: D102
+        return RectangleSchema.parse(xml, classes)
+
+    def _score(self) -> Any:
+        spec = box_samplers.spec(self.sampler) if self.sampler in box_samplers.names() else None
+        usable = spec is not None and spec.inputs == ("detections",) and spec.bounded
+        return box_samplers.get(self.sampler if usable else "box_entropy_max")
+
+    def assess(
+        self, service: Service, items: ItemStore, ids: list[str]
+    ) -> tuple[list[Any], np.ndarray]:
+        """Per id (the detector's boxes, the image's (width, height)) and (N,) confidence."""
+        from activestream.actors.detector import decode_rgb
+
+        outputs: list[Any] = []
+        for start in range(0, len(ids), self.batch):
+            images = []
+            for item in ids[start : start + self.batch]:
+                original = items.original(item)
+                images.append(decode_rgb(original[0] if original else b""))
+            found = service.detect(images)
+            outputs += [(f, (x.shape[2], x.shape[1])) for f, x in zip(found, images, strict=True)]
+        if not outputs:
+            return [], np.zeros(0)
+        score = self._score()(_flat([f for f, _ in outputs], len(items.classes)))  # (N,)
+        return outputs, np.clip(1.0 - np.asarray(score, dtype=np.float64), 0.0, 1.0)
+
+    def result(self, schema: RectangleSchema, output: Any) -> list[dict[str, Any]]:  # noqa: D102
+        found, size = output
+        return schema.results(found, size=size, floor=self.floor)
+
+    def answer(  # noqa: D102
+        self, schema: RectangleSchema, result: Sequence[dict[str, Any]], *, item: str
+    ) -> tuple[Box, ...]:
+        from activestream.actors.detector import box_answer
+
+        return box_answer(schema.boxes_of(result, item=item)[1])
+
+    def record(self, item: str, answer: Sequence[Box]) -> dict[str, Any]:  # noqa: D102
+        return {"id": item, "boxes": [box.to_json() for box in answer]}
+
+    def decode(self, data: bytes, items: ItemStore) -> bytes | None:
+        """The image's own bytes, once they decode: a detection pool keeps images encoded."""
+        from activestream.actors.detector import decode_rgb
+
+        decode_rgb(data)  # raises for what is not an image
+        return data
+
+    def write(  # noqa: D102
+        self,
+        items: ItemStore,
+        ids: list[str],
+        images: list[Any],
+        *,
+        storage: StorageConfig,
+        prefix: str,
+    ) -> None:
+        from activestream.sources.detection_pool import write_images
+
+        name = f"{prefix}-00000.parquet"
+        write_images(items.shards.uri, name, ids, images, items.classes, storage=storage)

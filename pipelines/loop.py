@@ -164,6 +164,9 @@ class RayService:
     def predict_proba(self, x: Any) -> Any:  # noqa: D102
         return ray.get(self.trainer.predict_proba.remote(x), timeout=self.timeout)
 
+    def detect(self, images: list[Any]) -> list[dict[str, Any]]:  # noqa: D102
+        return ray.get(self.trainer.predict.remote(images), timeout=self.timeout)
+
     def version(self) -> int:  # noqa: D102
         return int(ray.get(self.board.latest_version.remote(), timeout=self.timeout))
 
@@ -354,6 +357,7 @@ class ActiveLoop:
             service=RayService(self.ledger, self.trainer, self.board),
             config=cfg.label_studio,
             sampler=cfg.sampling.sampler,
+            task=self.task.label_studio,
             storage=cfg.storage,
             autostart=True,
         )

@@ -40,6 +40,7 @@ class TaskParts:
         queue_arms: ``auto``'s arms, if any.
         cold_on_embedding: Cold-start picks come from the pool's embedding (not uniform).
         embedding_model: Whether ``sampling.embedding_model`` applies (class samplers only).
+        label_studio: What a label is in Label Studio; None: classes of the configured sampler.
     """
 
     name: Task
@@ -50,12 +51,11 @@ class TaskParts:
     queue_arms: tuple[str, ...] | None = None
     cold_on_embedding: bool = False
     embedding_model: bool = True
+    label_studio: Any = None
 
 
 def pool_task(pool: ShardSet) -> Task:
     """The task a pool's shards declare (``activestream.task``); classification if none."""
-    if pool.kind != "parquet" or not pool.paths:
-        return "classification"
     from activestream.sources.detection_pool import pool_task as declared
 
     return "detection" if declared(pool) == "detection" else "classification"
@@ -83,6 +83,7 @@ def _detection(cfg: Config) -> TaskParts:
     from contextlib import nullcontext
 
     from activestream.actors.detector import BoxLabels, DetectorTrainerService
+    from activestream.actors.label_studio_boxes import RectanglesTask
     from activestream.pipelines.detection_scoring import stream_detection_rounds
 
     sampling = cfg.sampling
@@ -97,4 +98,5 @@ def _detection(cfg: Config) -> TaskParts:
         rounds=partial(stream_detection_rounds, sampler=DETECTION_SAMPLER, embed=cold),
         cold_on_embedding=cold,
         embedding_model=False,
+        label_studio=RectanglesTask(DETECTION_SAMPLER),
     )

@@ -64,26 +64,47 @@ def write_detection_pool(
         seen[item.id] = item.source
     fs, base = resolve_uri(out, storage)
     fs.create_dir(base, recursive=True)
-    schema = pool_schema(data.classes)
     items: Sequence[DetectionItem] = data.items
     for n, start in enumerate(range(0, len(items), rows_per_shard)):
         chunk = items[start : start + rows_per_shard]
-        table = pa.table(
-            {
-                "id": pa.array([item.id for item in chunk], pa.string()),
-                "image": pa.array([open_image(item, storage) for item in chunk], pa.binary()),
-            },
-            schema=schema,
+        write_images(
+            out,
+            f"{prefix}-{n:05d}.parquet",
+            [item.id for item in chunk],
+            [open_image(item, storage) for item in chunk],
+            data.classes,
+            storage=storage,
         )
-        name = f"{prefix}-{n:05d}.parquet"
-        final = join_path(base, name)
-        local = not out.startswith("s3://")
-        target = join_path(base, f".{name}.tmp") if local else final
-        with fs.open_output_stream(target) as handle:
-            pq.write_table(table, handle, row_group_size=64)
-        if local:
-            fs.move(target, final)
     return open_shards(out, storage, classes=data.classes)
+
+
+def write_images(
+    out: str,
+    name: str,
+    ids: Sequence[str],
+    images: Sequence[bytes],
+    classes: Sequence[str],
+    *,
+    storage: StorageConfig = DEFAULT_STORAGE,
+) -> None:
+    """Encoded ``images`` under ``ids`` as the one shard ``{out}/{name}`` of a detection pool.
+
+    Written whole (a local file under a hidden name, then renamed), so a reader listing the
+    pool never sees half a shard: how a growing pool takes new images (Label Studio's tasks).
+    """
+    fs, base = resolve_uri(out, storage)
+    fs.create_dir(base, recursive=True)
+    table = pa.table(
+        {"id": pa.array(list(ids), pa.string()), "image": pa.array(list(images), pa.binary())},
+        schema=pool_schema(classes),
+    )
+    final = join_path(base, name)
+    local = not out.startswith("s3://")
+    target = join_path(base, f".{name}.tmp") if local else final
+    with fs.open_output_stream(target) as handle:
+        pq.write_table(table, handle, row_group_size=64)
+    if local:
+        fs.move(target, final)
 
 
 def pool_task(shards: ShardSet) -> str:
