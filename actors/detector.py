@@ -15,6 +15,7 @@ A label travels, in the label log and to :meth:`DetectorTrainer.ingest`, as
 
 from __future__ import annotations
 
+import copy
 import io
 import threading
 import time
@@ -410,6 +411,14 @@ class DetectorTrainer(Trainer):
         self._model_lock = threading.RLock()
         self._items_lock = threading.Lock()
         self.labels = BoxLabels(items, self.classes, lock=self._items_lock)
+        # Predictions come from a copy of the trained model: an update holds the model for
+        # all its steps (seconds on CPUs), and boxes for the page or the held-out split must
+        # not wait for it. Each update leaves its weights staged for the copy to take.
+        self._serving_lock = threading.Lock()
+        self._serving = copy.deepcopy(self.model).eval()
+        self._serving_version = self.version
+        self._staged_lock = threading.Lock()
+        self._staged: tuple[int, dict[str, torch.Tensor]] | None = None
 
     # -- labels ---------------------------------------------------------------------------
     def parse(self, records: Iterable[Any]) -> list[tuple[str, Boxes]]:
@@ -497,6 +506,7 @@ class DetectorTrainer(Trainer):
                 self._trained = end
                 self._forget()
                 self.version += 1
+            self._stage_serving()
             self.last_train_seconds = time.perf_counter() - began
             self.last_train_cpu_seconds = time.thread_time() - cpu_began
             self.train_seconds += self.last_train_seconds
@@ -517,6 +527,7 @@ class DetectorTrainer(Trainer):
             self.model.eval()
             with self._lock:
                 self.version += 1
+            self._stage_serving()
             self._torch_state = torch.get_rng_state()
         return True
 
@@ -573,15 +584,59 @@ class DetectorTrainer(Trainer):
         return steps
 
     # -- inference and state --------------------------------------------------------------
+    def _stage_serving(self) -> None:
+        """Leave the new version's weights for predictions (an update calls it, holding the model).
+
+        A copy, taken in milliseconds: the update never waits for a prediction under way.
+        """
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        with self._staged_lock:
+            self._staged = (self.version, state)
+
+    def _refresh_serving(self) -> None:
+        """Bring the serving copy to the newest weights it can have without waiting.
+
+        The weights the last update staged; else (a restored checkpoint comes with its own
+        version) the trained model itself, when no update holds it.
+        """
+        with self._staged_lock:
+            staged, self._staged = self._staged, None
+        if staged is not None and staged[0] > self._serving_version:
+            self._serving.load_state_dict(staged[1])
+            self._serving_version = staged[0]
+        if self._serving_version == self.version:
+            return
+        if not self._model_lock.acquire(blocking=False):
+            return  # an update holds the model: it stages its weights when done
+        try:
+            self._serving.load_state_dict(self.model.state_dict())
+            self._serving_version = self.version
+        finally:
+            self._model_lock.release()
+
     @torch.inference_mode()
+    def predict_versioned(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[int, list[dict[str, np.ndarray]]]:
+        """The model version that answers, and per image its ``boxes``, ``scores``...
+
+        The newest version unless an update is training right now (then the one before),
+        so the answer never waits for training.
+        """
+        with self._serving_lock:
+            self._refresh_serving()
+            if not images:
+                return self._serving_version, []
+            found = self._serving([to_tensor(x).to(self.device) for x in images])
+            version = self._serving_version
+        return version, [{k: v.cpu().numpy() for k, v in f.items()} for f in found]
+
     def predict(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        """uint8 (3, H, W) images -> per image ``boxes`` (K, 4) xyxy, ``scores``, ``labels``."""
-        if not images:
-            return []
-        with self._model_lock:
-            self.model.eval()
-            found = self.model([to_tensor(x).to(self.device) for x in images])
-        return [{k: v.cpu().numpy() for k, v in f.items()} for f in found]
+        """uint8 (3, H, W) images -> per image ``boxes`` (K, 4) xyxy, ``scores``, ``labels``.
+
+        Also ``class_scores`` (K, C). See :meth:`predict_versioned`.
+        """
+        return self.predict_versioned(images)[1]
 
     def evaluate_map(
         self, images: Sequence[np.ndarray], truth: Sequence[Boxes], batch: int = 16

@@ -26,6 +26,10 @@ in step with activestream's model:
   project's version, so the score is the model's confidence, ``1 - uncertainty`` under the
   configured sampler, and Label Studio's next task is the one activestream ranks most uncertain.
 
+What differs by task is a :class:`LabelStudioTask`: :class:`ChoicesTask` labels classes
+(``<Choices>``), ``RectanglesTask`` boxes (``<RectangleLabels>``: the detector's boxes as the
+suggestions, an image's box uncertainty as its score, the annotation's rectangles as its label).
+
 All of it runs in one background thread; the routes only hand it work (webhooks) or read from
 it, so a slow Label Studio never holds up a label or a query.
 
@@ -79,7 +83,7 @@ class Service(Protocol):
         """uint8 (3, H, W) images -> each image's boxes (a detection service's trainer).
 
         Per image: ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,) and ``class_scores``
-        (K, C), as :meth:`~activestream.actors.detector.DetectorTrainer.predict` returns them.
+        (K, C), as the detector trainer's ``predict`` returns them.
         """
 
     def version(self) -> int:
@@ -225,7 +229,7 @@ class LabelStudioTask(Protocol):
     """What labeling the pool's task in Label Studio means: the parts that differ by task.
 
     :class:`ChoicesTask` labels classes with a ``<Choices>`` config;
-    :class:`~activestream.actors.label_studio_boxes.RectanglesTask` labels boxes with a
+    ``RectanglesTask`` (``actors/label_studio_boxes.py``) labels boxes with a
     ``<RectangleLabels>`` one. The bridge around them (tasks, webhooks, reconciling, pushing
     scores) is the same for both.
     """

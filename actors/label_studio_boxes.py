@@ -178,9 +178,10 @@ class RectanglesTask:
     lowest first, so its next task is the image activestream ranks most uncertain.
 
     Args:
-        sampler: A single-pass detection sampler with scores in [0, 1] (two passes, as
-            ``flip_consistency`` takes, would double every push's cost; an unbounded sum has
-            no ``1 - u``): others fall back to ``box_entropy_max``.
+        sampler: A deterministic single-pass detection sampler with scores in [0, 1] (two
+            passes, as ``flip_consistency`` takes, would double every push's cost; an
+            unbounded sum has no ``1 - u``; random scores rank nothing): others fall back to
+            ``box_entropy_max``.
         batch: Images per call to the detector.
         floor: Boxes scoring less are not suggested.
     """
@@ -194,7 +195,12 @@ class RectanglesTask:
 
     def _score(self) -> Any:
         spec = box_samplers.spec(self.sampler) if self.sampler in box_samplers.names() else None
-        usable = spec is not None and spec.inputs == ("detections",) and spec.bounded
+        usable = (
+            spec is not None
+            and spec.inputs == ("detections",)
+            and spec.bounded
+            and spec.deterministic
+        )
         return box_samplers.get(self.sampler if usable else "box_entropy_max")
 
     def assess(

@@ -58,6 +58,7 @@ UNREACHED = (
     "pipelines/detection_scoring.py",
     "actors/label_studio_boxes.py",
     "deploy/boxes.py",
+    "pipelines/box_oracle.py",
 )
 #: What no figure runs at all: the labeling page's HTML and scripts. The app serves them as
 #: files and no benchmark loads the page (tests/test_freshness.py holds that), so a change
@@ -66,10 +67,11 @@ UNMEASURED = ("deploy/static/",)
 #: The modules outside :data:`UNREACHED` that may still import those paths, each only when a
 #: detection task runs: the command line (``make-detection``, ``simulate --task detection``,
 #: ``serve`` on detection data), the service's task parts (a detection pool's trainer, label
-#: kind and scorers) and the HTTP app (box labels in, boxes out). A figure measuring a gate
-#: counts changes to every unreached path (it may run any of them): every service figure does.
-#: Other figures still leave them out.
-GATES = ("cli.py", "pipelines/task.py", "deploy/app.py")
+#: kind, scorers and Label Studio task), the HTTP app (box labels in, boxes out) and the real
+#: loop's sessions (the oracle's true boxes for ``demo --task detection``). A figure measuring
+#: a gate counts changes to every unreached path (it may run any of them): every service
+#: figure does. Other figures still leave them out.
+GATES = ("cli.py", "pipelines/task.py", "deploy/app.py", "pipelines/realloop.py")
 BENCH = "docs/bench/bench.json"
 # Pages measured by a benchmark of their own (module, JSON files or glob patterns; each of the
 # study's parts is run on its own, so each part's JSON records its own machine and commit).

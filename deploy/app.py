@@ -42,6 +42,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from activestream.errors import StorageError
 
 STATIC = Path(__file__).parent / "static"
+#: Time a detector may take per uploaded image on top of ``trainer_timeout`` (about 60 ms an
+#: image of 96 px on one CPU core; four times that, as training shares the cores).
+PER_IMAGE_SECONDS = 0.25
 
 
 class _Strict(BaseModel):
@@ -357,8 +360,11 @@ class LabelingAPI:
         self._version = max(self._version, latest)
         self._version_at = time.monotonic()
 
-    async def _trainer(self, call: Any) -> Any:
+    async def _trainer(self, call: Any, timeout: float | None = None) -> Any:
         """Await a trainer call; 503 with ``Retry-After`` while the trainer restarts.
+
+        ``timeout`` (default ``trainer_timeout``) is for calls whose work grows with the
+        request, such as the boxes of many uploaded images.
 
         ``asyncio.TimeoutError`` is named as well as ``TimeoutError``: they are one class only
         from Python 3.11 on, and on 3.10 ``wait_for`` raises the former, which would otherwise
@@ -367,7 +373,8 @@ class LabelingAPI:
         from ray.exceptions import RayActorError
 
         try:
-            return await asyncio.wait_for(asyncio.ensure_future(call), self.trainer_timeout)
+            wait = self.trainer_timeout if timeout is None else timeout
+            return await asyncio.wait_for(asyncio.ensure_future(call), wait)
         except (RayActorError, TimeoutError, asyncio.TimeoutError):
             raise HTTPException(
                 status_code=503,
@@ -584,11 +591,22 @@ class LabelingAPI:
         )
 
     async def _predict_boxes(self, request: Request, ctype: str) -> Any:
-        """The boxes the current detector finds in uploaded images, each at its own size."""
+        """The boxes the current detector finds in uploaded images, each at its own size.
+
+        Boxes scoring under ``?min_score=`` (default 0.3: suggestions worth showing) are left
+        out; ``min_score=0`` gives every box, as mAP needs them.
+        """
         from activestream.deploy.boxes import BoxPredictions, box_predictions, decode_native
 
         if not ctype.startswith(("image/", "multipart/form-data", "application/octet-stream")):
             raise _reject(415, "a detection model takes image files (image/* or multipart)")
+        raw = request.query_params.get("min_score", "0.3")
+        try:
+            floor = float(raw)
+        except ValueError:
+            floor = float("nan")
+        if not 0.0 <= floor <= 1.0:
+            raise _reject(422, f"min_score: a number in [0, 1], got {raw!r}")
         body = await self._body(request)
         files = await asyncio.to_thread(_upload_files, ctype, body)
         try:
@@ -596,10 +614,14 @@ class LabelingAPI:
         except ValueError as err:
             raise _reject(422, str(err)) from None
         info = await self._trainer(self.trainer.model_info.remote())
-        found = await self._trainer(self.trainer.predict.remote(images))
+        # The version that found the boxes: the newest, or the one before while an update
+        # trains (boxes never wait for training).
+        seconds = self.trainer_timeout + PER_IMAGE_SECONDS * len(images)
+        call = self.trainer.predict_versioned.remote(images)
+        version, found = await self._trainer(call, timeout=seconds)
         return BoxPredictions(
-            model_version=info["version"],
-            predictions=box_predictions(found, info["classes"]),
+            model_version=version,
+            predictions=box_predictions(found, info["classes"], floor=floor),
         )
 
     async def model(self) -> ModelInfo:

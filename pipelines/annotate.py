@@ -5,17 +5,20 @@ A running service is asynchronous: annotators lease from the last finished round
 trainer is a version or more ahead, and several people label at once. This client measures what
 that costs. It drives a running ``activestream serve`` exactly as people do: each of
 ``annotators`` threads leases one query (``GET /queries``), spends ``1 / rate`` seconds on it
-and posts the true label (``POST /labels``). A watcher thread follows ``GET /model`` and, for
-every new version, scores the held-out split through ``POST /predict``, so the learning curve
-is measured on what the service serves.
+and posts the true label (``POST /labels``): a class, or an image's boxes. A watcher thread
+follows ``GET /model`` and, for every new version, scores the held-out split through ``POST
+/predict`` (:class:`ClassHeldOut`: accuracy; for boxes, ``BoxHeldOut`` of
+``pipelines/box_oracle.py``: mAP@0.5), so the learning curve is measured on what the service
+serves.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import requests
@@ -52,14 +55,59 @@ def polite_session(retries: int = 8) -> requests.Session:
     return session
 
 
+class HeldOut(Protocol):
+    """A held-out split the watcher scores every model version on, through ``POST /predict``."""
+
+    #: The name of what :meth:`score` measures, as the curve's points and the report say it.
+    metric: str
+
+    def score(
+        self, session: requests.Session, url: str, headers: dict[str, str], timeout: float
+    ) -> tuple[int, float]:
+        """The metric on the split; the version that answered every request (or -1)."""
+
+
+@dataclass(frozen=True)
+class ClassHeldOut:
+    """Held-out images and their classes: accuracy of the served classifier.
+
+    Attributes:
+        x: (N, C, H, W) images in [0, 1], as the pool stores them.
+        y: (N,) their classes.
+        chunk: Images per request.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    chunk: int = 1024
+    metric: str = "accuracy"
+
+    def score(  # noqa: D102
+        self, session: requests.Session, url: str, headers: dict[str, str], timeout: float
+    ) -> tuple[int, float]:
+        versions, right = set(), 0
+        flat = self.x.reshape(len(self.x), -1)
+        for i in range(0, len(flat), self.chunk):
+            inputs = np.round(flat[i : i + self.chunk], 4).tolist()
+            r = session.post(
+                f"{url}/predict", json={"inputs": inputs}, headers=headers, timeout=timeout
+            )
+            r.raise_for_status()
+            answer = r.json()
+            versions.add(answer["model_version"])
+            pred = np.array([p["label"] for p in answer["predictions"]])
+            right += int((pred == self.y[i : i + self.chunk]).sum())
+        return (versions.pop() if len(versions) == 1 else -1), right / len(flat)
+
+
 @dataclass
 class Point:
-    """Held-out accuracy of one model version."""
+    """The held-out metric of one model version."""
 
     version: int
     labels: int  # labels this version was trained on
     held: int  # labels the trainer held then (trained or waiting for a full buffer)
-    accuracy: float
+    value: float  # the held-out split's metric (accuracy, mAP@0.5)
     seconds: float  # since the first label was asked for
 
 
@@ -73,6 +121,7 @@ class Tally:
     duplicates: int = 0
     explored: int = 0
     empty_leases: int = 0
+    unscored: int = 0  # held-out scorings the service did not answer (busy: 503, timeout)
     staleness: list[int] = field(default_factory=list)  # versions behind, per exploited pick
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -83,9 +132,10 @@ class Oracle:
 
     Args:
         url: Base URL of the service, e.g. ``http://127.0.0.1:8000``.
-        truth: Label of every pool id.
-        x_test: (N, C, H, W) held-out images in [0, 1], as the pool stores them.
-        y_test: (N,) their labels.
+        truth: The answer for every pool id: its class, or its boxes (a list of ``{"bbox",
+            "label"}``, empty for an image with nothing to find).
+        held_out: What every model version is scored on (:class:`ClassHeldOut`, or
+            ``BoxHeldOut`` of ``pipelines/box_oracle.py`` for boxes).
         annotators: People labeling at once.
         rate: Labels per second each person manages.
         budget: Labels to post in all.
@@ -96,9 +146,8 @@ class Oracle:
     def __init__(
         self,
         url: str,
-        truth: dict[str, int],
-        x_test: np.ndarray,
-        y_test: np.ndarray,
+        truth: Mapping[str, Any],
+        held_out: HeldOut,
         *,
         annotators: int = 4,
         rate: float = 2.0,
@@ -108,8 +157,7 @@ class Oracle:
     ) -> None:
         self.url = url.rstrip("/")
         self.truth = truth
-        self.x_test = x_test
-        self.y_test = y_test
+        self.held_out = held_out
         self.annotators = annotators
         self.rate = rate
         self.budget = budget
@@ -118,6 +166,8 @@ class Oracle:
         self.tally = Tally()
         self.points: list[Point] = []
         self.held = 0  # labels the trainer holds, as last read from GET /model
+        self.newest = (-1, 0.0)  # the newest version GET /model said, and since when
+        self.longest_gap = 0.0  # the longest wait for a new version seen so far, in seconds
         self._done = threading.Event()
         self._began = 0.0
 
@@ -161,10 +211,9 @@ class Oracle:
         return query
 
     def _post(self, session: requests.Session, query: dict[str, Any], who: int) -> None:
-        body = {
-            "labels": [{"id": query["id"], "label": self.truth[query["id"]]}],
-            "annotator": f"oracle-{who}",
-        }
+        answer = self.truth[query["id"]]
+        key = "boxes" if isinstance(answer, list) else "label"
+        body = {"labels": [{"id": query["id"], key: answer}], "annotator": f"oracle-{who}"}
         r = session.post(f"{self.url}/labels", json=body, headers=self.headers, timeout=30)
         r.raise_for_status()
         answer = r.json()
@@ -182,48 +231,51 @@ class Oracle:
         r.raise_for_status()
         return r.json()
 
-    def _accuracy(self, session: requests.Session) -> tuple[int, float]:
-        """Accuracy on the held-out split; the version that answered every chunk (or -1)."""
-        versions, right = set(), 0
-        flat = self.x_test.reshape(len(self.x_test), -1)
-        for i in range(0, len(flat), 1024):
-            chunk = np.round(flat[i : i + 1024], 4).tolist()
-            r = session.post(
-                f"{self.url}/predict",
-                json={"inputs": chunk},
-                headers=self.headers,
-                timeout=self.timeout,
-            )
-            r.raise_for_status()
-            answer = r.json()
-            versions.add(answer["model_version"])
-            pred = np.array([p["label"] for p in answer["predictions"]])
-            right += int((pred == self.y_test[i : i + 1024]).sum())
-        return (versions.pop() if len(versions) == 1 else -1), right / len(flat)
-
     def _watch(self) -> None:
+        """Score every model version on the held-out split as it lands.
+
+        A score counts for the version that answered every request of it, with the label
+        counts ``GET /model`` gave for that version. A detector answers from the version
+        before while an update trains, so that is the one it counts for, once it was seen.
+        """
         session = polite_session()
+        scoring = requests.Session()  # no retries: a busy service skips to the next version
         seen = -1
+        known: dict[int, dict[str, Any]] = {}  # version -> GET /model as it was then
         while True:
             stopping = self._done.is_set()
             try:
                 info = self._model(session)
                 self.held = int(info["labels_seen"])
+                if info["version"] != self.newest[0]:
+                    now = time.monotonic()
+                    if self.newest[0] >= 0:
+                        self.longest_gap = max(self.longest_gap, now - self.newest[1])
+                    self.newest = (info["version"], now)
+                known.setdefault(info["version"], info)
                 if info["version"] != seen:
-                    version, acc = self._accuracy(session)
-                    if version == info["version"]:  # no new version landed in between
-                        seen = version
+                    try:
+                        version, value = self.held_out.score(
+                            scoring, self.url, self.headers, self.timeout
+                        )
+                    except requests.RequestException:
+                        with self.tally.lock:
+                            self.tally.unscored += 1
+                        version, value = -1, 0.0
+                    if version > seen and version in known:  # one version answered all
+                        seen, then = version, known[version]
                         self.points.append(
                             Point(
                                 version,
-                                info["labels_trained"],
-                                info["labels_seen"],
-                                acc,
+                                then["labels_trained"],
+                                then["labels_seen"],
+                                value,
                                 self._elapsed(),
                             )
                         )
-            except requests.RequestException as err:
-                self.tally.errors.append(f"watch: {type(err).__name__}: {err}")
+            except Exception as err:  # noqa: BLE001 - the watcher must outlive one bad read
+                with self.tally.lock:
+                    self.tally.errors.append(f"watch: {type(err).__name__}: {err}")
             if stopping:
                 return
             self._done.wait(0.2)
@@ -258,25 +310,25 @@ class Oracle:
             time.sleep(0.25)
             last = self.points[-1] if self.points else None
             if last is not None:
-                bar.set_postfix(
-                    version=last.version, accuracy=f"{last.accuracy:.3f}", refresh=False
-                )
+                shown = {self.held_out.metric: f"{last.value:.3f}"}
+                bar.set_postfix(version=last.version, **shown, refresh=False)
             bar.update(self.tally.posted - bar.n)
         bar.update(self.tally.posted - bar.n)
         bar.close()
         labeled_at = self._elapsed()
         deadline = time.monotonic() + settle
-        quiet_since, count = time.monotonic(), len(self.points)
         while time.monotonic() < deadline:  # the last full buffer trains and is evaluated
             last = self.points[-1] if self.points else None
             if last is not None and last.labels >= self.tally.accepted:
                 break
-            if len(self.points) != count:
-                quiet_since, count = time.monotonic(), len(self.points)
-            # A partial buffer never trains: done once the trainer holds every label and
-            # no new version came for a while.
+            # A partial buffer never trains: done once the trainer holds every label, no new
+            # version came for a while (twice the longest wait for one: a detector's updates
+            # take seconds), and the newest one is scored.
+            newest, since = self.newest
             held_all = self.held >= self.tally.accepted
-            if held_all and time.monotonic() - quiet_since > 5.0:
+            scored = last is not None and last.version == newest
+            quiet = max(5.0, 2 * self.longest_gap)
+            if held_all and scored and time.monotonic() - since > quiet:
                 break
             time.sleep(0.25)
         self._done.set()
@@ -291,8 +343,12 @@ class Oracle:
             raise ActivestreamError(f"{self.url}: the service does not answer ({err})") from None
 
     def report(self, labeled_at: float) -> dict[str, Any]:
-        """What happened: counters, the curve, and time to post the budget."""
+        """What happened: counters, the curve, and time to post the budget.
+
+        Each point of the curve names its value after the metric (``accuracy``, ``map50``).
+        """
         t = self.tally
+        metric = self.held_out.metric
         return {
             "annotators": self.annotators,
             "rate_per_annotator": self.rate,
@@ -302,17 +358,30 @@ class Oracle:
             "duplicates": t.duplicates,
             "explored": t.explored,
             "empty_leases": t.empty_leases,
+            "unscored": t.unscored,
             "mean_versions_behind": (
                 round(float(np.mean(t.staleness)), 2) if t.staleness else None
             ),
             "errors": t.errors[-10:],
             "seconds_to_post_budget": round(labeled_at, 2),
-            "curve": [vars(p) for p in self.points],
+            "metric": metric,
+            "curve": [
+                {
+                    "version": p.version,
+                    "labels": p.labels,
+                    "held": p.held,
+                    metric: p.value,
+                    "seconds": p.seconds,
+                }
+                for p in self.points
+            ],  # fmt: skip
         }
 
 
-def curve_on_grid(points: list[dict[str, Any]], grid: list[int]) -> list[float]:
-    """Accuracy at each label count of ``grid``: the newest version trained on at most that many.
+def curve_on_grid(
+    points: list[dict[str, Any]], grid: list[int], metric: str = "accuracy"
+) -> list[float]:
+    """``metric`` at each label count of ``grid``: the newest version trained on at most that many.
 
     A version read while the trainer held ``n`` labels stands for every count from ``n`` on,
     until the next version; before the first version, the first accuracy stands.
@@ -322,7 +391,7 @@ def curve_on_grid(points: list[dict[str, Any]], grid: list[int]) -> list[float]:
     [0.1, 0.1, 0.5, 0.5]
     """
     labels = np.array([p["labels"] for p in points])
-    acc = np.array([p["accuracy"] for p in points])
+    acc = np.array([p[metric] for p in points])
     out = []
     for n in grid:
         i = np.flatnonzero(labels <= n)

@@ -3,11 +3,14 @@
 Each session runs the service as users run it, a separate ``activestream serve`` process
 with its own local Ray cluster and a fresh state directory, and drives it over HTTP with
 :class:`~activestream.pipelines.annotate.Oracle`. ``demo`` runs the configured sampler and
-random one after the other under the same settings and plots both learning curves.
+random one after the other under the same settings and plots both learning curves: held-out
+accuracy for classes, mAP@0.5 for boxes (``task="detection"``, on a folder in COCO, YOLO or
+Hugging Face layout with ``pool/`` and ``test/``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,14 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
 import yaml
 
 from activestream.config import Config
 from activestream.errors import ActivestreamError
-from activestream.pipelines.annotate import Oracle, curve_on_grid
+from activestream.pipelines.annotate import ClassHeldOut, HeldOut, Oracle, curve_on_grid
 from activestream.pipelines.curves import area_under_curve, labels_to_reach
+from activestream.pipelines.task import Task, detection_sampler
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import load_arrays
 
@@ -102,8 +105,30 @@ class Service:
         self._dir.cleanup()
 
 
-def ground_truth(cfg: Config) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    """Every pool id's label, and the held-out split, for the oracle."""
+#: The detection demo's data when no ``--dataset`` is given: canvases of scikit-learn's
+#: digits (bundled, nothing to install), small enough for a laptop's CPU.
+DEMO_CANVASES = {"source": "digits", "pool": 600, "test": 48, "size": 96, "scale": (16, 40)}
+
+
+def demo_canvases(cfg: Config) -> str:
+    """The detection demo's default data set under ``data.cache_dir``, made once."""
+    from activestream.sources.canvases import CanvasSpec, make_canvases
+
+    spec = json.dumps(DEMO_CANVASES, sort_keys=True).encode()
+    out = Path(cfg.data.cache_dir) / f"demo-canvases-{hashlib.sha256(spec).hexdigest()[:8]}"
+    if not (out / "test").is_dir():
+        partial = out.with_name(out.name + ".partial")
+        make_canvases(partial, CanvasSpec(**DEMO_CANVASES))  # type: ignore[arg-type]
+        partial.rename(out)
+    return str(out)
+
+
+def ground_truth(cfg: Config, task: Task = "classification") -> tuple[dict[str, Any], HeldOut]:
+    """Every pool id's answer (its class, or its boxes), and the held-out split, for the oracle."""
+    if task == "detection":
+        from activestream.pipelines.box_oracle import box_truth
+
+        return box_truth(cfg)
     pool, test = resolve_dataset(cfg)
     if test is None:
         raise ActivestreamError(f"{cfg.data.dataset}: the oracle needs a test/ split")
@@ -111,34 +136,36 @@ def ground_truth(cfg: Config) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
     _, x_test, y_test = load_arrays(test)
     if y_pool is None or y_test is None:
         raise ActivestreamError(f"{cfg.data.dataset}: the oracle needs labeled pool and test")
-    return dict(zip(ids.tolist(), y_pool.tolist(), strict=True)), x_test, y_test
+    truth = dict(zip(ids.tolist(), y_pool.tolist(), strict=True))
+    return truth, ClassHeldOut(x_test, y_test)
 
 
 def session(
     cfg: Config,
     *,
+    task: Task = "classification",
     budget: int,
     annotators: int,
     rate: float,
     progress: bool = True,
+    settle: float = 60.0,
 ) -> dict[str, Any]:
-    """One labeling session against a fresh service; the oracle's report plus the settings."""
-    truth, x_test, y_test = ground_truth(cfg)
+    """One labeling session against a fresh service; the oracle's report plus the settings.
+
+    The report's curve on the grid of every ``buffer_size`` labels is named after its metric
+    (``accuracy`` for classes, ``map50`` for boxes), and ``sampler`` is the sampler that ran.
+    """
+    truth, held_out = ground_truth(cfg, task)
     with Service(cfg) as service:
         oracle = Oracle(
-            service.url,
-            truth,
-            x_test,
-            y_test,
-            annotators=annotators,
-            rate=rate,
-            budget=budget,
+            service.url, truth, held_out, annotators=annotators, rate=rate, budget=budget
         )
-        report = oracle.run(progress=progress)
+        report = oracle.run(progress=progress, settle=settle)
     grid = list(range(0, budget + 1, cfg.training.buffer_size))
+    metric = held_out.metric
     report["labels"] = grid
-    report["accuracy"] = [round(a, 5) for a in curve_on_grid(report["curve"], grid)]
-    report["sampler"] = cfg.sampling.sampler
+    report[metric] = [round(a, 5) for a in curve_on_grid(report["curve"], grid, metric)]
+    report["sampler"] = detection_sampler(cfg) if task == "detection" else cfg.sampling.sampler
     return report
 
 
@@ -146,20 +173,36 @@ def demo(
     cfg: Config,
     out: Path,
     *,
+    task: Task = "classification",
     budget: int = 320,
     annotators: int = 4,
     rate: float = 2.0,
     progress: bool = True,
+    settle: float = 60.0,
 ) -> dict[str, Any]:
     """The configured sampler, then random, each through a fresh real service; JSON and PNG."""
-    runs = {}
+    runs: dict[str, Any] = {}
     for sampler in (cfg.sampling.sampler, "random"):
-        print(f"== {sampler}: {annotators} annotators at {rate:g} labels/s, {budget} labels")
         run_cfg = cfg.with_overrides({"sampling.sampler": sampler})
-        runs[sampler] = session(
-            run_cfg, budget=budget, annotators=annotators, rate=rate, progress=progress
+        name = detection_sampler(run_cfg) if task == "detection" else sampler
+        print(f"== {name}: {annotators} annotators at {rate:g} labels/s, {budget} labels")
+        runs[name] = session(
+            run_cfg,
+            task=task,
+            budget=budget,
+            annotators=annotators,
+            rate=rate,
+            progress=progress,
+            settle=settle,
         )
-    results = {"dataset": cfg.data.dataset, "budget": budget, "runs": runs}
+    metric = next(iter(runs.values()))["metric"]
+    results = {
+        "dataset": cfg.data.dataset,
+        "task": task,
+        "metric": metric,
+        "budget": budget,
+        "runs": runs,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "real_loop.json").write_text(json.dumps(results, indent=1))
     plot_sessions(results, out / "learning_curves.png")
@@ -169,14 +212,15 @@ def demo(
 
 
 def summary(results: dict[str, Any]) -> str:
-    """Final accuracy, area under the curve and labels to random's final, per sampler."""
-    runs = results["runs"]
-    target = runs["random"]["accuracy"][-1]
-    rows = [f"{'sampler':<18} {'final acc':>10} {'AUC':>7} {'labels to random final':>24}"]
+    """Final metric, area under the curve and labels to random's final, per sampler."""
+    runs, metric = results["runs"], results.get("metric", "accuracy")
+    target = runs["random"][metric][-1]
+    final = "final acc" if metric == "accuracy" else f"final {metric}"
+    rows = [f"{'sampler':<18} {final:>10} {'AUC':>7} {'labels to random final':>24}"]
     for name, r in runs.items():
-        need = labels_to_reach(r["labels"], r["accuracy"], target)
-        auc = area_under_curve(r["labels"], r["accuracy"])
-        rows.append(f"{name:<18} {r['accuracy'][-1]:>10.3f} {auc:>7.3f} {str(need):>24}")
+        need = labels_to_reach(r["labels"], r[metric], target)
+        auc = area_under_curve(r["labels"], r[metric])
+        rows.append(f"{name:<18} {r[metric][-1]:>10.3f} {auc:>7.3f} {str(need):>24}")
     return "\n".join(rows)
 
 
@@ -188,10 +232,11 @@ def plot_sessions(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    metric = results.get("metric", "accuracy")
     for name, r in results["runs"].items():
-        ax.plot(r["labels"], r["accuracy"], label=name, linestyle="--" if name == "random" else "-")
-    ax.set_xlabel("labels")
-    ax.set_ylabel("held-out accuracy")
+        ax.plot(r["labels"], r[metric], label=name, linestyle="--" if name == "random" else "-")
+    ax.set_xlabel("labels (images)" if metric == "map50" else "labels")
+    ax.set_ylabel("held-out mAP@0.5" if metric == "map50" else "held-out accuracy")
     ax.set_title(f"{results['dataset']}: the real service, labeled over HTTP")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -61,6 +61,20 @@ def pool_task(pool: ShardSet) -> Task:
     return "detection" if declared(pool) == "detection" else "classification"
 
 
+def detection_sampler(cfg: Config) -> str:
+    """The detection sampler ``cfg`` runs: random stays random, others are the service's own.
+
+    Any other configured sampler is a class sampler: images are ranked by
+    :data:`DETECTION_SAMPLER` until the config names detection samplers.
+
+    >>> from activestream.config import Config
+    >>> detection_sampler(Config()), detection_sampler(Config().with_overrides(
+    ...     {"sampling.sampler": "random"}))
+    ('box_entropy_max', 'random')
+    """
+    return "random" if cfg.sampling.sampler == "random" else DETECTION_SAMPLER
+
+
 def task_parts(cfg: Config, pool: ShardSet) -> TaskParts:
     """The parts of ``pool``'s task under ``cfg``."""
     if pool_task(pool) == "detection":
@@ -87,16 +101,18 @@ def _detection(cfg: Config) -> TaskParts:
     from activestream.pipelines.detection_scoring import stream_detection_rounds
 
     sampling = cfg.sampling
+    sampler = detection_sampler(cfg)
     # The detector's backbone is ImageNet-pretrained: its embedding means something before
-    # the first label, so a cold start may pick from it whatever the model config says.
-    cold = sampling.cold_start and sampling.cold_start_strategy != "random"
+    # the first label, so a cold start may pick from it whatever the model config says. Not
+    # for random, the baseline: its first picks stay uniform.
+    cold = sampling.cold_start and sampling.cold_start_strategy != "random" and sampler != "random"
     return TaskParts(
         name="detection",
         trainer=DetectorTrainerService,
         # The ledger holds its own lock around every check: the kind needs none of its own.
         label_kind=lambda items: BoxLabels(items, items.classes, lock=nullcontext()),
-        rounds=partial(stream_detection_rounds, sampler=DETECTION_SAMPLER, embed=cold),
+        rounds=partial(stream_detection_rounds, sampler=sampler, embed=cold),
         cold_on_embedding=cold,
         embedding_model=False,
-        label_studio=RectanglesTask(DETECTION_SAMPLER),
+        label_studio=RectanglesTask(sampler),
     )

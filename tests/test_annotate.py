@@ -23,9 +23,9 @@ def session(run_service, tmp_path_factory):
             "sampling.sampler": "auto",  # the whole bandit path, through real actors
         }
     )
-    truth, x_test, y_test = ground_truth(cfg)
+    truth, held_out = ground_truth(cfg)
     with run_service(cfg) as base:
-        oracle = Oracle(base, truth, x_test, y_test, annotators=3, rate=20.0, budget=48)
+        oracle = Oracle(base, truth, held_out, annotators=3, rate=20.0, budget=48)
         report = oracle.run(progress=False, settle=120)
         metrics = requests.get(f"{base}/metrics", timeout=10).text
     return report, metrics

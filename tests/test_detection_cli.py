@@ -103,3 +103,17 @@ def test_simulate_detection_without_a_dataset_says_how_to_make_one(tmp_path):
     assert proc.returncode == 2
     assert "needs --dataset DIR with pool/ and test/" in proc.stderr
     assert "activestream make-detection" in proc.stderr
+
+
+def test_annotate_detection_without_a_dataset_says_what_it_needs_in_one_line(tmp_path):
+    proc = run_cli("annotate", "--task", "detection", "--budget", "4", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "needs --dataset DIR" in proc.stderr and "pool/ and test/" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_demo_detection_on_data_that_is_not_there_is_one_line(tmp_path):
+    proc = run_cli("demo", "--task", "detection", "--dataset", "nowhere", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("activestream: error: ") and "nowhere" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

@@ -19,7 +19,7 @@ from PIL import Image
 
 from activestream.config import Config
 from activestream.sources.canvases import CanvasSpec, make_canvases
-from activestream.sources.detection import read_coco
+from activestream.sources.detection import open_image, read_coco
 from activestream.sources.detection_pool import serve_pool
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,12 @@ def server(run_service, tmp_path_factory):
     )
     truth = {item.id: item for item in read_coco(str(data_dir / "pool")).items}
     with run_service(cfg, token=TOKEN) as base:
-        yield {"base": base, "truth": truth, "log": Path(cfg.state_dir) / "labels"}
+        yield {
+            "base": base,
+            "truth": truth,
+            "test": read_coco(str(data_dir / "test")).items,
+            "log": Path(cfg.state_dir) / "labels",
+        }
 
 
 def boxes_of(server, item_id):
@@ -220,6 +225,35 @@ def test_predict_refuses_pixel_arrays_and_undecodable_files(server):
     assert "not a decodable image" in junk.json()["detail"]
 
 
+def test_predict_with_min_score_zero_answers_every_box_and_a_bad_floor_is_a_422(server):
+    item = next(iter(server["truth"]))
+    image = requests.get(f"{server['base']}/items/{item}/image", timeout=30)
+
+    def boxes(floor):
+        response = requests.post(
+            f"{server['base']}/predict",
+            params={"min_score": floor},
+            data=image.content,
+            headers={**AUTH, "Content-Type": image.headers["content-type"]},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        (prediction,) = response.json()["predictions"]
+        return prediction["boxes"]
+
+    every, sure = boxes(0), boxes(0.3)
+    assert len(every) >= len(sure) and any(b["score"] < 0.3 for b in every)
+    for floor in ("1.5", "many"):
+        response = requests.post(
+            f"{server['base']}/predict",
+            params={"min_score": floor},
+            data=image.content,
+            headers={**AUTH, "Content-Type": "image/png"},
+            timeout=30,
+        )
+        assert response.status_code == 422 and "min_score" in response.json()["detail"]
+
+
 PHONE = {"width": 375, "height": 740}
 
 
@@ -319,6 +353,27 @@ def test_the_page_fits_a_phone_and_skips_with_a_key(server, page):
     page.keyboard.press("s")
     page.wait_for_function(f"document.getElementById('status').textContent === 'skipped {first}'")
     assert shown(page) != first
+
+
+def test_oracle_annotators_box_images_over_http_and_measure_map50(server):
+    """What ``activestream demo --task detection`` runs against each service it starts."""
+    from activestream.pipelines.annotate import Oracle
+    from activestream.pipelines.box_oracle import BoxHeldOut
+
+    truth = {i: [b.to_json() for b in item.boxes] for i, item in server["truth"].items()}
+    held_out = BoxHeldOut(
+        [open_image(item) for item in server["test"]],
+        [[b.to_json() for b in item.boxes] for item in server["test"]],
+    )
+    oracle = Oracle(server["base"], truth, held_out, annotators=2, rate=20.0, budget=8, token=TOKEN)
+    report = oracle.run(progress=False, settle=120)
+    assert report["posted"] == report["accepted"] == 8
+    assert report["duplicates"] == 0 and report["errors"] == []
+    assert report["metric"] == "map50"
+    versions = [p["version"] for p in report["curve"]]
+    assert versions and versions == sorted(set(versions))
+    assert all(0.0 <= p["map50"] <= 1.0 for p in report["curve"])
+    assert report["curve"][-1]["labels"] > report["curve"][0]["labels"]
 
 
 def test_a_killed_detector_trainer_comes_back_with_every_label_and_keeps_learning(server):

@@ -175,6 +175,32 @@ def test_training_on_the_buffer_publishes_a_version_and_learns_the_boxes(data):
     assert after > before + 0.1, (before, after)
 
 
+def test_boxes_come_from_the_last_version_while_an_update_trains_and_say_which(data):
+    """An update holds the model for all its steps: predictions must not wait for it."""
+    import threading
+
+    pool_set, test_set, _ = data
+    t = trainer(data, training=TRAINING.model_copy(update={"steps_per_update": 40}))
+    image = decode_rgb(open_image(test_set.items[0]))
+    t.add_labels([label(i) for i in pool_set.items[:8]])
+    t.partial_fit()
+    before = t.predict_versioned([image])
+    t.add_labels([label(i) for i in pool_set.items[8:16]])
+    update = threading.Thread(target=t.partial_fit)
+    update.start()
+    time.sleep(0.5)  # into the update's 40 steps (seconds on CPUs)
+    during = t.predict_versioned([image])
+    training = update.is_alive()
+    update.join()
+    after = t.predict_versioned([image])
+    assert training, "the update ended before the prediction: make it longer"
+    assert before[0] == during[0] == 1 and after[0] == 2
+    np.testing.assert_array_equal(during[1][0]["boxes"], before[1][0]["boxes"])
+    with torch.inference_mode():
+        own = t.model([torch.from_numpy(image).float().div(255)])[0]["boxes"].numpy()
+    np.testing.assert_array_equal(after[1][0]["boxes"], own)
+
+
 def test_built_with_the_classifier_trainers_arguments_it_takes_the_pools_classes_and_weights(
     data, tmp_path
 ):

@@ -236,7 +236,12 @@ def test_figures_measuring_a_gate_go_stale_when_unreached_code_changes(tmp_path)
 
 
 def test_the_command_line_and_the_service_are_gates_measured_by_the_service_figures():
-    assert freshness.GATES == ("cli.py", "pipelines/task.py", "deploy/app.py")
+    assert freshness.GATES == (
+        "cli.py",
+        "pipelines/task.py",
+        "deploy/app.py",
+        "pipelines/realloop.py",
+    )
     assert "cli.py" in freshness.measures("activestream.benchmarks.startup")
     for name in ("label_latency", "keep_pace", "kill_each", "real_loop"):
         assert "pipelines/" in freshness.measures(f"activestream.benchmarks.{name}"), name
