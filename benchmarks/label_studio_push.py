@@ -84,11 +84,13 @@ def every_score(bridge: Any, project: Any, version: int) -> int:
     from activestream.actors.label_studio import VERSION_PREFIX
 
     task_ids = list(project.tasks)
-    probs = bridge._probs([project.tasks[t] for t in task_ids])
+    outputs, scores = bridge.task.assess(
+        bridge.service, bridge.items, [project.tasks[t] for t in task_ids]
+    )
     name = f"{VERSION_PREFIX}{version}-all"
     rows = [
-        {"task": t, **bridge._prediction(project.schema, p, name)}
-        for t, p in zip(task_ids, probs, strict=True)
+        {"task": t, **bridge._prediction(project.schema, out, name, score)}
+        for t, out, score in zip(task_ids, outputs, scores.tolist(), strict=True)
     ]
     size = bridge.config.batch
     for i in range(0, len(rows), size):
@@ -101,8 +103,6 @@ def every_score(bridge: Any, project: Any, version: int) -> int:
 
 def agreement(ls: Any, bridge: Any, pid: int) -> tuple[bool, float]:
     """(Label Studio's first exact_top unlabeled tasks are the model's, largest score lag)."""
-    from activestream.actors.label_studio import confidence
-
     project = bridge._projects[pid]
     held = {
         p["task"]: p["score"]
@@ -111,7 +111,8 @@ def agreement(ls: Any, bridge: Any, pid: int) -> tuple[bool, float]:
     }
     labeled = bridge.service.labels_of(list(project.tasks.values()))
     open_ = [t for t in project.tasks if project.tasks[t] not in labeled]
-    model = np.round(confidence(bridge._probs([project.tasks[t] for t in open_]), "margin"), 6)
+    _, scores = bridge.task.assess(bridge.service, bridge.items, [project.tasks[t] for t in open_])
+    model = np.round(scores, 6)
     now = np.array([held[t] for t in open_])
     k = min(bridge.config.exact_top, len(open_))
     front = bool(np.sort(now)[:k].tolist() == np.sort(model)[:k].tolist())
