@@ -86,8 +86,19 @@ def test_labels_and_checkpoints_on_s3_carry_over_to_a_new_loop(
         second.stop()
 
 
-def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
+#: Ray's own words when its raylet does not register within its hard-coded 30 s: on a loaded
+#: 2-core machine (this suite's own Ray cluster still winding down) a cold start can miss it.
+RAY_START_TIMEOUT = "The current node timed out during startup"
+
+
+def start_serve(data_dir: Path, port: int, log: Path, *, tries: int = 2) -> subprocess.Popen:
+    """``activestream serve`` on ``port``, once its own replica answers queries.
+
+    A start that Ray itself gave up on (:data:`RAY_START_TIMEOUT`) is cleared away and tried
+    once more: what these tests check begins once the service is up; the start is not it.
+    """
     env = {**os.environ, "RAY_ADDRESS": ""}
+    offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [
@@ -115,7 +126,12 @@ def start_serve(data_dir: Path, port: int, log: Path) -> subprocess.Popen:
                     return proc
         except (requests.RequestException, ValueError, KeyError, LookupError):
             pass
-        assert proc.poll() is None, log.read_text()[-3000:]
+        if proc.poll() is not None:
+            said = log.read_bytes()[offset:].decode(errors="replace")
+            if RAY_START_TIMEOUT in said and tries > 1:
+                stop(proc, "SIGKILL")  # what the failed start left of its cluster
+                return start_serve(data_dir, port, log, tries=tries - 1)
+            raise AssertionError(said[-3000:])
         assert time.monotonic() < deadline, "the service did not come up in 240 s"
         time.sleep(1)
 
