@@ -285,14 +285,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _detection_pool(cfg: Config) -> Config:
-    """``cfg`` serving detection data (COCO, YOLO, Hugging Face) from its pool written once."""
+    """``cfg`` serving detection data (COCO, YOLO, Hugging Face) from its pool written once.
+
+    The detector ``cfg.model`` names is built and checked here, before any actor exists.
+    """
     from activestream.sources.detection_pool import serve_pool
 
     pool = serve_pool(cfg.data.dataset, cfg.data.cache_dir, storage=cfg.storage)
-    if pool is None or pool == cfg.data.dataset:
+    if pool is None:
         return cfg
-    print(f"detection data {cfg.data.dataset}: serving its pool {pool}", file=sys.stderr)
-    return cfg.with_overrides({"data.dataset": pool})
+    if pool != cfg.data.dataset:
+        print(f"detection data {cfg.data.dataset}: serving its pool {pool}", file=sys.stderr)
+        cfg = cfg.with_overrides({"data.dataset": pool})
+    _check_detector(cfg)
+    return cfg
+
+
+def _check_detector(cfg: Config) -> None:
+    """A detector of the user's own (``model.factory``) that the loop cannot use: one line now."""
+    from activestream.actors.detector import checked_detector_factory
+    from activestream.sources.shards import open_shards
+
+    checked_detector_factory(cfg.model, len(open_shards(cfg.data.dataset, cfg.storage).classes))
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:

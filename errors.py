@@ -21,3 +21,10 @@ class StorageError(ActivestreamError):
     The message names the URI and the cause, because the fix (credentials, bucket name, a stopped
     server) lies with whoever runs the service, not in the code.
     """
+
+
+class ClusterError(ActivestreamError):
+    """Ray's cluster cannot be started or reached; the message is Ray's reason in one line.
+
+    The fix lies with the machine or the cluster (load, a stopped head node), not the code.
+    """

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,10 @@ from activestream.actors.items import ItemStore
 from activestream.actors.labels import AddResult, LabelConflict, LabelError, UnknownId
 from activestream.actors.trainer import RETRACTED, Trainer, TrainerService, _Reservoir, update_steps
 from activestream.config import ModelConfig, StorageConfig, TrainingConfig
-from activestream.models.detection import fcos_detector, parameter_groups
+from activestream.errors import ConfigError
+from activestream.models.detection import check_detector, fcos_detector, parameter_groups
 from activestream.models.parts import pick_device
+from activestream.models.registry import model_names
 from activestream.samplers.detection import iou
 from activestream.sources.fs import DEFAULT_STORAGE
 from activestream.tasks.boxes import Box, BoxError, parse_boxes
@@ -54,7 +57,7 @@ def box_answer(boxes: Iterable[Box]) -> Boxes:
     return tuple(sorted(boxes, key=lambda box: (box.label, box.bbox)))
 
 
-def boxes_to_json(answer: Boxes) -> list[dict[str, Any]]:
+def boxes_to_json(answer: Sequence[Box]) -> list[dict[str, Any]]:
     """An answer as the label JSON carries it (what the label log stores)."""
     return [box.to_json() for box in answer]
 
@@ -156,6 +159,63 @@ def image_hit(
 def _live(label: Any) -> bool:
     """Whether a row's label still stands (not withdrawn: :data:`RETRACTED`)."""
     return not (isinstance(label, int) and label == RETRACTED)
+
+
+def detector_factory(model: ModelConfig) -> Callable[[int], nn.Module]:
+    """What builds a detection deployment's detector: ``detector(num_classes)``.
+
+    ``model.factory`` names the detector where it is an import path (``"package.module:
+    function"``, called with the number of classes and ``model.kwargs``); to put FCOS on a
+    backbone of your own, such a function returns
+    ``fcos_detector(num_classes, backbone=your_backbone)``. A registered name is a classifier
+    (the config's default is one), so a detection pool builds FCOS on the pretrained
+    EfficientNet-Lite0 instead, with ``model.kwargs`` (``image_size``, ``score_thresh``).
+
+    >>> detector_factory(ModelConfig()).func.__name__
+    'fcos_detector'
+    >>> detector_factory(ModelConfig(factory="torch.nn:Identity")).func.__name__
+    'Identity'
+    """
+    from activestream.models.registry import resolve
+
+    if model.factory in model_names():
+        return partial(fcos_detector, **model.kwargs)
+    return partial(resolve(model.factory), **model.kwargs)
+
+
+def checked_detector_factory(
+    model: ModelConfig, num_classes: int
+) -> tuple[Callable[[int], nn.Module], bool]:
+    """:func:`detector_factory`, its detector built once and held to the contract first.
+
+    Run where a deployment starts, so that a detector the trainer and the scorers cannot use
+    is one line naming ``model.factory`` and the broken part
+    (:func:`~activestream.models.detection.check_detector`), not an actor's traceback later.
+    The built-in FCOS with no ``model.kwargs`` is trusted as it is.
+
+    Returns:
+        The factory, and whether its detector gives images an embedding: a torchvision-style
+        ``backbone`` and ``transform`` that the scorers pool for cold starts.
+
+    Raises:
+        ConfigError: The factory does not build, or builds something that breaks the contract.
+    """
+    factory = detector_factory(model)
+    if factory.func is fcos_detector and not model.kwargs:
+        return factory, True
+    what = f"model.factory {model.factory!r}" + (
+        f" with model.kwargs {model.kwargs}" if model.kwargs else ""
+    )
+    try:
+        with torch.random.fork_rng(devices=[]):
+            net = factory(num_classes)
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"it returned {type(net).__name__}, not a torch.nn.Module")
+        check_detector(net, num_classes)
+    except Exception as err:  # a user's code: whatever it raises, the answer is one line
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{what} does not build a detector for this pool: {reason}") from None
+    return factory, hasattr(net, "backbone") and hasattr(net, "transform")
 
 
 def load_detector_weights(net: nn.Module, uri: str, storage: StorageConfig) -> None:
@@ -341,15 +401,17 @@ class DetectorTrainer(Trainer):
             pool's shards name them), so the service builds it with the classifier trainer's
             arguments.
         detector: ``detector(num_classes)`` -> a torchvision-style detector (see
-            :func:`~activestream.models.detection.check_detector`); FCOS on the pretrained
-            EfficientNet-Lite0 by default.
+            :func:`~activestream.models.detection.check_detector`); None builds what
+            ``model`` names (:func:`detector_factory`: FCOS on the pretrained
+            EfficientNet-Lite0 unless ``model.factory`` is an import path).
         seed: Seeds the initial weights and every draw.
         minibatch: Images per optimizer step at most.
         pretrained_lr: Learning rate of a pretrained backbone's own weights; a tenth of
             ``training.lr`` by default (see
             :func:`~activestream.models.detection.parameter_groups`).
         model: ``init_weights`` (a state dict of this detector, local or ``s3://``) is loaded
-            before training; the architecture comes from ``detector``.
+            before training; without ``detector``, ``model.factory`` and ``model.kwargs``
+            name the architecture.
         storage: How to reach an ``s3://`` ``init_weights``.
     """
 
@@ -359,7 +421,7 @@ class DetectorTrainer(Trainer):
         training: TrainingConfig,
         items: ItemStore,
         classes: Sequence[str] | None = None,
-        detector: Callable[[int], nn.Module] = fcos_detector,
+        detector: Callable[[int], nn.Module] | None = None,
         seed: int = 0,
         minibatch: int = 8,
         pretrained_lr: float | None = None,
@@ -378,7 +440,7 @@ class DetectorTrainer(Trainer):
         self.device = pick_device()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = detector(len(self.classes))
+            net = (detector or detector_factory(self.model_cfg))(len(self.classes))
         if self.model_cfg.init_weights:
             load_detector_weights(net, self.model_cfg.init_weights, storage)
         self.model = net.to(self.device).eval()
@@ -656,7 +718,10 @@ class DetectorTrainer(Trainer):
         """The ``GET /model`` answer: the classifier's, for a detector over these classes."""
         info = super().model_info()
         info["classes"] = list(self.classes)
-        info["arch"] = type(self.model).__name__
+        # A user's detector is named as they named it (as a classifier's factory is); the
+        # built-in one by its class.
+        own = self.model_cfg.factory not in model_names()
+        info["arch"] = self.model_cfg.factory if own else type(self.model).__name__
         info["task"] = "detection"
         return info
 

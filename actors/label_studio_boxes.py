@@ -234,7 +234,9 @@ class RectanglesTask:
         return box_answer(schema.boxes_of(result, item=item)[1])
 
     def record(self, item: str, answer: Sequence[Box]) -> dict[str, Any]:  # noqa: D102
-        return {"id": item, "boxes": [box.to_json() for box in answer]}
+        from activestream.actors.detector import boxes_to_json
+
+        return {"id": item, "boxes": boxes_to_json(answer)}
 
     def decode(self, data: bytes, items: ItemStore) -> bytes | None:
         """The image's own bytes, once they decode: a detection pool keeps images encoded."""

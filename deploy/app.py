@@ -223,6 +223,7 @@ class LabelingAPI:
         self.version_ttl = version_ttl
         self.board_timeout = board_timeout
         self._version, self._version_at = -1, float("-inf")
+        self._box_classes: list[str] | None = None  # a detection pool's, fixed with its data
         self._version_call: asyncio.Future[None] | None = None
         self.queue = queue
         self.board = board
@@ -613,7 +614,8 @@ class LabelingAPI:
             images = await asyncio.to_thread(decode_native, files)
         except ValueError as err:
             raise _reject(422, str(err)) from None
-        info = await self._trainer(self.trainer.model_info.remote())
+        if self._box_classes is None:  # the pool's object classes: asked once
+            self._box_classes = (await self._trainer(self.trainer.model_info.remote()))["classes"]
         # The version that found the boxes: the newest, or the one before while an update
         # trains (boxes never wait for training).
         seconds = self.trainer_timeout + PER_IMAGE_SECONDS * len(images)
@@ -621,7 +623,7 @@ class LabelingAPI:
         version, found = await self._trainer(call, timeout=seconds)
         return BoxPredictions(
             model_version=version,
-            predictions=box_predictions(found, info["classes"], floor=floor),
+            predictions=box_predictions(found, self._box_classes, floor=floor),
         )
 
     async def model(self) -> ModelInfo:

@@ -91,12 +91,14 @@ def stream_detection_rounds(
     board: Any = None,
     sampler: str,
     embed: bool = False,
+    detector: Callable[[int], nn.Module] = fcos_detector,
 ) -> Iterator[ScoreResult]:
     """The detector pool's streaming pass over several rounds: the classifier's, other scorers.
 
     As :func:`~activestream.pipelines.scoring.stream_rounds`: the scorers start once, follow
     the board between batches, and each round's top-k (one score per image from ``sampler``)
-    is yielded as soon as its shards' rows are in.
+    is yielded as soon as its shards' rows are in. ``detector`` builds the architecture the
+    trainer trains (:func:`~activestream.actors.detector.detector_factory`).
     """
     if not rounds:
         return
@@ -107,7 +109,13 @@ def stream_detection_rounds(
         num_rows=sum(r.num_rows for r in rounds),
     )
     ds = detector_scored_dataset(
-        cfg.scoring, looped, sampler=sampler, board=board, seed=cfg.seed, embed=embed
+        cfg.scoring,
+        looped,
+        sampler=sampler,
+        detector=detector,
+        board=board,
+        seed=cfg.seed,
+        embed=embed,
     )
     ds.context.execution_options.preserve_order = True
     rng = np.random.default_rng(cfg.seed)

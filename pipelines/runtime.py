@@ -8,11 +8,15 @@ resources, never from a flag, so the same config runs on a CPU laptop and a GPU 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
+from collections.abc import Callable
+from functools import partial
 
 from activestream.config import RayConfig, ScoringConfig, TrainingConfig
+from activestream.errors import ClusterError
 
 #: The named actor that runs one deployment's loop: every driver and replica finds it by name.
 #: Here, not beside the loop, so that Serve's replica reaches it without importing torch.
@@ -70,7 +74,8 @@ def init_ray(cfg: RayConfig) -> None:
     # answer at once (Serve, ledger, queue) come first, and the trainer's thread and the
     # scorers step down below them (``training.nice``, ``scoring.nice``).
     os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(
+    start = partial(
+        ray.init,
         # "local" always starts a new cluster: Ray would otherwise attach to any cluster it
         # finds running on this machine (another user's, another test run) and fail on num_cpus.
         address="local",
@@ -81,6 +86,40 @@ def init_ray(cfg: RayConfig) -> None:
             "env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": driver_path(), **allocator}
         },
     )
+    start_local_cluster(start)
+
+
+def start_local_cluster(start: Callable[[], object], tries: int = 2) -> None:
+    """Run ``start`` (``ray.init`` of a new local cluster), again if Ray gives up on its start.
+
+    Ray waits a fixed 30 s for its raylet to register and then raises, leaving the processes
+    it started behind; on a loaded machine (a busy CI runner) that happens now and then.
+    Whatever a failed try started here is stopped before the next one, so two clusters never
+    compete for the same cores.
+
+    Raises:
+        ClusterError: Every try failed; the message is Ray's reason in one line.
+    """
+    import psutil
+
+    me = psutil.Process()
+    for attempt in range(1, tries + 1):
+        before = {p.pid for p in me.children(recursive=True)}
+        try:
+            start()
+            return
+        except Exception as err:  # Ray raises a bare Exception for its startup timeout
+            left = [p for p in me.children(recursive=True) if p.pid not in before]
+            for process in left:
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+            psutil.wait_procs(left, timeout=10)
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if attempt == tries:
+                raise ClusterError(
+                    f"Ray's local cluster did not start ({tries} tries): {reason}"
+                ) from None
+            print(f"Ray's local cluster did not start ({reason}); trying again", file=sys.stderr)
 
 
 def driver_path() -> str:

@@ -78,7 +78,7 @@ def detection_sampler(cfg: Config) -> str:
 def task_parts(cfg: Config, pool: ShardSet) -> TaskParts:
     """The parts of ``pool``'s task under ``cfg``."""
     if pool_task(pool) == "detection":
-        return _detection(cfg)
+        return _detection(cfg, pool)
     from activestream.actors.trainer import TrainerService
 
     sampler = samplers.spec(cfg.sampling.sampler)
@@ -93,25 +93,38 @@ def task_parts(cfg: Config, pool: ShardSet) -> TaskParts:
     )
 
 
-def _detection(cfg: Config) -> TaskParts:
+def _detection(cfg: Config, pool: ShardSet) -> TaskParts:
     from contextlib import nullcontext
 
-    from activestream.actors.detector import BoxLabels, DetectorTrainerService
+    from activestream.actors.detector import (
+        BoxLabels,
+        DetectorTrainerService,
+        checked_detector_factory,
+    )
     from activestream.actors.label_studio_boxes import RectanglesTask
     from activestream.pipelines.detection_scoring import stream_detection_rounds
 
     sampling = cfg.sampling
     sampler = detection_sampler(cfg)
-    # The detector's backbone is ImageNet-pretrained: its embedding means something before
-    # the first label, so a cold start may pick from it whatever the model config says. Not
-    # for random, the baseline: its first picks stay uniform.
-    cold = sampling.cold_start and sampling.cold_start_strategy != "random" and sampler != "random"
+    # The trainer builds the same detector from cfg.model in its own process; a user's is
+    # checked here first, so a broken one stops `serve` with one line before any actor starts.
+    detector, embeds = checked_detector_factory(cfg.model, len(pool.classes))
+    # The built-in detector's backbone is ImageNet-pretrained: its embedding means something
+    # before the first label, so a cold start may pick from it whatever the model config
+    # says. Not for random, the baseline (its first picks stay uniform), nor for a detector
+    # without a torchvision-style backbone to pool.
+    cold = (
+        sampling.cold_start
+        and sampling.cold_start_strategy != "random"
+        and sampler != "random"
+        and embeds
+    )
     return TaskParts(
         name="detection",
         trainer=DetectorTrainerService,
         # The ledger holds its own lock around every check: the kind needs none of its own.
         label_kind=lambda items: BoxLabels(items, items.classes, lock=nullcontext()),
-        rounds=partial(stream_detection_rounds, sampler=sampler, embed=cold),
+        rounds=partial(stream_detection_rounds, sampler=sampler, embed=cold, detector=detector),
         cold_on_embedding=cold,
         embedding_model=False,
         label_studio=RectanglesTask(sampler),
