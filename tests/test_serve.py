@@ -369,7 +369,9 @@ def test_the_page_sends_every_key_of_a_fast_expert_in_order_at_phone_width(serve
         shown.append(item)
         pressed.append(server["truth"][item])
         phone.keyboard.press(str(pressed[-1]))
-    assert time.monotonic() - start < 12, "the test itself fell behind its pace"
+    # 30 keys at 3 a second take 10 s; a loaded CI runner (two test workers, Chromium, Ray on
+    # two cores) may lose a few. Order and completeness below are checked at any pace.
+    assert time.monotonic() - start < 15, "the test itself fell behind its pace"
     phone.wait_for_function("document.body.dataset.unsent === '0'", timeout=60_000)
     records = label_log(server)[logged:]
     assert [(r["id"], r["label"]) for r in records] == list(zip(shown, pressed, strict=True))
