@@ -159,20 +159,25 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageConfi
     proc.wait(timeout=10)
 
 
-@pytest.fixture()
-def s3_bucket(s3_server: StorageConfig) -> str:
-    """A fresh, empty bucket on the loopback S3 server; returns its name."""
+@pytest.fixture(scope="session")
+def s3_client(s3_server: StorageConfig) -> Any:
+    """A boto3 client of the loopback S3 server, to put files where a test reads them."""
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=s3_server.endpoint_url,
         aws_access_key_id=s3_server.key,
         aws_secret_access_key=s3_server.secret,
         region_name="us-east-1",
     )
+
+
+@pytest.fixture()
+def s3_bucket(s3_client: Any) -> str:
+    """A fresh, empty bucket on the loopback S3 server; returns its name."""
     name = f"bucket-{time.monotonic_ns()}"
-    client.create_bucket(Bucket=name)
+    s3_client.create_bucket(Bucket=name)
     return name
 
 

@@ -152,15 +152,11 @@ def test_hugging_face_parquet_reads_back_the_same_boxes_and_class_names(canvases
     assert all(open_image(hf.items[k]) == open_image(coco.items[k]) for k in (2, 8, 29))
 
 
-def test_a_coco_set_on_s3_reads_as_it_does_locally(canvases, s3_server, s3_bucket):
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+def test_a_coco_set_on_s3_reads_as_it_does_locally(canvases, s3_server, s3_client, s3_bucket):
     for path in (canvases / "test").rglob("*"):
         if path.is_file():
             key = f"sets/canvases/{path.relative_to(canvases / 'test').as_posix()}"
-            client.upload_file(str(path), s3_bucket, key)
+            s3_client.upload_file(str(path), s3_bucket, key)
     remote = read_detection(f"s3://{s3_bucket}/sets/canvases", s3_server)
     local = read_coco(str(canvases / "test"))
     assert remote.layout == "coco" and _boxes(remote) == _boxes(local)
