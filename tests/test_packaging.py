@@ -35,6 +35,26 @@ def _source_files() -> list[Path]:
     return [ROOT / p for p in listed if (ROOT / p).is_file()]
 
 
+def _modules(skip: tuple[str, ...]) -> list[Path]:
+    """The package's Python files, less those under the top-level folders ``skip`` names."""
+    return [
+        path
+        for path in _source_files()
+        if path.suffix == ".py" and path.parts[len(ROOT.parts)] not in skip
+    ]
+
+
+def _imports(path: Path) -> list[str]:
+    """Every absolute module name ``path`` imports, wherever in the file the import stands."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel built from the files a clean clone has (never from a stale build/ folder)."""
@@ -143,19 +163,69 @@ def test_the_installed_package_does_real_work_from_the_fresh_venv(
 
 def test_no_module_imports_a_folder_by_its_bare_name() -> None:
     # In a source tree `import samplers` can work by accident; installed, it breaks.
-    offenders = []
-    for path in _source_files():
-        if path.suffix != ".py" or path.parts[len(ROOT.parts)] in ("tests", "scripts"):
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in BARE]
+    offenders = [
+        f"{path.name}: {name}"
+        for path in _modules(skip=("tests", "scripts"))
+        for name in _imports(path)
+        if name.split(".")[0] in BARE
+    ]
     assert offenders == []
+
+
+#: Extras that switch on optional parts a user may leave out (the pretrained backbone, the
+#: detector's mAP); ``bench`` and ``test`` serve the benchmarks and tests, never the service.
+OPTIONAL_EXTRAS = ("pretrained", "detection")
+
+
+def _installed_closure(requirements: list[str]) -> set[str]:
+    """Every distribution ``requirements`` install, with their own requirements, normalized."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import requires as requires_of
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [(Requirement(r), ("",)) for r in requirements]
+    while todo:
+        req, extras = todo.pop()
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in extras):
+            continue
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            below = requires_of(req.name) or []
+        except PackageNotFoundError:
+            continue
+        todo += [(Requirement(r), ("", *req.extras)) for r in below]
+    return seen
+
+
+def test_every_module_the_service_imports_comes_with_its_declared_dependencies() -> None:
+    # A bare `pip install activestream` (or with the optional extras) must run the service:
+    # a module imported outside the benchmarks that only `bench` or `test` installs would
+    # break it for users however well the tests pass in the full environment.
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = [*project["dependencies"], *(r for e in OPTIONAL_EXTRAS for r in extras[e])]
+    installed = _installed_closure(wanted)
+    providers = packages_distributions()
+    missing = []
+    for path in _modules(skip=("tests", "scripts", "benchmarks")):
+        for name in {n.split(".")[0] for n in _imports(path)}:
+            if name in sys.stdlib_module_names or name == "activestream":
+                continue
+            dists = {canonicalize_name(d) for d in providers.get(name, [])}
+            if not dists & installed:
+                missing.append(f"{path.relative_to(ROOT)}: {name} ({', '.join(dists)})")
+    assert missing == []
 
 
 def test_importing_activestream_starts_neither_ray_nor_torch() -> None:
