@@ -172,11 +172,12 @@ def render_readme(data: dict[str, Any]) -> str:
     for name, row in data["strategies"].items():
         if name == "random":
             continue
+        need = row["labels_to_reach_random_final"]["images"]
+        reach = "not reached" if need is None else f"reached with {_share(need, budget)}"
         lines.append(
             f"- `{name}`: mAP@0.5 {row['map50_mean']:.3f} ± {row['map50_std']:.3f} at {budget} "
             f"labeled images against random's {random['map50_mean']:.3f} ± "
-            f"{random['map50_std']:.3f}; random's final reached with "
-            f"{_share(row['labels_to_reach_random_final']['images'], budget)} "
+            f"{random['map50_std']:.3f}; random's final {reach} "
             f"({data['config']['seeds']} seeds, [detection](docs/detection.md))."
         )
     return "\n".join(lines) + "\n"
