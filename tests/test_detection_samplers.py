@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from activestream.samplers import detection
 from activestream.samplers.detection import Detections, check_detections
 from activestream.samplers.detection.consistency import flip_boxes, flip_consistency
+from activestream.samplers.detection.presence import box_presence
 from activestream.samplers.detection.uncertainty import box_uncertainty
 
 CLASSES = 3
@@ -57,9 +58,10 @@ def _subset(det: Detections, order: list[int]) -> Detections:
     return check_detections(det.boxes[rows], det.probs[rows], det.scores[rows], counts)
 
 
-def test_the_registry_holds_the_box_aggregates_flip_consistency_and_random():
+def test_the_registry_holds_the_box_aggregates_presence_flip_consistency_and_random():
     expected = {f"box_{u}_{a}" for u in ("entropy", "margin") for a in ("max", "mean", "sum")}
-    assert set(detection.names()) == expected | {"flip_consistency", "random"}
+    others = {"box_presence_sum", "flip_consistency", "random"}
+    assert set(detection.names()) == expected | others
 
 
 def test_an_unknown_name_fails_naming_the_choices():
@@ -114,6 +116,22 @@ def test_boxes_under_the_score_floor_do_not_count():
     unsure = check_detections([[0, 0, 1, 1]], [[0.5, 0.5]], [0.29], [1])
     assert box_uncertainty(unsure, "entropy", "max").tolist() == [0.0]
     assert box_uncertainty(unsure, "entropy", "max", floor=0.2).tolist() == [1.0]
+
+
+def test_a_half_believed_box_outranks_a_sure_one_of_the_same_class_mix():
+    # Same class confusion, detection scores 0.5 and 0.99: the class samplers rank the sure
+    # box higher (both count, same entropy); presence asks about the box that may not exist.
+    det = check_detections([[0, 0, 1, 1], [0, 0, 1, 1]], [[0.5, 0.5]] * 2, [0.5, 0.99], [1, 1])
+    half, sure = box_presence(det).tolist()
+    assert half > sure
+    assert half == pytest.approx(0.75)
+
+
+def test_presence_counts_boxes_from_its_own_low_floor():
+    faint = check_detections([[0, 0, 1, 1]], [[1.0, 0.0]], [0.1], [1])
+    assert box_uncertainty(faint, "entropy", "sum").tolist() == [0.0]  # under 0.3
+    assert box_presence(faint)[0] > 0.2  # H2(0.1) / log 2 / 2 = 0.234
+    assert box_presence(faint, floor=0.2).tolist() == [0.0]
 
 
 def test_margin_per_box_is_one_minus_the_gap_between_the_top_two_classes():

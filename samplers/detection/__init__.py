@@ -7,6 +7,9 @@ first, as the classification samplers do for (N, C) probabilities; it is pure nu
 
 * :mod:`.uncertainty`: per-box class entropy or margin, aggregated per image by max, mean or
   sum over the boxes scoring at least a floor (``box_entropy_max``, ... ``box_margin_sum``).
+* :mod:`.presence`: is there an object, and what is it: the entropy of each box's detection
+  score plus its class entropy weighted by that score, from a low floor, summed per image
+  (``box_presence_sum``).
 * :mod:`.consistency`: localization-aware; how well the boxes found on the horizontally
   flipped image match those found on the image itself (``flip_consistency``).
 * ``random``: the baseline, one uniform score per image from an injected generator.
@@ -15,7 +18,11 @@ Pick one by name with :func:`get`; :func:`names` lists them and :func:`spec` say
 one takes (``("detections",)``, or ``("detections", "flipped")`` for the flip pass).
 """
 
-from activestream.samplers.detection import consistency, uncertainty  # noqa: F401 - register
+from activestream.samplers.detection import (  # noqa: F401 - register
+    consistency,
+    presence,
+    uncertainty,
+)
 from activestream.samplers.detection.boxes import Detections, aggregate, check_detections, iou
 from activestream.samplers.detection.registry import (
     DetectionSamplerSpec,
