@@ -35,7 +35,13 @@ from activestream.actors.cpus import keep_off_reserved
 from activestream.actors.detector import decode_rgb, to_tensor
 from activestream.actors.scorer import Scorer, _worker_salt
 from activestream.actors.weights import WeightsVersion
-from activestream.models.detection import detect_flipped, fcos_detector, flat_outputs
+from activestream.models.detection import (
+    capture_embedding_inputs,
+    detect_flipped,
+    fcos_detector,
+    flat_outputs,
+    pooled_embeddings,
+)
 from activestream.models.parts import pick_device
 from activestream.samplers import detection as box_samplers
 from activestream.sources.images import encoded_bytes
@@ -93,7 +99,7 @@ class DetectorScorer(Scorer):
         self.embed = embed
         self._captured: dict[str, Any] = {}
         if embed:
-            _capture_embedding_inputs(self._model, self._captured)
+            capture_embedding_inputs(self._model, self._captured)
         self._board = board
         self.version = 0
         self._newer: WeightsVersion | None = None
@@ -117,7 +123,7 @@ class DetectorScorer(Scorer):
         self._model.eval()
         found = self._model(tensors)
         if self.embed:
-            self.embeddings = _pooled(self._captured)
+            self.embeddings = pooled_embeddings(self._captured)
         detections = box_samplers.check_detections(*flat_outputs(found))
         if self._flip:
             flipped = box_samplers.check_detections(
@@ -168,36 +174,3 @@ class DetectorScorer(Scorer):
         if self.embeddings is None or not len(self.embeddings):
             self.detect([np.zeros((3, 32, 32), np.uint8)])
         return int(self.embeddings.shape[1])  # type: ignore[union-attr]
-
-
-def _capture_embedding_inputs(model: nn.Module, into: dict[str, Any]) -> None:
-    """Hooks keeping, at every forward pass, the deepest backbone map and each image's size.
-
-    The deepest map is the feature pyramid's input where the backbone has one (``fpn``: the
-    pretrained layers' own features), else the backbone's last output level. The sizes are
-    those the detector's transform gave the images, to pool over each image's own area.
-    """
-    backbone = model.backbone
-    fpn = getattr(backbone, "fpn", None)
-    if fpn is not None:
-        fpn.register_forward_hook(lambda _m, inputs, _out: into.update(deep=_last(inputs[0])))
-    else:
-        backbone.register_forward_hook(lambda _m, _inputs, out: into.update(deep=_last(out)))
-    model.transform.register_forward_hook(
-        lambda _m, _inputs, out: into.update(sizes=list(out[0].image_sizes), padded=out[0].tensors)
-    )
-
-
-def _last(levels: Any) -> torch.Tensor:
-    return list(levels.values())[-1] if isinstance(levels, dict) else levels
-
-
-def _pooled(captured: dict[str, Any]) -> np.ndarray:
-    """(N, C) means of the deepest map over each image's own area (the padding left out)."""
-    deep, padded = captured["deep"], captured["padded"]
-    rows = []
-    for k, (h, w) in enumerate(captured["sizes"]):
-        fh = max(1, round(deep.shape[-2] * h / padded.shape[-2]))
-        fw = max(1, round(deep.shape[-1] * w / padded.shape[-1]))
-        rows.append(deep[k, :, :fh, :fw].float().mean(dim=(1, 2)))
-    return torch.stack(rows).cpu().numpy().astype(np.float32)

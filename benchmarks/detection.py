@@ -53,7 +53,8 @@ PAGE = Page(
 #: The canvases and the loop of the published run (about 5 minutes a run, two at a time): class
 #: entropy of an image's boxes by its worst box, their mean (what an image costs grows with its
 #: boxes; the mean does not favour crowded images) and their sum (it does), the mean margin,
-#: presence (is there an object, and what is it, from a low score floor) and the
+#: presence (is there an object, and what is it, from a low score floor), presence with each
+#: batch spread over clusters of the images' embeddings, and the
 #: localization-aware flip score.
 CANVASES = CanvasSpec("fashion-mnist", pool=1000, test=200, size=128)
 LOOP = DetectionSimConfig(
@@ -63,6 +64,7 @@ LOOP = DetectionSimConfig(
         "box_entropy_sum",
         "box_margin_mean",
         "box_presence_sum",
+        "box_presence_clusters",
         "flip_consistency",
     ),
     seeds=5,

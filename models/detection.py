@@ -305,3 +305,39 @@ def check_detector(model: nn.Module, num_classes: int, image_size: int = 64) -> 
         model.load_state_dict(state)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+
+
+def capture_embedding_inputs(model: nn.Module, into: dict[str, Any]) -> None:
+    """Hooks keeping, at every forward pass, the deepest backbone map and each image's size.
+
+    Read back with :func:`pooled_embeddings` after each pass: one (N, C) embedding per image
+    from the same forward pass that found its boxes, for cold starts and diverse batches.
+
+    The deepest map is the feature pyramid's input where the backbone has one (``fpn``: the
+    pretrained layers' own features), else the backbone's last output level. The sizes are
+    those the detector's transform gave the images, to pool over each image's own area.
+    """
+    backbone = model.backbone
+    fpn = getattr(backbone, "fpn", None)
+    if fpn is not None:
+        fpn.register_forward_hook(lambda _m, inputs, _out: into.update(deep=_deepest(inputs[0])))
+    else:
+        backbone.register_forward_hook(lambda _m, _inputs, out: into.update(deep=_deepest(out)))
+    model.transform.register_forward_hook(
+        lambda _m, _inputs, out: into.update(sizes=list(out[0].image_sizes), padded=out[0].tensors)
+    )
+
+
+def _deepest(levels: Any) -> torch.Tensor:
+    return list(levels.values())[-1] if isinstance(levels, dict) else levels
+
+
+def pooled_embeddings(captured: dict[str, Any]) -> np.ndarray:
+    """(N, C) means of the deepest map over each image's own area (the padding left out)."""
+    deep, padded = captured["deep"], captured["padded"]
+    rows = []
+    for k, (h, w) in enumerate(captured["sizes"]):
+        fh = max(1, round(deep.shape[-2] * h / padded.shape[-2]))
+        fw = max(1, round(deep.shape[-1] * w / padded.shape[-1]))
+        rows.append(deep[k, :, :fh, :fw].float().mean(dim=(1, 2)))
+    return torch.stack(rows).cpu().numpy().astype(np.float32)

@@ -34,10 +34,12 @@ import torch
 from PIL import Image
 
 from activestream.models.detection import (
+    capture_embedding_inputs,
     detect_flipped,
     fcos_detector,
     flat_outputs,
     parameter_groups,
+    pooled_embeddings,
 )
 from activestream.samplers import detection as samplers
 from activestream.samplers.detection import check_detections
@@ -122,19 +124,66 @@ def _detect(model: torch.nn.Module, images: list[torch.Tensor], chunk: int = 32)
     return [out for k in range(0, len(images), chunk) for out in model(images[k : k + chunk])]
 
 
+@torch.no_grad()
+def _detect_embedded(
+    model: torch.nn.Module, images: list[torch.Tensor], captured: dict, chunk: int = 32
+) -> tuple[list[dict], np.ndarray]:
+    """:func:`_detect`, and each image's (N, D) pooled backbone embedding from the same pass."""
+    model.eval()
+    found, pooled = [], []
+    for k in range(0, len(images), chunk):
+        found.extend(model(images[k : k + chunk]))
+        pooled.append(pooled_embeddings(captured))
+    return found, np.concatenate(pooled)
+
+
 def _evaluate(model: torch.nn.Module, images: list, targets: list) -> dict[str, float]:
     return mean_average_precision(_detect(model, images), targets)
 
 
-def _scores(name: str, model: torch.nn.Module, images: list, rng: np.random.Generator):
+def _scores(
+    name: str,
+    model: torch.nn.Module,
+    images: list,
+    rng: np.random.Generator,
+    captured: dict,
+    batch: int,
+) -> np.ndarray:
+    """(N,) scores of the candidates, to rank them; a batch sampler's batch ranks first.
+
+    For a sampler with a batch selection, its batch among the best ``max(8 * batch, 64)``
+    candidates (the queue's window) gets the top ranks, the others keep their order below,
+    and the returned scores are those ranks (higher first), as the service's queue leases.
+    """
     spec = samplers.spec(name)
     fn = samplers.get(name, rng)
-    det = check_detections(*flat_outputs(_detect(model, images)))
+    if spec.batch is not None:
+        found, embeddings = _detect_embedded(model, images, captured)
+    else:
+        found, embeddings = _detect(model, images), None
+    det = check_detections(*flat_outputs(found))
     if spec.inputs == ("detections", "flipped"):
         model.eval()
         flipped = check_detections(*flat_outputs(detect_flipped(model, images)))
         return fn(det, flipped)
-    return fn(det)
+    if embeddings is None:
+        return fn(det)
+    return _diverse_first(fn(det), embeddings, spec, rng, batch)
+
+
+def _diverse_first(
+    scores: np.ndarray, embeddings: np.ndarray, spec: Any, rng: np.random.Generator, k: int
+) -> np.ndarray:
+    """(N,) rank scores: the batch selection's k picks first, then the rest by ``scores``."""
+    ranked = np.lexsort((np.arange(len(scores)), -scores))  # (N,), best first, ties by index
+    window = ranked[: max(8 * k, 64)]
+    if len(window) <= k:
+        return scores
+    chosen = window[spec.batch(scores[window], embeddings[window], k, rng)]
+    order = np.concatenate([chosen, ranked[~np.isin(ranked, chosen)]])  # (N,)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(len(scores), 0, -1)  # (N,), N for the first pick ... 1
+    return ranks
 
 
 def run_strategy(
@@ -151,6 +200,9 @@ def run_strategy(
     labeled = np.zeros(len(images), dtype=bool)
     labeled[rng.choice(len(images), size=min(cfg.seed_images, len(images)), replace=False)] = True
     curve = Curve()
+    captured: dict[str, Any] = {}
+    if samplers.spec(name).batch is not None:
+        capture_embedding_inputs(model, captured)
 
     def train() -> None:
         model.train()
@@ -176,7 +228,7 @@ def run_strategy(
         if not len(unlabeled):
             break
         draw = rng.choice(unlabeled, size=min(cfg.candidates, len(unlabeled)), replace=False)
-        scores = _scores(name, model, [images[i] for i in draw], rng)
+        scores = _scores(name, model, [images[i] for i in draw], rng, captured, cfg.batch)
         picks = explore_mix(scores, cfg.batch, cfg.explore_p, rng).indices
         labeled[draw[picks]] = True
         train()

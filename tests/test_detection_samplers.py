@@ -60,7 +60,7 @@ def _subset(det: Detections, order: list[int]) -> Detections:
 
 def test_the_registry_holds_the_box_aggregates_presence_flip_consistency_and_random():
     expected = {f"box_{u}_{a}" for u in ("entropy", "margin") for a in ("max", "mean", "sum")}
-    others = {"box_presence_sum", "flip_consistency", "random"}
+    others = {"box_presence_sum", "box_presence_clusters", "flip_consistency", "random"}
     assert set(detection.names()) == expected | others
 
 
@@ -101,6 +101,32 @@ def test_deterministic_samplers_score_an_image_the_same_alone_and_in_any_order(n
 def test_an_image_with_no_box_in_any_pass_scores_zero(name):
     empty = check_detections([], np.zeros((0, CLASSES)), [], [0, 0])
     assert _score(name, empty, empty).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("name", [n for n in detection.names() if detection.spec(n).batch])
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 12), k=st.integers(0, 15), seed=st.integers(0, 2**16), data=st.data())
+def test_every_batch_sampler_picks_min_k_n_distinct_candidates(name, n, k, seed, data):
+    unit = st.floats(0, 1, allow_nan=False)
+    scores = np.array(data.draw(st.lists(unit, min_size=n, max_size=n)))
+    embeddings = np.array(data.draw(st.lists(st.lists(unit, min_size=3, max_size=3),
+                                             min_size=n, max_size=n))).reshape(n, 3)  # fmt: skip
+    picks = detection.spec(name).batch(scores, embeddings, k, np.random.default_rng(seed))
+    assert picks.dtype == np.int64 and len(picks) == min(k, n)
+    assert len(set(picks.tolist())) == len(picks) and all(0 <= i < n for i in picks)
+
+
+def test_presence_clusters_ranks_as_presence_and_spreads_a_batch_over_clusters():
+    det = check_detections([[0, 0, 1, 1]] * 4, [[0.5, 0.5]] * 4, [0.5, 0.55, 0.9, 0.95], [1] * 4)
+    spec = detection.spec("box_presence_clusters")
+    scores = detection.get("box_presence_clusters")(det)
+    np.testing.assert_array_equal(scores, box_presence(det))
+    # Images 0 and 1 (the most uncertain) look alike, and so do 2 and 3: top-2 by score asks
+    # 0 and 1; one per cluster asks the better of 0 and 1 and the better of 2 and 3.
+    near_copies = np.array([[0.0, 0.0], [0.0, 0.1], [9.0, 9.0], [9.0, 9.1]])
+    assert sorted(np.argsort(-scores)[:2].tolist()) == [0, 1]
+    picks = spec.batch(scores, near_copies, 2, np.random.default_rng(0))
+    assert sorted(picks.tolist()) == [1, 2]
 
 
 def test_random_gives_fresh_scores_each_call_from_its_seed():

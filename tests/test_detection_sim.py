@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from activestream.pipelines.detection_sim import DetectionSimConfig, main, simulate
+from activestream.pipelines.detection_sim import DetectionSimConfig, _diverse_first, main, simulate
+from activestream.samplers import detection
 from activestream.sources.canvases import CanvasSpec, make_canvases
 
 pytestmark = [pytest.mark.slow, pytest.mark.compute]
@@ -21,14 +23,15 @@ def canvases(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(canvases, tmp_path_factory):
-    """One tiny study from the command line: two samplers and random, one seed, two rounds."""
+    """One tiny study from the command line: three samplers and random, one seed, two rounds."""
     out = tmp_path_factory.mktemp("sim")
     capture = pytest.MonkeyPatch()
     printed: list[str] = []
     capture.setattr("builtins.print", lambda *a, **k: printed.append(" ".join(map(str, a))))
     try:
         main(["--data", str(canvases), "--out", str(out),
-              "--samplers", "box_entropy_max,flip_consistency", "--seeds", "1",
+              "--samplers", "box_entropy_max,flip_consistency,box_presence_clusters",
+              "--seeds", "1",
               "--seed-images", "4", "--batch", "4", "--rounds", "2", "--candidates", "8",
               "--steps", "1", "--minibatch", "4"])  # fmt: skip
     finally:
@@ -38,12 +41,27 @@ def run(canvases, tmp_path_factory):
 
 def test_every_strategy_and_random_get_a_curve_point_per_round(run):
     results, _ = run
-    assert set(results["strategies"]) == {"box_entropy_max", "flip_consistency", "random"}
+    assert set(results["strategies"]) == {
+        "box_entropy_max",
+        "flip_consistency",
+        "box_presence_clusters",
+        "random",
+    }
     for row in results["strategies"].values():
         (curve,) = row["curves"]
         assert curve["images"] == [4, 8, 12]
         assert curve["boxes"][0] >= 4 and curve["boxes"] == sorted(curve["boxes"])
         assert all(0 <= m <= 1 for m in curve["map50"] + curve["map"])
+
+
+def test_a_batch_samplers_picks_rank_first_and_the_rest_keep_their_order():
+    scores = np.array([0.9, 0.8, 0.7, 0.1, 0.05])
+    # Two groups: 0-2 near 0, 3-4 near 10; one pick per cluster, the smaller cluster first,
+    # takes 3 and then 0, ahead of 1 and 2 although they score higher than 3.
+    embeddings = np.array([[0.0], [0.1], [0.2], [10.0], [10.1]])
+    spec = detection.spec("box_presence_clusters")
+    ranks = _diverse_first(scores, embeddings, spec, np.random.default_rng(0), k=2)
+    assert np.argsort(-ranks).tolist() == [3, 0, 1, 2, 4]
 
 
 def test_the_results_carry_final_map_and_labels_to_reach_randoms_final(run):

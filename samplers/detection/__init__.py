@@ -10,6 +10,8 @@ first, as the classification samplers do for (N, C) probabilities; it is pure nu
 * :mod:`.presence`: is there an object, and what is it: the entropy of each box's detection
   score plus its class entropy weighted by that score, from a low floor, summed per image
   (``box_presence_sum``).
+* :mod:`.diverse`: the presence score, with each batch spread over clusters of the images'
+  embeddings, one pick per cluster (``box_presence_clusters``).
 * :mod:`.consistency`: localization-aware; how well the boxes found on the horizontally
   flipped image match those found on the image itself (``flip_consistency``).
 * ``random``: the baseline, one uniform score per image from an injected generator.
@@ -20,6 +22,7 @@ one takes (``("detections",)``, or ``("detections", "flipped")`` for the flip pa
 
 from activestream.samplers.detection import (  # noqa: F401 - register
     consistency,
+    diverse,
     presence,
     uncertainty,
 )

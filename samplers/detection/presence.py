@@ -24,16 +24,11 @@ import numpy as np
 
 from activestream.samplers.detection.boxes import Detections, aggregate
 from activestream.samplers.detection.registry import DetectionSamplerSpec, add
+from activestream.samplers.entropy import entropy
 
 #: Detection confidence below which a box is not counted: torchvision's FCOS and RetinaNet
 #: keep boxes from 0.05 (their ``score_thresh``), and the unsure ones are the point here.
 PRESENCE_FLOOR = 0.05
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """(..., K) distributions -> (...,) entropy in nats, 0 log 0 = 0."""
-    logs = np.log(p, out=np.zeros_like(p), where=p > 0)
-    return -(p * logs).sum(-1)
 
 
 def box_presence(det: Detections, floor: float = PRESENCE_FLOOR) -> np.ndarray:
@@ -62,9 +57,8 @@ def box_presence(det: Detections, floor: float = PRESENCE_FLOOR) -> np.ndarray:
     """
     kept = det.scores >= floor  # (M,)
     s, p = det.scores[kept], det.probs[kept]  # (K,), (K, C)
-    presence = _entropy(np.stack([s, 1.0 - s], axis=-1)) / np.log(2.0)  # (K,)
-    n_classes = p.shape[1]
-    what = s * _entropy(p) / np.log(n_classes) if n_classes > 1 else np.zeros_like(s)  # (K,)
+    presence = entropy(np.stack([s, 1.0 - s], axis=-1))  # (K, 2) -> (K,), H2(s) / log 2
+    what = s * entropy(p) if p.shape[1] > 1 else np.zeros_like(s)  # (K,), s H(p) / log C
     counted = np.bincount(det.image_of[kept], minlength=len(det.counts))  # (N,)
     return aggregate((presence + what) / 2, counted, "sum")  # (N,)
 

@@ -16,6 +16,9 @@ import numpy as np
 DetectionScoreFn = Callable[..., np.ndarray]
 #: Builds a scorer from a random generator; deterministic samplers ignore it.
 Factory = Callable[[np.random.Generator], DetectionScoreFn]
+#: A batch selector, as for classes: ``(scores (N,), embeddings (N, D), k, rng) -> (min(k, N),)``
+#: distinct int64 indices into the N candidates.
+BatchFn = Callable[[np.ndarray, np.ndarray, int, np.random.Generator], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class DetectionSamplerSpec:
             (boxes mapped back to the image's own coordinates).
         deterministic: Same input, same scores, whatever the generator.
         bounded: Scores lie in [0, 1]; otherwise in [0, n_i] (a sum over image i's boxes).
+        batch: Optional :data:`BatchFn` picking a diverse batch from the scored images and
+            their embeddings (the detector backbone's pooled features); None: top-k by score.
     """
 
     name: str
@@ -37,6 +42,7 @@ class DetectionSamplerSpec:
     inputs: tuple[str, ...] = ("detections",)
     deterministic: bool = True
     bounded: bool = True
+    batch: BatchFn | None = None
 
 
 _REGISTRY: dict[str, DetectionSamplerSpec] = {}
