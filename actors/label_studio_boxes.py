@@ -18,7 +18,7 @@ the suggestions and an image's box uncertainty as its place in Label Studio's qu
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,14 +174,15 @@ class RectanglesTask:
     An annotation's rectangles are the image's label, none at all is a valid "nothing here"
     (a skipped task is no label), a bad rectangle refuses the annotation with the reason. The
     predictions are the current detector's boxes with their scores, and the task's score is
-    ``1 - u`` with ``u`` the image's uncertainty under ``sampler``: Label Studio hands out the
-    lowest first, so its next task is the image activestream ranks most uncertain.
+    ``1 - u`` with ``u`` the image's uncertainty under ``sampler`` (:meth:`uncertainty`):
+    Label Studio hands out the lowest first, so its next task is the image activestream ranks
+    most uncertain.
 
     Args:
-        sampler: A deterministic single-pass detection sampler with scores in [0, 1] (two
-            passes, as ``flip_consistency`` takes, would double every push's cost; an
-            unbounded sum has no ``1 - u``; random scores rank nothing): others fall back to
-            ``box_entropy_max``.
+        sampler: A deterministic single-pass detection sampler (two passes, as
+            ``flip_consistency`` takes, would double every push's cost; random scores rank
+            nothing): others fall back to ``box_entropy_max``. A sum over an image's boxes,
+            in [0, n_i], is mapped to u / (1 + u) in [0, 1), which keeps its order.
         batch: Images per call to the detector.
         floor: Boxes scoring less are not suggested.
     """
@@ -193,15 +194,19 @@ class RectanglesTask:
     def parse(self, xml: str, classes: Sequence[str]) -> RectangleSchema:  # noqa: D102
         return RectangleSchema.parse(xml, classes)
 
-    def _score(self) -> Any:
+    def uncertainty(self) -> Callable[[box_samplers.Detections], np.ndarray]:
+        """Detections of N images -> (N,) uncertainty in [0, 1] under :attr:`sampler`.
+
+        >>> det = box_samplers.check_detections([[0, 0, 1, 1]], [[0.5, 0.5]], [0.5], [1, 0])
+        >>> RectanglesTask("box_presence_sum").uncertainty()(det).round(4).tolist()
+        [0.4286, 0.0]
+        """
         spec = box_samplers.spec(self.sampler) if self.sampler in box_samplers.names() else None
-        usable = (
-            spec is not None
-            and spec.inputs == ("detections",)
-            and spec.bounded
-            and spec.deterministic
-        )
-        return box_samplers.get(self.sampler if usable else "box_entropy_max")
+        usable = spec is not None and spec.inputs == ("detections",) and spec.deterministic
+        score = box_samplers.get(self.sampler if usable else "box_entropy_max")
+        if spec is None or not usable or spec.bounded:
+            return score
+        return lambda det: (u := score(det)) / (1.0 + u)  # (N,), [0, n_i] -> [0, 1)
 
     def assess(
         self, service: Service, items: ItemStore, ids: list[str]
@@ -219,7 +224,7 @@ class RectanglesTask:
             outputs += [(f, (x.shape[2], x.shape[1])) for f, x in zip(found, images, strict=True)]
         if not outputs:
             return [], np.zeros(0)
-        score = self._score()(_flat([f for f, _ in outputs], len(items.classes)))  # (N,)
+        score = self.uncertainty()(_flat([f for f, _ in outputs], len(items.classes)))  # (N,)
         return outputs, np.clip(1.0 - np.asarray(score, dtype=np.float64), 0.0, 1.0)
 
     def result(self, schema: RectangleSchema, output: Any) -> list[dict[str, Any]]:  # noqa: D102

@@ -103,6 +103,7 @@ def _detection(cfg: Config, pool: ShardSet) -> TaskParts:
     )
     from activestream.actors.label_studio_boxes import RectanglesTask
     from activestream.pipelines.detection_scoring import stream_detection_rounds
+    from activestream.samplers import detection as box_samplers
 
     sampling = cfg.sampling
     sampler = detection_sampler(cfg)
@@ -119,12 +120,21 @@ def _detection(cfg: Config, pool: ShardSet) -> TaskParts:
         and sampler != "random"
         and embeds
     )
+    # A sampler that spreads each batch over the images' embeddings gets them from the same
+    # pass; a detector without a backbone to pool leaves it the plain top-k by its scores.
+    batch = box_samplers.spec(sampler).batch if embeds else None
     return TaskParts(
         name="detection",
         trainer=DetectorTrainerService,
         # The ledger holds its own lock around every check: the kind needs none of its own.
         label_kind=lambda items: BoxLabels(items, items.classes, lock=nullcontext()),
-        rounds=partial(stream_detection_rounds, sampler=sampler, embed=cold, detector=detector),
+        rounds=partial(
+            stream_detection_rounds,
+            sampler=sampler,
+            embed=bool(cold or batch is not None),
+            detector=detector,
+        ),
+        queue_batch=batch,
         cold_on_embedding=cold,
         embedding_model=False,
         label_studio=RectanglesTask(sampler),
