@@ -5,7 +5,8 @@
 
 Canvases of real Fashion-MNIST items (``make-detection``), written as the service's pool
 (encoded PNGs with ids); FCOS on the pretrained EfficientNet-Lite0 at 128 px, images scored by
-``box_entropy_max`` into a global top-k.
+the service's detection sampler (:data:`~activestream.pipelines.task.DETECTION_SAMPLER`, with
+each image's embedding from the same pass when it picks diverse batches) into a global top-k.
 
 * **Scoring.** ``activestream``: the detector pool (Ray Data actors running
   :class:`~activestream.actors.detector_scorer.DetectorScorer`, reading and decoding the
@@ -36,6 +37,8 @@ import pyarrow.parquet as pq
 import torch
 
 from activestream.benchmarks.pages import Page, add_tiny_argument
+from activestream.pipelines.task import DETECTION_SAMPLER
+from activestream.samplers import detection as box_samplers
 
 # What these figures measure: a change to any of it makes them stale (benchmarks.freshness).
 MEASURES = (
@@ -47,6 +50,7 @@ MEASURES = (
     "actors/items.py",
     "pipelines/detection_scoring.py",
     "pipelines/scoring.py",
+    "pipelines/task.py",
     "sources/",
     "sources/canvases.py",
     "sources/detection.py",
@@ -66,7 +70,9 @@ PAGE = Page(
     "detector_speed.json",
 )
 BEGIN, END = PAGE.begin, PAGE.end
-SAMPLER = "box_entropy_max"
+SAMPLER = DETECTION_SAMPLER
+#: The service's scorers emit embeddings for a sampler that spreads its batches over them.
+EMBED = box_samplers.spec(SAMPLER).batch is not None
 TOP_K = 256
 
 
@@ -124,7 +130,11 @@ def _dataloader_rate(shards: Any, detector: Any, workers: int, threads: int, bat
     from activestream.pipelines.scoring import _Round
 
     scorer = DetectorScorer(
-        num_classes=len(shards.classes), sampler=SAMPLER, detector=detector, threads=threads
+        num_classes=len(shards.classes),
+        sampler=SAMPLER,
+        detector=detector,
+        threads=threads,
+        embed=EMBED,
     )
     loader = torch.utils.data.DataLoader(
         _Images(list(shards.paths), batch),
@@ -140,16 +150,18 @@ def _dataloader_rate(shards: Any, detector: Any, workers: int, threads: int, bat
         began = time.perf_counter()
         for ids, images in loader:
             scores, sure = scorer.detect(images)
-            round_.push(
-                pa.table(
-                    {
-                        "id": ids,
-                        "score": pa.array(scores, pa.float64()),
-                        "pred": pa.array(sure, pa.int64()),
-                        "model_version": pa.array(np.zeros(len(scores), np.int64)),
-                    }
+            columns = {
+                "id": ids,
+                "score": pa.array(scores, pa.float64()),
+                "pred": pa.array(sure, pa.int64()),
+                "model_version": pa.array(np.zeros(len(scores), np.int64)),
+            }
+            if scorer.embeddings is not None:  # the top-k keeps them, as the pool's rounds do
+                flat = pa.array(scorer.embeddings.reshape(-1), pa.float32())
+                columns["embedding"] = pa.FixedSizeListArray.from_arrays(
+                    flat, scorer.embeddings.shape[1]
                 )
-            )
+            round_.push(pa.table(columns))
         return round_.rows, time.perf_counter() - began
 
     one_pass()  # warm-up: workers started, allocator and caches warm
@@ -166,7 +178,7 @@ def _pool_rate(shards: Any, detector: Any, cycles: int, batch: int) -> tuple[flo
     looped = shards.subset([i for _ in range(cycles) for i in range(len(shards.paths))])
     scoring = ScoringConfig(nice=0)  # nothing else competes here; priorities would only skew
     ds = detector_scored_dataset(
-        scoring, looped, sampler=SAMPLER, detector=detector, batch_size=batch
+        scoring, looped, sampler=SAMPLER, detector=detector, batch_size=batch, embed=EMBED
     )
     round_ = _Round(TOP_K, np.random.default_rng(0))
     first = None

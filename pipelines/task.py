@@ -21,9 +21,10 @@ from activestream.sources.shards import ShardSet
 
 Task = Literal["classification", "detection"]
 
-#: The detection sampler the service ranks images by until the config names one: each image's
-#: most uncertain box (entropy of its class scores), the first of the study's aggregations.
-DETECTION_SAMPLER = "box_entropy_max"
+#: The detection sampler the service ranks images by until the config names one: presence
+#: (is there an object, and what is it) summed over each image's boxes, the study's best
+#: (docs/detection.md): each image's worst box alone did no better than random there.
+DETECTION_SAMPLER = "box_presence_sum"
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def detection_sampler(cfg: Config) -> str:
     >>> from activestream.config import Config
     >>> detection_sampler(Config()), detection_sampler(Config().with_overrides(
     ...     {"sampling.sampler": "random"}))
-    ('box_entropy_max', 'random')
+    ('box_presence_sum', 'random')
     """
     return "random" if cfg.sampling.sampler == "random" else DETECTION_SAMPLER
 
