@@ -22,9 +22,11 @@ from activestream.sources.shards import ShardSet
 Task = Literal["classification", "detection"]
 
 #: The detection sampler the service ranks images by until the config names one: presence
-#: (is there an object, and what is it) summed over each image's boxes, the study's best
-#: (docs/detection.md): each image's worst box alone did no better than random there.
-DETECTION_SAMPLER = "box_presence_sum"
+#: (is there an object, and what is it) summed over each image's boxes, each batch spread over
+#: clusters of the images' embeddings: the study's best (docs/detection.md), with the fewest
+#: images to random's final and no more boxes than random; each image's worst box alone
+#: (``box_entropy_max``) did no better than random there.
+DETECTION_SAMPLER = "box_presence_clusters"
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def detection_sampler(cfg: Config) -> str:
     >>> from activestream.config import Config
     >>> detection_sampler(Config()), detection_sampler(Config().with_overrides(
     ...     {"sampling.sampler": "random"}))
-    ('box_presence_sum', 'random')
+    ('box_presence_clusters', 'random')
     """
     return "random" if cfg.sampling.sampler == "random" else DETECTION_SAMPLER
 
