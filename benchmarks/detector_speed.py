@@ -24,6 +24,7 @@ each image's embedding from the same pass when it picks diverse batches) into a 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import threading
 import time
@@ -94,6 +95,9 @@ def _pool(data: Path, tiny: bool) -> tuple[Any, Any]:
     done = shards_dir / "_SUCCESS"
     if done.exists() and done.read_text() == repr(manifest["params"]):
         return pool, open_shards(str(shards_dir), classes=pool.classes)
+    # Canvases of another spec (the tiny run's, in the same folder) leave shards that would mix
+    # with these: their classes differ, and the pool refuses them as inconsistent.
+    shutil.rmtree(shards_dir, ignore_errors=True)
     shards = write_detection_pool(pool, str(shards_dir), rows_per_shard=64 if tiny else 128)
     done.write_text(repr(manifest["params"]))
     return pool, shards
