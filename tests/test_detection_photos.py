@@ -160,14 +160,23 @@ def test_a_box_fits_its_own_photo_not_the_largest_or_the_models_input(server):
 
 
 def test_labels_in_each_photos_own_pixels_train_the_detector(server):
+    """Every label (the 12 here and the one before) is trained on, in a version of its own.
+
+    How many versions that takes depends on the time box (``training.update_seconds``): all
+    13 may fit in one update, so the check is a newer version with every label trained.
+    """
+    before = requests.get(f"{server['base']}/model", timeout=30).json()["version"]
     labeled = sorted(server["items"])[:12]
     done = post(server, [{"id": i, "boxes": named_boxes(server, i)} for i in labeled])
     assert done.status_code == 200, done.text
     deadline = time.monotonic() + 240
-    while (info := requests.get(f"{server['base']}/model", timeout=30).json())["version"] < 2:
-        assert time.monotonic() < deadline, f"no second version after 240 s: {info}"
+    while True:
+        info = requests.get(f"{server['base']}/model", timeout=30).json()
+        if info["version"] > before and info["labels_trained"] >= 13:
+            break
+        assert time.monotonic() < deadline, f"labels not trained on after 240 s: {info}"
         time.sleep(0.5)
-    assert info["labels_seen"] >= 12
+    assert info["labels_seen"] == info["labels_trained"] == 13
 
 
 def test_predicted_boxes_scale_with_the_uploaded_photo_and_stay_inside_it(server):
@@ -186,11 +195,11 @@ def test_predicted_boxes_scale_with_the_uploaded_photo_and_stay_inside_it(server
     assert small and large, "min_score 0 answers the detector's boxes"
     # Both uploads reach the detector at its one input size, so the top box comes back twice
     # as large in the photo twice as large (up to resampling and JPEG noise, which may swap
-    # near-tied scores: it is among the large photo's first few).
+    # near-tied scores: it is among the large photo's first few). Its class may differ: a
+    # detector trained on 13 images has near-tied class scores that the same noise swaps.
     top = small[0]
     doubled = [2 * v for v in top["bbox"]]
     assert any(
-        box["label"] == top["label"]
-        and all(abs(a - b) <= 6.0 for a, b in zip(box["bbox"], doubled, strict=True))
+        all(abs(a - b) <= 6.0 for a, b in zip(box["bbox"], doubled, strict=True))
         for box in large[:5]
     ), (top, large[:5])
