@@ -160,7 +160,7 @@ def test_a_box_fits_its_own_photo_not_the_largest_or_the_models_input(server):
 
 
 def test_labels_in_each_photos_own_pixels_train_the_detector(server):
-    """Every label (the 12 here and the one before) is trained on, in a version of its own.
+    """Every label (the 12 here and the one before) is trained on, in a newer version.
 
     How many versions that takes depends on the time box (``training.update_seconds``): all
     13 may fit in one update, so the check is a newer version with every label trained.
