@@ -32,7 +32,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, object]) -> Config:
-    return load_config(args.config).with_overrides({"seed": args.seed, **overrides})
+    task = getattr(args, "task", None)  # --task, where the command has it, over the file's
+    return load_config(args.config).with_overrides({"seed": args.seed, "task": task, **overrides})
+
+
+def _task(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--task",
+        choices=["classification", "detection"],
+        help=f"the config's task: over the file's, default classification; detection: {what}",
+    )
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -54,6 +63,11 @@ def cmd_score(args: argparse.Namespace) -> int:
             "sampling.explore_p": args.explore_p,
         },
     )
+    if cfg.task == "detection":
+        raise ActivestreamError(
+            "score runs a classifier's samplers over a pool; a detection pool is scored by "
+            "its service (activestream serve --task detection --data DIR)"
+        )
     pool, _ = resolve_dataset(cfg)
     weights = _load_weights(args.weights) if args.weights else None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +116,9 @@ def _load_weights(path: str) -> object:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Oracle simulation of every strategy over several seeds; JSON, PNG and a table out."""
-    if args.task == "detection":
-        return _simulate_detection(args)
+    cfg = _load(args, {})
+    if cfg.task == "detection":
+        return _simulate_detection(args, cfg)
     from activestream.pipelines.simulate import (
         STREAM_STRATEGIES,
         simulate,
@@ -158,14 +173,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate_detection(args: argparse.Namespace) -> int:
+def _simulate_detection(args: argparse.Namespace, config: Config) -> int:
     """The detection simulator behind ``simulate --task detection``: boxes, mAP, same outputs.
 
     ``--budget`` is the labeled images a run ends with: the random seed images, then rounds of
-    ``--buffer-size`` images (the last round whole), each followed by online steps.
+    ``--buffer-size`` images (the last round whole), each followed by online steps. It runs
+    the study's own detector and settings, so a config may say ``task`` and nothing else.
     """
+    keys = [key for key in _changed_keys(config, Config(task="detection")) if key != "seed"]
     ignored = {
-        "--config": args.config,
+        f"config keys other than task ({', '.join(keys)})": keys,
         "--seed": args.seed,
         "--policy": args.policy,
         "--mode stream": args.mode == "stream",
@@ -216,6 +233,24 @@ def _simulate_detection(args: argparse.Namespace) -> int:
     return 0
 
 
+def _changed_keys(cfg: Config, base: Config) -> list[str]:
+    """The dotted keys whose values differ between ``cfg`` and ``base``.
+
+    >>> _changed_keys(Config().with_overrides({"sampling.k": 8, "seed": 3}), Config())
+    ['sampling.k', 'seed']
+    """
+
+    def flat(node: object, prefix: str = "") -> dict[str, object]:
+        if not isinstance(node, dict):
+            return {prefix.rstrip("."): node}
+        return {
+            k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()
+        }
+
+    mine, theirs = flat(cfg.model_dump()), flat(base.model_dump())
+    return sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+
+
 def cmd_make_detection(args: argparse.Namespace) -> int:
     """Canvases of real images with their boxes, in COCO layout, as ``pool/`` and ``test/``."""
     from activestream.sources.canvases import CanvasSpec, make_canvases
@@ -254,6 +289,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if cfg.data.dataset != "digits":
         check_storage(cfg.data.dataset, cfg.storage)
         cfg = _detection_pool(cfg)
+    elif cfg.task == "detection":
+        raise ActivestreamError(
+            "task detection serves images with boxes: --data DIR in COCO, YOLO or Parquet "
+            "layout (activestream make-detection writes canvases of real images)"
+        )
     check_storage(cfg.state_dir, cfg.storage, write=True)
     direct = cfg.serve.direct_ingress and not cfg.ray.address
     if direct:  # read by Serve's processes when they start: before the cluster exists
@@ -287,13 +327,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _detection_pool(cfg: Config) -> Config:
     """``cfg`` serving detection data (COCO, YOLO, Hugging Face) from its pool written once.
 
-    The detector ``cfg.model`` names is built and checked here, before any actor exists.
+    The data and the config's ``task`` must agree, and the detector ``cfg.model`` names is
+    built and checked here, before any actor exists.
     """
-    from activestream.sources.detection_pool import serve_pool
+    from activestream.pipelines.task import check_task, detection_sampler
+    from activestream.sources.detection_pool import detection_source, serve_pool
 
-    pool = serve_pool(cfg.data.dataset, cfg.data.cache_dir, storage=cfg.storage)
-    if pool is None:
+    found = detection_source(cfg.data.dataset, storage=cfg.storage)
+    check_task(cfg, "classification" if found is None else "detection")
+    if found is None:
         return cfg
+    detection_sampler(cfg)  # a name neither task knows: one line now, not a dead actor
+    pool = serve_pool(cfg.data.dataset, cfg.data.cache_dir, storage=cfg.storage)
+    if pool is None:  # the same listing said detection data a moment ago
+        raise ActivestreamError(f"{cfg.data.dataset}: the data changed while it was read")
     if pool != cfg.data.dataset:
         print(f"detection data {cfg.data.dataset}: serving its pool {pool}", file=sys.stderr)
         cfg = cfg.with_overrides({"data.dataset": pool})
@@ -318,12 +365,12 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     _check_pace(args)
     cfg = _load(args, {"data.dataset": args.dataset})
-    if args.task == "detection" and not args.dataset:
+    if cfg.task == "detection" and not args.dataset:
         raise ActivestreamError(
             "annotate --task detection needs --dataset DIR: the data the service serves, with "
             "pool/ and test/ in COCO, YOLO or Parquet layout"
         )
-    truth, held_out = ground_truth(cfg, args.task)
+    truth, held_out = ground_truth(cfg)
     oracle = Oracle(
         args.url,
         truth,
@@ -357,19 +404,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """
     from activestream.pipelines.realloop import demo, demo_canvases
 
-    detection = args.task == "detection"
+    cfg = _load(args, {"data.dataset": args.dataset})
+    detection = cfg.task == "detection"
     if args.budget is None:
         args.budget = 160 if detection else 320
     if args.rate is None:  # drawing boxes takes longer than picking a class
         args.rate = 1.0 if detection else 2.0
     _check_pace(args)
-    cfg = _load(args, {"data.dataset": args.dataset})
-    if detection and not args.dataset:
+    if detection and cfg.data.dataset == "digits":  # the bundled digits, placed on canvases
         cfg = cfg.with_overrides({"data.dataset": demo_canvases(cfg)})
     demo(
         cfg,
         Path(args.out),
-        task=args.task,
         budget=args.budget,
         annotators=args.annotators,
         rate=args.rate,
@@ -389,12 +435,7 @@ def _pace(parser: argparse.ArgumentParser, budget: int | None, rate: float | Non
         help="'digits' or shards with pool/ and test/ (default digits); detection: a folder "
         "with pool/ and test/ in COCO, YOLO or Parquet layout",
     )
-    parser.add_argument(
-        "--task",
-        choices=["classification", "detection"],
-        default="classification",
-        help="detection: box labels, mAP@0.5 on test/",
-    )
+    _task(parser, "box labels, mAP@0.5 on test/")
     parser.add_argument("--annotators", type=int, default=4, help="people labeling at once")
     by_task = "320; detection: 160 images" if budget is None else str(budget)
     pace = "2; detection: 1" if rate is None else f"{rate:g}"
@@ -525,12 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="pool",
         help="pool: lease the best of a scored pool; stream: ask or skip each arriving record",
     )
-    sim.add_argument(
-        "--task",
-        choices=["classification", "detection"],
-        default="classification",
-        help="detection: boxes and mAP on --dataset DIR (see make-detection)",
-    )
+    _task(sim, "boxes and mAP on --dataset DIR (see make-detection)")
     sim.add_argument(
         "--budget", type=int, help="labels per run (default 400; detection: 176 images)"
     )
@@ -546,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="Ray Serve API and labeling page")
     _common(srv)
     srv.add_argument("--data", help="pool to label (default: bundled digits)")
+    _task(srv, "box labels on --data in COCO, YOLO or Parquet layout")
     srv.add_argument("--data-dir", help="where data, caches and checkpoints live")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8000)

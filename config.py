@@ -333,14 +333,6 @@ class SamplingConfig(_Section):
         200, ge=1, description="Labels after which the cold start ends whatever the evidence."
     )
 
-    @field_validator("sampler")
-    @classmethod
-    def _known_sampler(cls, name: str) -> str:
-        from activestream import samplers
-
-        samplers.spec(name)  # a registered name, or an import string that imports
-        return name
-
 
 class RayConfig(_Section):
     """How to reach or start Ray; logical CPUs let Serve, trainer and scorers coexist."""
@@ -468,6 +460,15 @@ class LabelStudioConfig(_Section):
 class Config(_Section):
     """Everything a run needs; build it with :func:`load_config` or ``Config()``."""
 
+    task: Literal["classification", "detection"] = Field(
+        "classification",
+        description="What a label is: one class per item, or the boxes on an image (a list "
+        "of {bbox: [x, y, w, h], label}). Detection data (COCO, YOLO, Parquet with an objects "
+        "column, or a pool make-detection wrote) is served only with task: detection. There, "
+        "sampling.sampler names a detection sampler (box_entropy_max ... box_presence_clusters, "
+        "flip_consistency) or random; a class sampler's name, such as the default margin, "
+        "ranks images by the service's detection default.",
+    )
     seed: int = 0
     data: DataConfig = DataConfig()
     storage: StorageConfig = StorageConfig()
@@ -481,9 +482,25 @@ class Config(_Section):
     label_studio: LabelStudioConfig = Field(default_factory=LabelStudioConfig)
 
     @model_validator(mode="after")
+    def _known_sampler(self) -> Config:
+        # A detection sampler is the detection task's to check (pipelines/task.py): its
+        # registry is loaded only where boxes are served, never for a class pool.
+        if self.task == "classification":
+            from activestream import samplers
+
+            try:  # registered, or an import string that imports
+                samplers.spec(self.sampling.sampler)
+            except ValueError as err:
+                hint = "" if ":" in self.sampling.sampler else "; box samplers need task: detection"
+                raise ValueError(f"sampling.sampler: {err}{hint}") from None
+        return self
+
+    @model_validator(mode="after")
     def _dropout_for_mc_samplers(self) -> Config:
         from activestream import samplers
 
+        if self.task != "classification":
+            return self
         if samplers.spec(self.sampling.sampler).inputs != ("samples",):
             return self
         if self.model.dropout <= 0:

@@ -4,8 +4,8 @@ Each session runs the service as users run it, a separate ``activestream serve``
 with its own local Ray cluster and a fresh state directory, and drives it over HTTP with
 :class:`~activestream.pipelines.annotate.Oracle`. ``demo`` runs the configured sampler and
 random one after the other under the same settings and plots both learning curves: held-out
-accuracy for classes, mAP@0.5 for boxes (``task="detection"``, on a folder in COCO, YOLO or
-Hugging Face layout with ``pool/`` and ``test/``).
+accuracy for classes, mAP@0.5 for boxes (the config's ``task: detection``, on a folder in
+COCO, YOLO or Hugging Face layout with ``pool/`` and ``test/``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from activestream.config import Config
 from activestream.errors import ActivestreamError
 from activestream.pipelines.annotate import ClassHeldOut, HeldOut, Oracle, curve_on_grid
 from activestream.pipelines.curves import area_under_curve, labels_to_reach
-from activestream.pipelines.task import Task, detection_sampler
+from activestream.pipelines.task import sampler_name
 from activestream.sources.resolve import resolve_dataset
 from activestream.sources.shards import load_arrays
 
@@ -123,9 +123,9 @@ def demo_canvases(cfg: Config) -> str:
     return str(out)
 
 
-def ground_truth(cfg: Config, task: Task = "classification") -> tuple[dict[str, Any], HeldOut]:
+def ground_truth(cfg: Config) -> tuple[dict[str, Any], HeldOut]:
     """Every pool id's answer (its class, or its boxes), and the held-out split, for the oracle."""
-    if task == "detection":
+    if cfg.task == "detection":
         from activestream.pipelines.box_oracle import box_truth
 
         return box_truth(cfg)
@@ -143,7 +143,6 @@ def ground_truth(cfg: Config, task: Task = "classification") -> tuple[dict[str, 
 def session(
     cfg: Config,
     *,
-    task: Task = "classification",
     budget: int,
     annotators: int,
     rate: float,
@@ -155,7 +154,7 @@ def session(
     The report's curve on the grid of every ``buffer_size`` labels is named after its metric
     (``accuracy`` for classes, ``map50`` for boxes), and ``sampler`` is the sampler that ran.
     """
-    truth, held_out = ground_truth(cfg, task)
+    truth, held_out = ground_truth(cfg)
     with Service(cfg) as service:
         oracle = Oracle(
             service.url, truth, held_out, annotators=annotators, rate=rate, budget=budget
@@ -165,7 +164,7 @@ def session(
     metric = held_out.metric
     report["labels"] = grid
     report[metric] = [round(a, 5) for a in curve_on_grid(report["curve"], grid, metric)]
-    report["sampler"] = detection_sampler(cfg) if task == "detection" else cfg.sampling.sampler
+    report["sampler"] = sampler_name(cfg)
     return report
 
 
@@ -173,7 +172,6 @@ def demo(
     cfg: Config,
     out: Path,
     *,
-    task: Task = "classification",
     budget: int = 320,
     annotators: int = 4,
     rate: float = 2.0,
@@ -184,11 +182,10 @@ def demo(
     runs: dict[str, Any] = {}
     for sampler in (cfg.sampling.sampler, "random"):
         run_cfg = cfg.with_overrides({"sampling.sampler": sampler})
-        name = detection_sampler(run_cfg) if task == "detection" else sampler
+        name = sampler_name(run_cfg)
         print(f"== {name}: {annotators} annotators at {rate:g} labels/s, {budget} labels")
         runs[name] = session(
             run_cfg,
-            task=task,
             budget=budget,
             annotators=annotators,
             rate=rate,
@@ -198,7 +195,7 @@ def demo(
     metric = next(iter(runs.values()))["metric"]
     results = {
         "dataset": cfg.data.dataset,
-        "task": task,
+        "task": cfg.task,
         "metric": metric,
         "budget": budget,
         "runs": runs,

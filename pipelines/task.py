@@ -1,10 +1,12 @@
-"""The task a deployment runs, read from its pool: what the loop builds for classes or boxes.
+"""The task a deployment runs, as its config says: what the loop builds for classes or boxes.
 
-One loop, one ledger, one app: a task only swaps the parts that differ. A pool written by
+One loop, one ledger, one app: a task only swaps the parts that differ. The config's ``task``
+picks them, and the data must agree: a pool written by
 :func:`~activestream.sources.detection_pool.write_detection_pool` says ``activestream.task:
-detection`` in its shards' metadata, and everything else is classification, so ``serve``
-needs no flag to tell them apart. The detection parts are imported only for a detection pool:
-a classification service never loads a detector.
+detection`` in its shards' metadata (everything else holds classes), so boxes served under a
+classification config, or classes under a detection one, stop with one line that names the
+fix. The detection parts are imported only for a detection pool: a classification service
+never loads a detector.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any, Literal
 
 from activestream import samplers
 from activestream.config import Config
+from activestream.errors import ConfigError
 from activestream.pipelines.scoring import ScoreResult, cold_start_on_embedding, stream_rounds
 from activestream.sources.shards import ShardSet
 
 Task = Literal["classification", "detection"]
 
-#: The detection sampler the service ranks images by until the config names one: presence
+#: The detection sampler the service ranks images by unless the config names one: presence
 #: (is there an object, and what is it) summed over each image's boxes, each batch spread over
 #: clusters of the images' embeddings: the study's best (docs/detection.md), with the fewest
 #: images to random's final and no more boxes than random; each image's worst box alone
@@ -64,23 +67,68 @@ def pool_task(pool: ShardSet) -> Task:
     return "detection" if declared(pool) == "detection" else "classification"
 
 
-def detection_sampler(cfg: Config) -> str:
-    """The detection sampler ``cfg`` runs: random stays random, others are the service's own.
+def check_task(cfg: Config, declared: Task) -> None:
+    """Stop with one line when data of the ``declared`` task meets a config for the other.
 
-    Any other configured sampler is a class sampler: images are ranked by
-    :data:`DETECTION_SAMPLER` until the config names detection samplers.
+    Boxes served as classes (or classes as boxes) would fail deep inside the trainer; the
+    config's ``task`` says what the user means, the data what it holds.
 
     >>> from activestream.config import Config
-    >>> detection_sampler(Config()), detection_sampler(Config().with_overrides(
-    ...     {"sampling.sampler": "random"}))
-    ('box_presence_clusters', 'random')
+    >>> check_task(Config(), "detection")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    activestream.errors.ConfigError: the data holds boxes (a detection pool): set task: ...
     """
-    return "random" if cfg.sampling.sampler == "random" else DETECTION_SAMPLER
+    if declared == cfg.task:
+        return
+    what = (
+        "boxes (a detection pool)"
+        if declared == "detection"
+        else "no boxes (no COCO annotations.json, YOLO labels/ or Parquet objects column)"
+    )
+    raise ConfigError(
+        f"the data holds {what}: set task: {declared} in the config, or pass --task {declared}"
+    )
+
+
+def detection_sampler(cfg: Config) -> str:
+    """The detection sampler ``cfg`` runs: the one it names, else the service's default.
+
+    ``sampling.sampler`` names a detection sampler (or random, the baseline); a class
+    sampler's name (the config's default ``margin`` among them) means :data:`DETECTION_SAMPLER`.
+
+    >>> from activestream.config import Config
+    >>> box = Config(task="detection")
+    >>> [detection_sampler(box.with_overrides({"sampling.sampler": name}))
+    ...  for name in ("margin", "random", "box_entropy_sum")]
+    ['box_presence_clusters', 'random', 'box_entropy_sum']
+    >>> detection_sampler(box.with_overrides({"sampling.sampler": "boxes"}))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    activestream.errors.ConfigError: config key 'sampling.sampler': 'boxes' is no sampler; ...
+    """
+    from activestream.samplers import detection as box_samplers
+
+    name = cfg.sampling.sampler
+    if name in box_samplers.names():
+        return name
+    try:
+        samplers.spec(name)
+    except ValueError:
+        raise ConfigError(
+            f"config key 'sampling.sampler': {name!r} is no sampler; task: detection takes "
+            f"{', '.join(box_samplers.names())}"
+        ) from None
+    return DETECTION_SAMPLER
+
+
+def sampler_name(cfg: Config) -> str:
+    """The sampler ``cfg`` runs, by its task: a class sampler, or :func:`detection_sampler`."""
+    return detection_sampler(cfg) if cfg.task == "detection" else cfg.sampling.sampler
 
 
 def task_parts(cfg: Config, pool: ShardSet) -> TaskParts:
-    """The parts of ``pool``'s task under ``cfg``."""
-    if pool_task(pool) == "detection":
+    """The parts of ``pool``'s task under ``cfg`` (the two must agree: :func:`check_task`)."""
+    check_task(cfg, pool_task(pool))
+    if cfg.task == "detection":
         return _detection(cfg, pool)
     from activestream.actors.trainer import TrainerService
 

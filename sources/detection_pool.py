@@ -111,12 +111,37 @@ def pool_task(shards: ShardSet) -> str:
     """``"detection"`` for a pool :func:`write_detection_pool` wrote, else ``"classification"``.
 
     Read from the first shard's footer (the metadata every shard carries), so the service
-    learns its task from its data: the same ``serve`` runs both.
+    can tell data from the other task before it builds any part for the configured one.
     """
     if shards.kind != "parquet" or not shards.paths:
         return "classification"
     metadata = pq.read_schema(shards.paths[0], filesystem=shards.filesystem).metadata or {}
     return "detection" if metadata.get(TASK_KEY) == b"detection" else "classification"
+
+
+def detection_source(
+    uri: str, *, storage: StorageConfig = DEFAULT_STORAGE
+) -> tuple[str, bool] | None:
+    """Where detection data at ``uri`` lies, and whether it is a pool already; None: classes.
+
+    Reads listings and one Parquet footer, nothing more, so a command can tell what the data
+    holds before it writes anything: ``uri`` or its ``pool/`` in COCO, YOLO or Hugging Face
+    layout gives ``(that uri, False)``, a pool :func:`write_detection_pool` wrote ``(uri,
+    True)``.
+    """
+    fs, base = resolve_uri(uri, storage)
+    if fs.get_file_info(join_path(base, "pool")).type == pafs.FileType.Directory:
+        uri, base = uri.rstrip("/") + "/pool", join_path(base, "pool")
+    listing = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    names = {info.base_name for info in listing}
+    shards = sorted(i.path for i in listing if i.path.endswith(".parquet"))
+    schema = pq.read_schema(shards[0], filesystem=fs) if shards else None
+    if schema is not None and (schema.metadata or {}).get(TASK_KEY) == b"detection":
+        return uri, True
+    coco_or_yolo = "annotations.json" in names or {"images", "labels"} <= names
+    if not coco_or_yolo and (schema is None or "objects" not in schema.names):
+        return None
+    return uri, False
 
 
 def serve_pool(uri: str, cache_dir: str, *, storage: StorageConfig = DEFAULT_STORAGE) -> str | None:
@@ -131,18 +156,13 @@ def serve_pool(uri: str, cache_dir: str, *, storage: StorageConfig = DEFAULT_STO
 
     from activestream.sources.detection import read_detection
 
-    fs, base = resolve_uri(uri, storage)
-    if fs.get_file_info(join_path(base, "pool")).type == pafs.FileType.Directory:
-        uri, base = uri.rstrip("/") + "/pool", join_path(base, "pool")
-    listing = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    names = {info.base_name for info in listing}
-    shards = sorted(i.path for i in listing if i.path.endswith(".parquet"))
-    schema = pq.read_schema(shards[0], filesystem=fs) if shards else None
-    if schema is not None and (schema.metadata or {}).get(TASK_KEY) == b"detection":
-        return uri
-    coco_or_yolo = "annotations.json" in names or {"images", "labels"} <= names
-    if not coco_or_yolo and (schema is None or "objects" not in schema.names):
+    found = detection_source(uri, storage=storage)
+    if found is None:
         return None  # class data: opened as before
+    uri, ready = found
+    if ready:
+        return uri
+    _, base = resolve_uri(uri, storage)
     out = join_path(cache_dir, f"detection-pool-{hashlib.sha256(base.encode()).hexdigest()[:12]}")
     out_fs, out_base = resolve_uri(out, storage)
     if out_fs.get_file_info(out_base).type == pafs.FileType.Directory:

@@ -123,28 +123,29 @@ def test_class_data_is_not_detection_data(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-def test_a_detection_sampler_that_spreads_batches_gets_embeddings_and_the_queue_its_batch(
-    pool, monkeypatch
-):
+def test_a_detection_sampler_that_spreads_batches_gets_embeddings_and_the_queue_its_batch(pool):
     from activestream.config import Config
     from activestream.pipelines import task
     from activestream.samplers import detection
 
     shards, _ = pool
-    monkeypatch.setattr(task, "DETECTION_SAMPLER", "box_presence_clusters")
-    cfg = Config().with_overrides({"sampling.cold_start": False})
+    cfg = Config(task="detection").with_overrides(
+        {"sampling.cold_start": False, "sampling.sampler": "box_presence_clusters"}
+    )
     parts = task.task_parts(cfg, shards)
     assert parts.queue_batch is detection.spec("box_presence_clusters").batch
     assert parts.rounds.keywords["embed"] is True
     assert parts.rounds.keywords["sampler"] == "box_presence_clusters"
 
 
-def test_a_detection_sampler_without_a_batch_ranks_by_score_alone(pool, monkeypatch):
+def test_a_detection_sampler_without_a_batch_ranks_by_score_alone(pool):
     from activestream.config import Config
     from activestream.pipelines import task
 
     shards, _ = pool
-    monkeypatch.setattr(task, "DETECTION_SAMPLER", "box_presence_sum")
-    parts = task.task_parts(Config().with_overrides({"sampling.cold_start": False}), shards)
+    cfg = Config(task="detection").with_overrides(
+        {"sampling.cold_start": False, "sampling.sampler": "box_presence_sum"}
+    )
+    parts = task.task_parts(cfg, shards)
     assert parts.queue_batch is None
     assert parts.rounds.keywords["embed"] is False

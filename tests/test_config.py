@@ -39,7 +39,7 @@ def test_wrong_value_is_an_error_naming_the_key(tmp_path: Path):
 
 
 def test_unknown_sampler_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"'sampling\.sampler'.*entropy"):
+    with pytest.raises(ConfigError, match=r"sampling\.sampler: unknown sampler 'nope'.*entropy"):
         Config().with_overrides({"sampling.sampler": "nope"})
 
 
@@ -74,3 +74,31 @@ def test_bald_with_dropout_off_is_an_error_naming_both_settings():
 def test_unknown_model_lists_the_registered_ones():
     with pytest.raises(ConfigError, match=r"'model\.factory'.*digits_cnn.*resnet18"):
         Config().with_overrides({"model.factory": "vgg"})
+
+
+def test_the_task_is_classification_unless_the_file_says_detection(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("task: detection\nsampling:\n  sampler: box_presence_sum\n")
+    assert Config().task == "classification"
+    cfg = load_config(path)
+    assert (cfg.task, cfg.sampling.sampler) == ("detection", "box_presence_sum")
+
+
+def test_an_unknown_task_is_an_error_naming_the_choices():
+    with pytest.raises(ConfigError, match=r"'task'.*'classification' or 'detection'"):
+        Config().with_overrides({"task": "segmentation"})
+
+
+def test_a_box_sampler_under_the_default_task_names_the_task_key():
+    with pytest.raises(ConfigError, match=r"unknown sampler 'box_entropy_max'.*task: detection"):
+        Config().with_overrides({"sampling.sampler": "box_entropy_max"})
+
+
+def test_mc_dropouts_check_is_the_classifiers_alone():
+    """Under detection a class sampler's name means the detection default: no dropout draws."""
+    with pytest.raises(ConfigError, match=r"model\.dropout must be > 0"):
+        Config().with_overrides({"sampling.sampler": "bald", "model.dropout": 0.0})
+    cfg = Config(task="detection").with_overrides(
+        {"sampling.sampler": "bald", "model.dropout": 0.0}
+    )
+    assert cfg.model.dropout == 0.0

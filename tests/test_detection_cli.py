@@ -117,3 +117,57 @@ def test_demo_detection_on_data_that_is_not_there_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("activestream: error: ") and "nowhere" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def refused_in_one_line(proc, says: str) -> None:
+    """Exit code 2 and one line on stderr saying ``says``, before Ray or any traceback."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("activestream: error: ") and says in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Ray" not in proc.stderr
+
+
+def test_simulate_takes_the_detection_task_from_the_config(tmp_path):
+    (tmp_path / "boxes.yaml").write_text("task: detection\n")
+    proc = run_cli("simulate", "--config", "boxes.yaml", cwd=tmp_path)
+    refused_in_one_line(proc, "--task detection needs --dataset DIR with pool/ and test/")
+
+
+def test_simulate_detection_names_the_config_keys_it_would_not_use(canvases):
+    where, _ = canvases
+    (where / "mine.yaml").write_text("task: detection\nmodel:\n  factory: mine:detector\n")
+    proc = run_cli(
+        "simulate", "--config", "mine.yaml", "--dataset", "canvases", "--out", "no", cwd=where
+    )
+    refused_in_one_line(proc, "does not take config keys other than task (model.factory)")
+    assert not (where / "no").exists()
+
+
+def test_serve_refuses_boxes_under_a_classification_config_before_ray(canvases):
+    where, _ = canvases
+    proc = run_cli("serve", "--data", "canvases", "--data-dir", "state", "--port", "1", cwd=where)
+    refused_in_one_line(proc, "the data holds boxes (a detection pool): set task: detection")
+    assert "or pass --task detection" in proc.stderr
+    assert not (where / "state").exists()  # nothing written: the data was only listed
+
+
+def test_serve_refuses_class_data_under_task_detection_before_ray(tmp_path):
+    proc = run_cli(
+        "serve", "--task", "detection", "--data-dir", "state", "--port", "1", cwd=tmp_path
+    )
+    refused_in_one_line(proc, "task detection serves images with boxes: --data DIR")
+
+
+def test_serve_names_the_detection_samplers_for_a_name_neither_task_knows(canvases):
+    where, _ = canvases
+    (where / "bad.yaml").write_text("task: detection\nsampling:\n  sampler: boxes\n")
+    proc = run_cli(
+        "serve", "--config", "bad.yaml", "--data", "canvases", "--data-dir", "state",
+        "--port", "1", cwd=where,
+    )  # fmt: skip
+    refused_in_one_line(proc, "'boxes' is no sampler; task: detection takes box_entropy_max")
+
+
+def test_score_sends_a_detection_config_to_serve(tmp_path):
+    (tmp_path / "boxes.yaml").write_text("task: detection\n")
+    proc = run_cli("score", "--config", "boxes.yaml", cwd=tmp_path)
+    refused_in_one_line(proc, "a detection pool is scored by its service (activestream serve")

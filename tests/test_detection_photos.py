@@ -76,7 +76,7 @@ def server(run_service, s3_server, s3_client, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     # What `activestream serve --data s3://...` serves: the pool written once under the cache.
     pool = serve_pool(uri, str(cache), storage=s3_server)
-    cfg = Config().with_overrides(
+    cfg = Config(task="detection").with_overrides(
         {
             **{f"storage.{key}": value for key, value in s3_server.model_dump().items()},
             "data.dataset": pool,

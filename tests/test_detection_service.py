@@ -33,7 +33,7 @@ def server(run_service, tmp_path_factory):
     make_canvases(data_dir, CanvasSpec(source="digits", pool=32, test=2, size=64, scale=(16, 32)))
     cache = tmp_path_factory.mktemp("cache")
     pool = serve_pool(str(data_dir), str(cache))  # what `activestream serve --data DIR` serves
-    cfg = Config().with_overrides(
+    cfg = Config(task="detection").with_overrides(
         {
             "data.dataset": pool,
             "data.cache_dir": str(cache),

@@ -56,7 +56,7 @@ def session(label_studio, run_service, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("ls-canvases")
     make_canvases(data_dir, CanvasSpec(source="digits", pool=TASKS, test=2, size=64, seed=5))
     cache = tmp_path_factory.mktemp("ls-cache")
-    cfg = Config().with_overrides(
+    cfg = Config(task="detection").with_overrides(
         {
             "data.dataset": serve_pool(str(data_dir), str(cache)),
             "data.cache_dir": str(cache),

@@ -98,7 +98,9 @@ def test_the_trainer_builds_trains_and_names_the_users_detector(canvases, tmp_pa
 
 def test_serve_with_a_detector_that_breaks_the_contract_is_one_line_before_ray(canvases, tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"model": {"factory": "user_plugins:plain_fcos"}}))
+    config.write_text(
+        yaml.safe_dump({"task": "detection", "model": {"factory": "user_plugins:plain_fcos"}})
+    )
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}
     proc = subprocess.run(
@@ -120,7 +122,7 @@ def test_the_users_detector_serves_queries_learns_from_boxes_and_answers_boxes(
 ):
     cache = tmp_path / "cache"
     pool = serve_pool(str(canvases), str(cache))  # what `activestream serve --data DIR` serves
-    cfg = Config().with_overrides(
+    cfg = Config(task="detection").with_overrides(
         {
             "data.dataset": pool,
             "data.cache_dir": str(cache),
