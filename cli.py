@@ -178,11 +178,14 @@ def _simulate_detection(args: argparse.Namespace, config: Config) -> int:
 
     ``--budget`` is the labeled images a run ends with: the random seed images, then rounds of
     ``--buffer-size`` images (the last round whole), each followed by online steps. It runs
-    the study's own detector and settings, so a config may say ``task`` and nothing else.
+    the study's own detector and settings, so a config may say ``task`` and ``data.dataset``
+    (``--dataset`` over it) and nothing else.
     """
-    keys = [key for key in _changed_keys(config, Config(task="detection")) if key != "seed"]
+    keys = _changed_keys(config, Config(task="detection"))
+    keys = [key for key in keys if key != "data.dataset" and (key != "seed" or args.seed is None)]
+    dataset = args.dataset or (None if config.data.dataset == "digits" else config.data.dataset)
     ignored = {
-        f"config keys other than task ({', '.join(keys)})": keys,
+        f"config keys other than task and data.dataset ({', '.join(keys)})": keys,
         "--seed": args.seed,
         "--policy": args.policy,
         "--mode stream": args.mode == "stream",
@@ -194,7 +197,7 @@ def _simulate_detection(args: argparse.Namespace, config: Config) -> int:
             f"--task detection does not take {used} (it runs seeds 0..--seeds-1 with the "
             "flags --samplers, --budget, --buffer-size, --explore-p, --seeds and --workers)"
         )
-    if not args.dataset:
+    if not dataset:
         raise ActivestreamError(
             "--task detection needs --dataset DIR with pool/ and test/ in COCO, YOLO or Parquet "
             "layout (activestream make-detection writes canvases of real images)"
@@ -218,7 +221,7 @@ def _simulate_detection(args: argparse.Namespace, config: Config) -> int:
         explore_p=base.explore_p if args.explore_p is None else args.explore_p,
     )
     out = Path(args.out)
-    results = simulate(args.dataset, cfg, out, workers=args.workers)
+    results = simulate(dataset, cfg, out, workers=args.workers)
     from activestream.benchmarks.detection import plot  # the detection page's own figure
 
     plot(results, out)
@@ -365,7 +368,7 @@ def cmd_annotate(args: argparse.Namespace) -> int:
 
     _check_pace(args)
     cfg = _load(args, {"data.dataset": args.dataset})
-    if cfg.task == "detection" and not args.dataset:
+    if cfg.task == "detection" and cfg.data.dataset == "digits":
         raise ActivestreamError(
             "annotate --task detection needs --dataset DIR: the data the service serves, with "
             "pool/ and test/ in COCO, YOLO or Parquet layout"

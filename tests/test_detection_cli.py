@@ -138,7 +138,7 @@ def test_simulate_detection_names_the_config_keys_it_would_not_use(canvases):
     proc = run_cli(
         "simulate", "--config", "mine.yaml", "--dataset", "canvases", "--out", "no", cwd=where
     )
-    refused_in_one_line(proc, "does not take config keys other than task (model.factory)")
+    refused_in_one_line(proc, "not take config keys other than task and data.dataset (model.factory)")
     assert not (where / "no").exists()
 
 
