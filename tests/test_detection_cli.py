@@ -134,11 +134,11 @@ def test_simulate_takes_the_detection_task_from_the_config(tmp_path):
 
 def test_simulate_detection_names_the_config_keys_it_would_not_use(canvases):
     where, _ = canvases
-    (where / "mine.yaml").write_text("task: detection\nmodel:\n  factory: mine:detector\n")
+    (where / "mine.yaml").write_text("task: detection\ntraining:\n  lr: 0.01\n")
     proc = run_cli(
         "simulate", "--config", "mine.yaml", "--dataset", "canvases", "--out", "no", cwd=where
     )
-    refused_in_one_line(proc, "not take config keys other than task and data.dataset (model.factory)")
+    refused_in_one_line(proc, "not take config keys other than task and data.dataset (training.lr)")
     assert not (where / "no").exists()
 
 
