@@ -202,9 +202,10 @@ class RectanglesTask:
         [0.4286, 0.0]
         """
         spec = box_samplers.spec(self.sampler) if self.sampler in box_samplers.names() else None
-        usable = spec is not None and spec.inputs == ("detections",) and spec.deterministic
-        score = box_samplers.get(self.sampler if usable else "box_entropy_max")
-        if spec is None or not usable or spec.bounded:
+        if spec is None or spec.inputs != ("detections",) or not spec.deterministic:
+            return box_samplers.get("box_entropy_max")
+        score = box_samplers.get(self.sampler)
+        if spec.bounded:
             return score
         return lambda det: (u := score(det)) / (1.0 + u)  # (N,), [0, n_i] -> [0, 1)
 
