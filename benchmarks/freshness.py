@@ -108,6 +108,7 @@ class Figures:
     when: str | None = None
     seconds: float | None = None  # how long the run that measured them took, where recorded
     size: str | None = None  # bench.json's size (a rerun merges at the same one)
+    rows: int | None = None  # a study part's pool rows, where ``--rows`` chose them
 
 
 def stale_reason(commit: str | None, changed: list[str]) -> str | None:
@@ -195,8 +196,24 @@ def published(root: Path = ROOT) -> list[Figures]:
                 source = path.relative_to(root).as_posix()
                 when = _when(data.get("machine"))
                 took = data.get("seconds")
-                out.append(Figures(name, source, commit, measures(module), when, took))
+                rows = _study_rows(data) if name == "study" else None
+                figures = Figures(name, source, commit, measures(module), when, took, rows=rows)
+                out.append(figures)
     return out
+
+
+def _study_rows(part: dict[str, Any]) -> int | None:
+    """The ``--rows`` a study part was run with: its pool's size, unless the pool is digits.
+
+    Digits is bundled at one size; the other pools are cut to ``--rows``.
+
+    >>> _study_rows({"pool_rows": 60000, "config": {"data": {"dataset": "/tmp/s/fashion"}}})
+    60000
+    >>> _study_rows({"pool_rows": 1347, "config": {"data": {"dataset": "digits"}}}) is None
+    True
+    """
+    data = (part.get("config") or {}).get("data") or {}
+    return None if data.get("dataset") == "digits" else part.get("pool_rows")
 
 
 def rerun(figures: Figures) -> str:
@@ -208,13 +225,16 @@ def rerun(figures: Figures) -> str:
     'activestream bench --only startup --merge --out docs/bench'
     >>> rerun(Figures("study", "docs/study/buffer.json", None, ("samplers/",)))
     'python -m activestream.benchmarks.study --only buffer'
+    >>> rerun(Figures("study", "docs/study/gratings.json", None, ("samplers/",), rows=2000))
+    'python -m activestream.benchmarks.study --only gratings --rows 2000'
     """
     if figures.source == BENCH:
         size = " --quick" if figures.size == "quick" else ""
         return f"activestream bench{size} --only {figures.benchmark} --merge --out docs/bench"
     module = PAGES[figures.benchmark][0]
     if figures.benchmark == "study":
-        return f"python -m {module} --only {Path(figures.source).stem}"
+        rows = f" --rows {figures.rows}" if figures.rows else ""
+        return f"python -m {module} --only {Path(figures.source).stem}{rows}"
     return f"python -m {module}"
 
 

@@ -102,6 +102,16 @@ def test_the_committed_json_names_every_benchmark_it_shows():
     assert shown <= listed | {None}
 
 
+def test_a_study_parts_rerun_command_cuts_the_pool_it_was_measured_on():
+    parts = [f for f in freshness.published(ROOT) if f.benchmark == "study"]
+    for figures in parts:
+        data = json.loads((ROOT / figures.source).read_text())
+        cut = data.get("pool_rows") and data["config"]["data"]["dataset"] != "digits"
+        command = freshness.rerun(figures)
+        assert (f"--rows {data['pool_rows']}" in command) if cut else ("--rows" not in command)
+    assert any("--rows" in freshness.rerun(f) for f in parts)
+
+
 def test_the_reasons_read_as_the_module_docstring_says():
     import doctest
 
